@@ -1,0 +1,151 @@
+"""Rules that tie a record's fields together, whoever changes it.
+
+The CLI, a sheet sync and the mail poller all save records through the store,
+and the store applies these rules on every save: a deal's probability and
+forecast category follow its stage (unless set in the same change), every
+stage change is written into the deal's stage history, and an invoice's
+totals and paid/overdue status follow from its lines, payments and due date.
+Pure functions over clean values; no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from crmkit.errors import FieldError, ValidationError
+from crmkit.records.fields import DateTimeField
+from crmkit.records.money import is_currency, quantize
+from crmkit.records.schema import (
+    DEAL,
+    INVOICE,
+    INVOICE_SET_STATUSES,
+    STAGE_FORECAST,
+    STAGE_PROBABILITY,
+    RecordType,
+)
+
+__all__ = ["apply_rules", "invoice_status", "invoice_totals"]
+
+_timestamp = DateTimeField("at")
+
+
+def invoice_totals(lines: list[Mapping[str, Any]] | None, currency: str) -> dict[str, Decimal]:
+    """Subtotal, tax and total of invoice lines, each rounded to the currency."""
+    subtotal = Decimal(0)
+    tax = Decimal(0)
+    for line in lines or ():
+        net = line["quantity"] * line["unit_price"]
+        subtotal += net
+        tax += net * line["tax_rate"] / 100
+    subtotal = quantize(subtotal, currency)
+    tax = quantize(tax, currency)
+    return {"subtotal": subtotal, "tax": tax, "total": subtotal + tax}
+
+
+def invoice_status(invoice: Mapping[str, Any], today: date) -> str:
+    """The status an invoice is in today.
+
+    ``draft`` and ``void`` are what a person set; once sent, the outstanding
+    amount and the due date decide between sent, partly_paid, paid and overdue.
+    """
+    status = invoice.get("status") or "draft"
+    if status in ("draft", "void"):
+        return status
+    total = invoice.get("total") or Decimal(0)
+    paid = invoice.get("amount_paid") or Decimal(0)
+    if total > 0 and paid >= total:
+        return "paid"
+    due = invoice.get("due_date")
+    if due is not None and due < today:
+        return "overdue"
+    return "partly_paid" if paid > 0 else "sent"
+
+
+def _defaults(rt: RecordType, record: dict[str, Any]) -> None:
+    for f in rt.user_fields:
+        if record.get(f.name) is None and f.default is not None:
+            record[f.name] = f.default
+
+
+def _currency(rt: RecordType, record: dict[str, Any], default_currency: str) -> str:
+    code = (record.get("currency") or default_currency).strip().upper()
+    if not is_currency(code):
+        raise ValidationError(
+            rt.name, [FieldError("currency", record.get("currency"), "unknown currency code")]
+        )
+    record["currency"] = code
+    return code
+
+
+def _deal_rules(
+    before: Mapping[str, Any],
+    record: dict[str, Any],
+    changes: Mapping[str, Any],
+    now: datetime,
+    actor: str,
+    currency: str,
+) -> None:
+    if record.get("amount") is not None:
+        record["amount"] = quantize(record["amount"], currency)
+    stage = record.get("stage")
+    if stage is None or stage == before.get("stage"):
+        return  # a deal with no stage is refused by the required check
+    # Entering a stage resets probability and forecast, as in every major CRM,
+    # unless the same change sets them explicitly.
+    if changes.get("probability") is None:
+        record["probability"] = STAGE_PROBABILITY[stage]
+    if changes.get("forecast_category") is None:
+        record["forecast_category"] = STAGE_FORECAST[stage]
+    history = list(record.get("stage_history") or [])
+    history.append({"stage": stage, "from": before.get("stage"), "at": _timestamp.dump(now), "by": actor})
+    record["stage_history"] = history
+
+
+def _invoice_rules(
+    before: Mapping[str, Any], record: dict[str, Any], changes: Mapping[str, Any], today: date, currency: str
+) -> None:
+    status = changes.get("status")
+    if status is not None and status not in INVOICE_SET_STATUSES and status != before.get("status"):
+        raise ValidationError(
+            INVOICE.name,
+            [
+                FieldError(
+                    "status", status, "follows from the amount paid and the due date; set draft, sent or void"
+                )
+            ],
+        )
+    if record.get("amount_paid") is not None:
+        record["amount_paid"] = quantize(record["amount_paid"], currency)
+    record.update(invoice_totals(record.get("lines"), currency))
+    record["status"] = invoice_status(record, today)
+
+
+def apply_rules(
+    rt: RecordType,
+    before: Mapping[str, Any] | None,
+    changes: Mapping[str, Any],
+    *,
+    now: datetime,
+    actor: str,
+    default_currency: str,
+) -> dict[str, Any]:
+    """The record after ``changes`` (clean values) are applied to ``before``.
+
+    ``before`` is None for a new record. Returns the whole record, with the
+    defaults, derived fields and stage history filled in, and checks that
+    required fields are present.
+    """
+    record = {**(before or {}), **changes}
+    if before is None:
+        _defaults(rt, record)
+    if rt is DEAL:
+        currency = _currency(rt, record, default_currency)
+        _deal_rules(before or {}, record, changes, now, actor, currency)
+    elif rt is INVOICE:
+        currency = _currency(rt, record, default_currency)
+        _invoice_rules(before or {}, record, changes, now.date(), currency)
+    rt.check_required(record)
+    return record

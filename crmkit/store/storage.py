@@ -1,0 +1,191 @@
+"""A TinyDB storage that several processes can share and a kill cannot tear.
+
+TinyDB's own JSONStorage rewrites the file in place (a crash mid-write leaves
+a torn file) and takes no lock (its docs rule out two processes sharing a
+file). A cron sync beside the mail poller is exactly that, so this storage:
+
+- replaces the file atomically: the new content goes to a temporary file in
+  the same folder, is flushed to disk, then ``os.replace``-d over the old one,
+  so a reader or a killed writer only ever sees the old file or the new one;
+- takes an exclusive lock (``crm.json.lock`` beside the store) around every
+  read-modify-write, in :meth:`AtomicJSONStorage.transaction`;
+- batches: inside a transaction, TinyDB's many writes stay in memory and the
+  file is written once, when the transaction ends without an error. An error
+  throws the transaction's changes away.
+
+Readers take no lock: an atomically replaced file is always whole. The file
+is plain TinyDB JSON, so ``TinyDB(path, storage=AtomicJSONStorage)`` opens it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+from tinydb.storages import Storage
+
+from crmkit.errors import StoreError, StoreLockedError
+
+__all__ = ["AtomicJSONStorage"]
+
+Tables = dict[str, dict[str, Any]]
+
+
+class AtomicJSONStorage(Storage):
+    """TinyDB storage with atomic replacement, a file lock and batched writes."""
+
+    def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.lock_timeout = lock_timeout
+        self._lock = FileLock(str(self.lock_path), timeout=lock_timeout)
+        self._data: Tables | None = None
+        self._stamp: tuple[int, int, int] | None = None
+        self._depth = 0
+        self._dirty = False
+        #: Goes up each time the content is (re)loaded from disk, so callers
+        #: can tell when an index built on the old content is stale.
+        self.generation = 0
+
+    # -- TinyDB's Storage interface -------------------------------------
+
+    def read(self) -> Tables | None:
+        if self._depth == 0:
+            self._refresh()
+        return self._data
+
+    def write(self, data: Tables) -> None:
+        self._data = data
+        if self._depth:
+            self._dirty = True
+        else:
+            with self._locked():
+                self._write_file(data)
+
+    def close(self) -> None:
+        """Nothing is held open between calls; kept for TinyDB's interface."""
+
+    # -- transactions ---------------------------------------------------
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tables]:
+        """Hold the lock, load the latest file, write once at the end.
+
+        Nested transactions join the outer one. If the block raises, nothing
+        is written and the in-memory content is reloaded from disk.
+        """
+        if self._depth:
+            self._depth += 1
+            try:
+                assert self._data is not None
+                yield self._data
+            finally:
+                self._depth -= 1
+            return
+        with self._locked():
+            self._remove_stale_temp_files()
+            self._refresh()
+            self._depth = 1
+            self._dirty = False
+            try:
+                assert self._data is not None
+                yield self._data
+                if self._dirty:
+                    self._write_file(self._data)
+            except BaseException:
+                self._stamp = None  # forces a reload: drops half-made changes
+                self._data = None
+                raise
+            finally:
+                self._depth = 0
+                self._dirty = False
+
+    # -- files ----------------------------------------------------------
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._lock:
+                yield
+        except Timeout:
+            raise StoreLockedError(
+                f"{self.path} is locked by another crmkit process "
+                f"(waited {self.lock_timeout:g} s for {self.lock_path})"
+            ) from None
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _refresh(self) -> None:
+        stamp = self._file_stamp()
+        if self._data is not None and stamp == self._stamp:
+            return
+        if stamp is None:
+            data: Tables = {}
+        else:
+            try:
+                raw = self.path.read_bytes()
+            except OSError as exc:
+                raise StoreError(f"cannot read the store {self.path}: {exc.strerror}") from None
+            try:
+                data = json.loads(raw) if raw.strip() else {}
+            except ValueError as exc:
+                raise StoreError(f"{self.path} is not a valid store (not JSON: {exc})") from None
+            if not isinstance(data, dict):
+                raise StoreError(f"{self.path} is not a valid store (expected a JSON object of tables)")
+        self._data = data
+        self._stamp = stamp
+        self.generation += 1
+
+    def _write_file(self, data: Tables) -> None:
+        text = json.dumps(data, separators=(",", ":"))
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(tmp, os.stat(self.path).st_mode & 0o777)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write the store {self.path}: {exc.strerror}") from None
+        _fsync_dir(self.path.parent)
+        self._stamp = self._file_stamp()
+
+    def _remove_stale_temp_files(self) -> None:
+        # Only a lock holder writes temporary files, and we hold the lock now:
+        # any that exist were left by a writer that was killed.
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders can't be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,510 @@
+"""The store: records in a TinyDB JSON file, one table per record type.
+
+Layout (a contract scripts rely on): one TinyDB table per record type, named
+``leads``, ``contacts``, ``accounts``, ``deals``, ``invoices``, ``cases`` and
+``activities``; each document holds the record's ``id`` (``C-12``, whose
+number is also its TinyDB document id), its fields by name in their JSON form
+(Decimal as text, dates as ISO 8601), ``custom`` for columns the schema does
+not know, and ``created_at``/``updated_at``/``archived_at``. Tables whose names
+start with ``_`` are crmkit's own bookkeeping (id sequences, sync state).
+
+Every change goes through :class:`Store`, which validates it against the
+schema, applies the record rules, refuses duplicates and keeps in-memory
+indexes (by id, email, phone, invoice number, company name and domain) so
+that look-ups never scan the file. Writes happen in transactions: one lock,
+one load, one atomic write, however many records change.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from crmkit.errors import DuplicateError, FieldError, NotFoundError, ValidationError
+from crmkit.records.fields import RefField, decimal_to_json
+from crmkit.records.matching import company_key, domain_key, email_key, phone_key
+from crmkit.records.query import Condition, matches
+from crmkit.records.rules import apply_rules
+from crmkit.records.schema import (
+    INVOICE,
+    RECORD_TYPES,
+    RecordType,
+    parse_id,
+    record_type,
+)
+from crmkit.store.storage import AtomicJSONStorage, Tables
+
+__all__ = ["Store"]
+
+Doc = dict[str, Any]
+META_TABLE = "_meta"
+SCHEMA_VERSION = 1
+
+
+def _one(value: Any, key: Callable[[str], str]) -> list[str]:
+    if not value:
+        return []
+    k = key(str(value))
+    return [k] if k else []
+
+
+def _phone_index_key(phone: str) -> str:
+    digits = phone_key(phone)
+    return digits if len(digits) >= 5 else ""
+
+
+#: The indexes the store keeps, per table: name -> the keys of one record.
+INDEXES: dict[str, dict[str, Callable[[Doc], list[str]]]] = {
+    "contacts": {
+        "email": lambda d: _one(d.get("email"), email_key),
+        "phone": lambda d: _one(d.get("phone"), _phone_index_key),
+    },
+    "leads": {
+        "email": lambda d: _one(d.get("email"), email_key),
+        "phone": lambda d: _one(d.get("phone"), _phone_index_key),
+    },
+    "accounts": {
+        "name": lambda d: _one(d.get("name"), company_key),
+        "domain": lambda d: _one(d.get("domain"), domain_key),
+    },
+    "invoices": {"number": lambda d: _one(d.get("number"), str.casefold)},
+}
+
+#: How a unique field's value is turned into its index key.
+_UNIQUE_KEY: dict[str, Callable[[str], str]] = {
+    "email": email_key,
+    "phone": _phone_index_key,
+    "number": str.casefold,
+}
+
+
+def _jsonable(value: Any) -> Any:
+    """A custom field's value in a form JSON keeps (cells may hold dates or Decimals)."""
+    if isinstance(value, Decimal):
+        return decimal_to_json(value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+class Store:
+    """Records of every type in one TinyDB file.
+
+    ``actor`` is recorded in stage histories (who made a change): ``cli:ana``,
+    ``sync:book.xlsx``, ``poller``. ``clock`` returns the current UTC time.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        default_currency: str = "USD",
+        actor: str | None = None,
+        lock_timeout: float = 30.0,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.storage = AtomicJSONStorage(path, lock_timeout=lock_timeout)
+        self.default_currency = default_currency
+        self.actor = actor or f"cli:{_user()}"
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._indexes: dict[tuple[str, str], dict[str, list[str]]] = {}
+        self._index_generation = -1
+
+    @property
+    def path(self) -> Path:
+        return self.storage.path
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    # -- transactions and raw access ------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Store]:
+        """Group changes: one lock, one load and one atomic write for all of them."""
+        with self.storage.transaction():
+            yield self
+
+    def _tables(self) -> Tables:
+        data = self.storage.read()
+        if data is None:  # pragma: no cover - the storage always returns a dict
+            data = {}
+        if self._index_generation != self.storage.generation:
+            self._indexes = {}
+            self._index_generation = self.storage.generation
+        return data
+
+    def _table(self, rt: RecordType) -> dict[str, Doc]:
+        return self._tables().get(rt.table, {})
+
+    def _meta(self) -> Doc:
+        tables = self._tables()
+        meta_table = tables.setdefault(META_TABLE, {})
+        return meta_table.setdefault("1", {"schema_version": SCHEMA_VERSION, "sequences": {}})
+
+    def _put(self, rt: RecordType, number: int, doc: Doc, old: Doc | None) -> None:
+        tables = self._tables()
+        tables.setdefault(rt.table, {})[str(number)] = doc
+        for name, keys_of in INDEXES.get(rt.table, {}).items():
+            index = self._indexes.get((rt.table, name))
+            if index is None:
+                continue
+            if old is not None and not old.get("archived_at"):
+                for key in keys_of(old):
+                    ids = index.get(key, [])
+                    if doc["id"] in ids:
+                        ids.remove(doc["id"])
+            if not doc.get("archived_at"):
+                for key in keys_of(doc):
+                    index.setdefault(key, []).append(doc["id"])
+        self.storage.write(tables)
+
+    def _index(self, table: str, name: str) -> dict[str, list[str]]:
+        tables = self._tables()
+        index = self._indexes.get((table, name))
+        if index is None:
+            keys_of = INDEXES[table][name]
+            index = {}
+            for doc in tables.get(table, {}).values():
+                if not doc.get("archived_at"):
+                    for key in keys_of(doc):
+                        index.setdefault(key, []).append(doc["id"])
+            self._indexes[(table, name)] = index
+        return index
+
+    # -- reading ----------------------------------------------------------
+
+    def get(self, record_id: str) -> Doc:
+        """The record with this id (archived ones too); NotFoundError if none."""
+        rt, number = parse_id(record_id)
+        doc = self._table(rt).get(str(number))
+        if doc is None:
+            raise NotFoundError(f"no {rt.name} {rt.prefix}-{number}")
+        return dict(doc)
+
+    def exists(self, record_id: str) -> bool:
+        rt, number = parse_id(record_id)
+        return str(number) in self._table(rt)
+
+    def all(self, type_name: str, *, archived: bool = False) -> Iterator[Doc]:
+        """Every record of a type in id order; archived ones only when asked."""
+        rt = record_type(type_name)
+        table = self._table(rt)
+        for key in sorted(table, key=int):
+            doc = table[key]
+            if archived or not doc.get("archived_at"):
+                yield dict(doc)
+
+    def find(
+        self,
+        type_name: str,
+        conditions: Iterable[Condition] = (),
+        *,
+        archived: bool = False,
+        limit: int | None = None,
+    ) -> list[Doc]:
+        """Records of a type that meet every condition, in id order."""
+        conds = list(conditions)
+        found: list[Doc] = []
+        for doc in self.all(type_name, archived=archived):
+            if matches(doc, conds):
+                found.append(doc)
+                if limit is not None and len(found) >= limit:
+                    break
+        return found
+
+    def count(self, type_name: str, *, archived: bool = False) -> int:
+        rt = record_type(type_name)
+        return sum(1 for doc in self._table(rt).values() if archived or not doc.get("archived_at"))
+
+    def find_by_email(self, type_name: str, email: str) -> list[Doc]:
+        """Active records of a type with this address (any case), by index."""
+        return self._by_index(record_type(type_name).table, "email", email_key(email))
+
+    def find_by_phone(self, type_name: str, phone: str) -> list[Doc]:
+        """Active records of a type with this phone number (digits compared), by index."""
+        return self._by_index(record_type(type_name).table, "phone", _phone_index_key(phone))
+
+    def find_accounts(self, *, name: str | None = None, domain: str | None = None) -> list[Doc]:
+        """Active accounts whose name (legal form ignored) or domain matches."""
+        found: dict[str, Doc] = {}
+        if name:
+            for doc in self._by_index("accounts", "name", company_key(name)):
+                found[doc["id"]] = doc
+        if domain:
+            for doc in self._by_index("accounts", "domain", domain_key(domain)):
+                found[doc["id"]] = doc
+        return sorted(found.values(), key=lambda d: int(d["id"].split("-")[1]))
+
+    def _by_index(self, table: str, name: str, key: str) -> list[Doc]:
+        if not key:
+            return []
+        return [self.get(record_id) for record_id in self._index(table, name).get(key, [])]
+
+    def lookup(self, type_name: str, text: str) -> Doc:
+        """A record by id, or by what people call it: email, account name or domain."""
+        rt = record_type(type_name)
+        text = text.strip()
+        candidates: list[Doc]
+        try:
+            id_type, _ = parse_id(text)
+        except Exception:
+            id_type = None
+        if id_type is rt:
+            return self.get(text)
+        if rt.table in ("contacts", "leads") and "@" in text:
+            candidates = self.find_by_email(rt.table, text)
+        elif rt.table == "accounts":
+            candidates = self.find_accounts(name=text) or self.find_accounts(domain=text)
+        elif rt.table == "invoices":
+            candidates = self._by_index("invoices", "number", text.casefold())
+        else:
+            candidates = []
+        if not candidates:
+            raise NotFoundError(f"no {rt.name} matches {text!r}")
+        if len(candidates) > 1:
+            ids = ", ".join(d["id"] for d in candidates)
+            raise NotFoundError(f"{text!r} matches several {rt.table} ({ids}); use an id")
+        return candidates[0]
+
+    # -- writing ----------------------------------------------------------
+
+    def add(
+        self,
+        type_name: str,
+        values: Mapping[str, Any],
+        *,
+        force: bool = False,
+        allow_system: bool = False,
+        actor: str | None = None,
+    ) -> Doc:
+        """Validate and save a new record; returns it with its new id.
+
+        A contact or lead whose email or phone is already on another one is
+        refused with :class:`DuplicateError` unless ``force``.
+        ``allow_system`` lets an import set ids and timestamps.
+        """
+        rt = record_type(type_name)
+        with self.transaction():
+            return self._add(rt, values, force=force, allow_system=allow_system, actor=actor)
+
+    def add_many(
+        self,
+        type_name: str,
+        rows: Iterable[Mapping[str, Any]],
+        *,
+        force: bool = False,
+        allow_system: bool = False,
+        actor: str | None = None,
+    ) -> list[Doc]:
+        """Add many records in one transaction: all of them, or none on an error."""
+        rt = record_type(type_name)
+        with self.transaction():
+            return [self._add(rt, row, force=force, allow_system=allow_system, actor=actor) for row in rows]
+
+    def update(
+        self,
+        record_id: str,
+        values: Mapping[str, Any],
+        *,
+        force: bool = False,
+        allow_system: bool = False,
+        actor: str | None = None,
+    ) -> Doc:
+        """Change some fields of a record; an empty value clears a field.
+
+        Returns the record as saved. Nothing is written when nothing changes.
+        """
+        with self.transaction():
+            return self._update(record_id, values, force=force, allow_system=allow_system, actor=actor)
+
+    def archive(self, record_id: str) -> Doc:
+        """Hide a record from lists and syncs without destroying it; restorable."""
+        with self.transaction():
+            rt, number = parse_id(record_id)
+            old = self.get(record_id)
+            if old.get("archived_at"):
+                return old
+            doc = {**old, "archived_at": self._now_text(), "updated_at": self._now_text()}
+            self._put(rt, number, doc, old)
+            return dict(doc)
+
+    def restore(self, record_id: str, *, force: bool = False) -> Doc:
+        """Bring an archived record back (refused if its email is now taken, unless ``force``)."""
+        with self.transaction():
+            rt, number = parse_id(record_id)
+            old = self.get(record_id)
+            if not old.get("archived_at"):
+                return old
+            doc = {k: v for k, v in old.items() if k != "archived_at"}
+            doc["updated_at"] = self._now_text()
+            if not force:
+                self._check_unique(rt, rt.load(doc), doc["id"])
+            self._put(rt, number, doc, old)
+            return dict(doc)
+
+    # -- the work behind add and update -------------------------------------
+
+    def _now_text(self) -> str:
+        return self.clock().astimezone(UTC).isoformat(timespec="seconds")
+
+    def _add(
+        self, rt: RecordType, values: Mapping[str, Any], *, force: bool, allow_system: bool, actor: str | None
+    ) -> Doc:
+        clean, custom = rt.validate(values, allow_system=allow_system)
+        wanted_id = clean.pop("id", None)
+        self._resolve_refs(rt, clean)
+        record = apply_rules(
+            rt,
+            None,
+            clean,
+            now=self.clock(),
+            actor=actor or self.actor,
+            default_currency=self.default_currency,
+        )
+        if rt is INVOICE and not record.get("number"):
+            record["number"] = self._next_invoice_number(record.get("issue_date") or self.clock().date())
+        number = self._claim_number(rt, wanted_id)
+        record_id = f"{rt.prefix}-{number}"
+        if not force:
+            self._check_unique(rt, record, record_id)
+        now = self._now_text()
+        doc: Doc = {"id": record_id}
+        doc.update(rt.dump({k: v for k, v in record.items() if v is not None and k != "id"}))
+        doc.setdefault("created_at", now)
+        doc.setdefault("updated_at", now)
+        if custom:
+            doc["custom"] = {k: _jsonable(v) for k, v in custom.items() if v not in (None, "")}
+            if not doc["custom"]:
+                del doc["custom"]
+        self._put(rt, number, doc, None)
+        return dict(doc)
+
+    def _update(
+        self, record_id: str, values: Mapping[str, Any], *, force: bool, allow_system: bool, actor: str | None
+    ) -> Doc:
+        rt, number = parse_id(record_id)
+        old = self.get(record_id)
+        clean, custom = rt.validate(values, allow_system=allow_system)
+        clean.pop("id", None)
+        self._resolve_refs(rt, clean)
+        before = rt.load({k: v for k, v in old.items() if k != "custom"})
+        record = apply_rules(
+            rt,
+            before,
+            clean,
+            now=self.clock(),
+            actor=actor or self.actor,
+            default_currency=self.default_currency,
+        )
+        if not force:
+            self._check_unique(rt, record, old["id"])
+        doc: Doc = {"id": old["id"]}
+        doc.update(
+            rt.dump({k: v for k, v in record.items() if v is not None and k in rt.by_name and k != "id"})
+        )
+        merged_custom = dict(old.get("custom") or {})
+        for key, value in custom.items():
+            if value in (None, ""):
+                merged_custom.pop(key, None)
+            else:
+                merged_custom[key] = _jsonable(value)
+        if merged_custom:
+            doc["custom"] = merged_custom
+        if {k: v for k, v in doc.items() if k != "updated_at"} == {
+            k: v for k, v in old.items() if k != "updated_at"
+        }:
+            return old
+        if "updated_at" not in clean:
+            doc["updated_at"] = self._now_text()
+        self._put(rt, number, doc, old)
+        return dict(doc)
+
+    def _claim_number(self, rt: RecordType, wanted_id: str | None) -> int:
+        """A record number never used before in this table (ids are never reused)."""
+        sequences = self._meta()["sequences"]
+        table = self._tables().get(rt.table, {})
+        if wanted_id:
+            id_type, number = parse_id(wanted_id)
+            if id_type is not rt:
+                raise ValidationError(
+                    rt.name, [FieldError("id", wanted_id, f"is not a {rt.name} id ({rt.prefix}-…)")]
+                )
+            if str(number) in table:
+                raise DuplicateError(f"{wanted_id} already exists", wanted_id)
+        else:
+            number = int(sequences.get(rt.table, 0)) + 1
+            while str(number) in table:  # documents added by plain TinyDB
+                number += 1
+        sequences[rt.table] = max(number, int(sequences.get(rt.table, 0)))
+        return number
+
+    def _next_invoice_number(self, issued: date) -> str:
+        counters = self._meta().setdefault("invoice_numbers", {})
+        year = str(issued.year)
+        seq = int(counters.get(year, 0))
+        index = self._index("invoices", "number")
+        while True:
+            seq += 1
+            number = f"INV-{year}-{seq:04d}"
+            if number.casefold() not in index:
+                break
+        counters[year] = seq
+        return number
+
+    def _check_unique(self, rt: RecordType, record: Mapping[str, Any], record_id: str) -> None:
+        for field_name in rt.unique_keys:
+            value = record.get(field_name)
+            if not value:
+                continue
+            key = _UNIQUE_KEY[field_name](str(value))
+            others = [i for i in self._index(rt.table, field_name).get(key, []) if i != record_id]
+            if others:
+                other = self.get(others[0])
+                raise DuplicateError(
+                    f"{rt.name} {other['id']} ({rt.title_of(other)}) already has {field_name} {value}; "
+                    f"merge them, or force to add anyway",
+                    other["id"],
+                )
+
+    def _resolve_refs(self, rt: RecordType, clean: dict[str, Any]) -> None:
+        """Turn each link given by name or email into an id; check ids exist."""
+        errors: list[FieldError] = []
+        for name, value in clean.items():
+            f = rt.by_name[name]
+            if not isinstance(f, RefField) or value is None:
+                continue
+            target = RECORD_TYPES[f.target]
+            try:
+                id_type, _ = parse_id(value)
+            except Exception:
+                id_type = None
+            try:
+                if id_type is not None and id_type is not target:
+                    raise NotFoundError(
+                        f"is a {id_type.name} id; expected a {target.name} ({target.prefix}-…)"
+                    )
+                clean[name] = self.lookup(target.table, value)["id"]
+            except NotFoundError as exc:
+                errors.append(FieldError(name, value, str(exc)))
+        if errors:
+            raise ValidationError(rt.name, errors)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers and cron environments
+        return os.environ.get("USER", "unknown")
