@@ -1,6 +1,111 @@
+"""The ``crmkit`` command: a thin shell over the library.
+
+Each command parses its options, makes one library call and prints the result
+(``--json`` for scripts). Errors print one line and exit non-zero:
+
+\b
+  0  done
+  1  failed (bad input, not found, duplicate, store or config problem)
+  2  wrong usage (unknown option, missing argument)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
 import click
 
+from crmkit import __version__
+from crmkit.config import Config, load_config, resolve_store_path
+from crmkit.errors import CrmkitError
+from crmkit.store import Store
 
-@click.group()
-def main() -> None:
-    """crmkit"""
+__all__ = ["App", "main"]
+
+
+@dataclass
+class App:
+    """What every command needs: the configuration and the store, opened on first use."""
+
+    store_option: str | None = None
+    config_option: str | None = None
+    _config: Config | None = field(default=None, repr=False)
+    _store: Store | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_option)
+        return self._config
+
+    @property
+    def store_path(self) -> Path:
+        return resolve_store_path(self.store_option, self.config)
+
+    def store(self, *, must_exist: bool = False) -> Store:
+        """The store; ``must_exist`` for commands that only read (a typo must not look like an empty CRM)."""
+        if self._store is None:
+            path = self.store_path
+            if must_exist and not path.exists():
+                raise CrmkitError(
+                    f"no store at {path}: run `crmkit init`, or pass --store / set CRMKIT_STORE"
+                )
+            self._store = Store(path, default_currency=self.config.default_currency)
+        return self._store
+
+
+class CrmkitGroup(click.Group):
+    """Turns crmkit's own errors into one readable line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CrmkitError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+@click.group(cls=CrmkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--store",
+    "store_option",
+    metavar="PATH",
+    help="The store file [default: CRMKIT_STORE, crmkit.toml's store, or ./crm.json].",
+)
+@click.option(
+    "--config",
+    "config_option",
+    metavar="PATH",
+    help="The config file [default: CRMKIT_CONFIG or ./crmkit.toml].",
+)
+@click.version_option(__version__, prog_name="crmkit")
+@click.pass_context
+def main(ctx: click.Context, store_option: str | None, config_option: str | None) -> None:
+    """crmkit: a CRM on top of the spreadsheets and the inbox your team already uses.
+
+    Records (leads, contacts, accounts, deals, invoices, cases, activities)
+    live in a TinyDB JSON file, the store. Start with `crmkit init`, or see
+    a demo with `crmkit quickstart`.
+
+    \b
+    Example:
+        crmkit init
+        crmkit contacts add name="Ana Nguyen" email=ana@example.com
+        crmkit contacts list --where account=A-1
+        crmkit contacts show ana@example.com
+    """
+    ctx.obj = App(store_option=store_option, config_option=config_option)
+
+
+def _register() -> None:
+    from crmkit.cli import records, setup
+
+    setup.register(main)
+    records.register(main)
+
+
+_register()

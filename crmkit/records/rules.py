@@ -11,7 +11,7 @@ Pure functions over clean values; no I/O.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -30,6 +30,8 @@ from crmkit.records.schema import (
 __all__ = ["apply_rules", "invoice_status", "invoice_totals"]
 
 _timestamp = DateTimeField("at")
+#: A new invoice with no due date is due this many days after its issue date.
+PAYMENT_TERMS_DAYS = 30
 
 
 def invoice_totals(lines: list[Mapping[str, Any]] | None, currency: str) -> dict[str, Decimal]:
@@ -117,6 +119,10 @@ def _invoice_rules(
                 )
             ],
         )
+    if record.get("issue_date") is None:
+        record["issue_date"] = today
+    if record.get("due_date") is None and not before:
+        record["due_date"] = record["issue_date"] + timedelta(days=PAYMENT_TERMS_DAYS)
     if record.get("amount_paid") is not None:
         record["amount_paid"] = quantize(record["amount_paid"], currency)
     record.update(invoice_totals(record.get("lines"), currency))

@@ -1,0 +1,296 @@
+"""crmkit.toml: where the store is, and how to reach the mail servers and Google.
+
+Found via ``--config``, ``CRMKIT_CONFIG``, or ``crmkit.toml`` in the current
+folder; every key is optional. Secrets never live in it: a password comes from
+an environment variable (``CRMKIT_IMAP_PASSWORD``, ``CRMKIT_SMTP_PASSWORD``) or
+from ``password_command``, whose output is the password. An unknown key or a
+bad value is an error that names it.
+
+Example::
+
+    store = "crm.json"            # relative to this file
+    default_currency = "USD"
+
+    [imap]
+    host = "imap.example.com"
+    user = "support@example.com"
+    password_command = "pass show mail/support"
+
+    [smtp]
+    host = "smtp.example.com"
+    security = "starttls"
+    user = "support@example.com"
+    from = "Support <support@example.com>"
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import subprocess
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crmkit.errors import ConfigError
+from crmkit.records.money import is_currency
+
+__all__ = [
+    "CONFIG_FILE",
+    "Config",
+    "MailServer",
+    "Secret",
+    "SheetsSettings",
+    "find_config",
+    "load_config",
+    "resolve_password",
+    "resolve_store_path",
+]
+
+CONFIG_FILE = "crmkit.toml"
+DEFAULT_STORE = "crm.json"
+SECURITY_MODES = ("ssl", "starttls", "plain")
+_DEFAULT_PORTS = {
+    "imap": {"ssl": 993, "starttls": 143, "plain": 143},
+    "smtp": {"ssl": 465, "starttls": 587, "plain": 25},
+}
+_TOP_KEYS = ("store", "default_currency", "imap", "smtp", "sheets")
+_SERVER_KEYS = {
+    "imap": ("host", "port", "security", "user", "password_command", "folder", "timeout"),
+    "smtp": ("host", "port", "security", "user", "password_command", "from", "timeout"),
+}
+_SHEETS_KEYS = ("credentials", "endpoint")
+
+
+class Secret:
+    """A password that does not show itself in logs, reprs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class MailServer:
+    """How to reach an IMAP or SMTP server. The password is not kept here."""
+
+    protocol: str  # "imap" or "smtp"
+    host: str
+    port: int
+    security: str = "ssl"
+    user: str | None = None
+    password_command: str | None = None
+    folder: str = "INBOX"  # IMAP only
+    from_address: str | None = None  # SMTP only
+    timeout: float = 60.0
+
+    @property
+    def password_env(self) -> str:
+        return f"CRMKIT_{self.protocol.upper()}_PASSWORD"
+
+
+@dataclass(frozen=True)
+class SheetsSettings:
+    """Google Sheets: service-account credentials and the API endpoint."""
+
+    credentials: Path | None = None
+    endpoint: str = "https://sheets.googleapis.com"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings from crmkit.toml (``path`` is None when there is no file)."""
+
+    path: Path | None = None
+    store: Path | None = None
+    default_currency: str = "USD"
+    imap: MailServer | None = None
+    smtp: MailServer | None = None
+    sheets: SheetsSettings = field(default_factory=SheetsSettings)
+
+
+def _where(path: Path) -> str:
+    return str(path)
+
+
+def _check_keys(path: Path, table: str, data: Mapping[str, Any], known: tuple[str, ...]) -> None:
+    for key in data:
+        if key == "password":
+            raise ConfigError(
+                f"{_where(path)}: [{table}] password: passwords are never read from the config file; "
+                f"set CRMKIT_{table.upper()}_PASSWORD or password_command"
+            )
+        if key not in known:
+            prefix = f"{table}." if table else ""
+            hint = difflib.get_close_matches(key, known, n=1)
+            suggestion = f" (did you mean {prefix}{hint[0]}?)" if hint else ""
+            raise ConfigError(f"{_where(path)}: unknown key {prefix}{key}{suggestion}")
+
+
+def _expect(path: Path, key: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ConfigError(f"{_where(path)}: {key} must be {what} (got {value!r})")
+    return value
+
+
+def _server(path: Path, protocol: str, data: Mapping[str, Any]) -> MailServer:
+    _check_keys(path, protocol, data, _SERVER_KEYS[protocol])
+    if "host" not in data:
+        raise ConfigError(f"{_where(path)}: [{protocol}] needs a host")
+    host = _expect(path, f"{protocol}.host", data["host"], str, "a host name")
+    security = _expect(path, f"{protocol}.security", data.get("security", "ssl"), str, "text")
+    if security not in SECURITY_MODES:
+        raise ConfigError(
+            f"{_where(path)}: {protocol}.security must be one of "
+            f"{', '.join(SECURITY_MODES)} (got {security!r})"
+        )
+    port = _expect(
+        path, f"{protocol}.port", data.get("port", _DEFAULT_PORTS[protocol][security]), int, "a number"
+    )
+    if not 0 < port < 65536:
+        raise ConfigError(f"{_where(path)}: {protocol}.port must be between 1 and 65535 (got {port})")
+    timeout = _expect(
+        path, f"{protocol}.timeout", data.get("timeout", 60), (int, float), "a number of seconds"
+    )
+    optional = {}
+    for key in ("user", "password_command", "folder", "from"):
+        if key in data:
+            optional[key] = _expect(path, f"{protocol}.{key}", data[key], str, "text")
+    return MailServer(
+        protocol=protocol,
+        host=host,
+        port=port,
+        security=security,
+        user=optional.get("user"),
+        password_command=optional.get("password_command"),
+        folder=optional.get("folder", "INBOX"),
+        from_address=optional.get("from"),
+        timeout=float(timeout),
+    )
+
+
+def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
+    """Check the parsed TOML of ``path`` and turn it into a :class:`Config`."""
+    _check_keys(path, "", data, _TOP_KEYS)
+    base = path.parent
+    store = None
+    if "store" in data:
+        store = base / _expect(path, "store", data["store"], str, "a file path")
+    currency = _expect(path, "default_currency", data.get("default_currency", "USD"), str, "a currency code")
+    if not is_currency(currency.upper()):
+        raise ConfigError(f"{_where(path)}: default_currency {currency!r} is not a known currency code")
+    tables = {}
+    for name in ("imap", "smtp", "sheets"):
+        if name in data:
+            tables[name] = _expect(path, name, data[name], dict, f"a table ([{name}])")
+    sheets = SheetsSettings()
+    if "sheets" in tables:
+        _check_keys(path, "sheets", tables["sheets"], _SHEETS_KEYS)
+        creds = tables["sheets"].get("credentials")
+        sheets = SheetsSettings(
+            credentials=base / _expect(path, "sheets.credentials", creds, str, "a file path")
+            if creds
+            else None,
+            endpoint=_expect(
+                path, "sheets.endpoint", tables["sheets"].get("endpoint", sheets.endpoint), str, "a URL"
+            ),
+        )
+    return Config(
+        path=path,
+        store=store,
+        default_currency=currency.upper(),
+        imap=_server(path, "imap", tables["imap"]) if "imap" in tables else None,
+        smtp=_server(path, "smtp", tables["smtp"]) if "smtp" in tables else None,
+        sheets=sheets,
+    )
+
+
+def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    """``--config``, then ``CRMKIT_CONFIG``, then ./crmkit.toml if it exists."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found")
+        return path
+    if env.get("CRMKIT_CONFIG"):
+        path = Path(env["CRMKIT_CONFIG"])
+        if not path.is_file():
+            raise ConfigError(f"CRMKIT_CONFIG names {path}, which does not exist")
+        return path
+    local = Path(CONFIG_FILE)
+    return local if local.is_file() else None
+
+
+def load_config(
+    explicit: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None
+) -> Config:
+    """The configuration in force: from a file if one is found, else the defaults."""
+    path = find_config(explicit, os.environ if env is None else env)
+    if path is None:
+        return Config()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    return parse_config(path, data)
+
+
+def resolve_store_path(
+    explicit: str | os.PathLike[str] | None, config: Config, env: Mapping[str, str] | None = None
+) -> Path:
+    """``--store``, then ``CRMKIT_STORE``, then crmkit.toml's ``store``, then ./crm.json."""
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit)
+    if env.get("CRMKIT_STORE"):
+        return Path(env["CRMKIT_STORE"])
+    if config.store is not None:
+        return config.store
+    return Path(DEFAULT_STORE)
+
+
+def resolve_password(server: MailServer, env: Mapping[str, str] | None = None) -> Secret:
+    """The server's password: its environment variable, else its password_command.
+
+    The command runs through the shell (so ``pass show x | head -1`` works);
+    its first line is the password. Neither the password nor the command's
+    output ever appears in an error message.
+    """
+    env = os.environ if env is None else env
+    if env.get(server.password_env):
+        return Secret(env[server.password_env])
+    if server.password_command:
+        try:
+            done = subprocess.run(
+                server.password_command,
+                shell=True,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise ConfigError(f"[{server.protocol}] password_command did not finish within 60 s") from None
+        if done.returncode != 0:
+            raise ConfigError(f"[{server.protocol}] password_command failed (exit {done.returncode})")
+        lines = done.stdout.splitlines()
+        if not lines or not lines[0]:
+            raise ConfigError(f"[{server.protocol}] password_command printed no password")
+        return Secret(lines[0])
+    raise ConfigError(
+        f"no password for [{server.protocol}] {server.user or ''}@{server.host}: "
+        f"set {server.password_env} or password_command in crmkit.toml"
+    )

@@ -1,0 +1,257 @@
+"""Every record type through the store: validation, defaults, rules, ids."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from crmkit.errors import CrmkitError, DuplicateError, NotFoundError, ValidationError
+from crmkit.records.rules import invoice_status
+from crmkit.records.schema import INVOICE, LEAD_STATUS_TYPES, RECORD_TYPES, parse_id, record_type
+from crmkit.store import Store
+
+VALID = {
+    "leads": {"name": "Hoa", "company": "Hanoi Fresh", "email": "hoa@hanoifresh.vn", "source": "Website",
+              "rating": "Hot"},
+    "contacts": {"name": "Nguyễn Thị Hoa", "email": "hoa@saomai.vn", "phone": "+84 90 123 4567",
+                 "tags": "vip, partner"},
+    "accounts": {"name": "Sao Mai Logistics", "domain": "saomai.vn", "tier": "a", "region": "North"},
+    "deals": {"title": "Fleet tracking", "amount": "12,500", "stage": "proposal", "close_date": "2026-12-01"},
+    "invoices": {"lines": [{"description": "Setup", "quantity": 2, "unit_price": "100.50", "tax_rate": 10}]},
+    "cases": {"subject": "Cannot log in", "priority": "High", "origin": "email"},
+    "activities": {"kind": "call", "subject": "Intro call", "date": "2026-03-01 10:00"},
+}  # fmt: skip
+
+BAD = {
+    "leads": ("email", "hoa@"),
+    "contacts": ("phone", "call me maybe"),
+    "accounts": ("tier", "Z"),
+    "deals": ("close_date", "next week"),
+    "invoices": ("amount_paid", "lots"),
+    "cases": ("priority", "whenever"),
+    "activities": ("kind", "fax"),
+}
+
+
+@pytest.mark.parametrize("table", list(RECORD_TYPES))
+def test_every_type_adds_with_readable_id(store: Store, table: str) -> None:
+    rt = record_type(table)
+    doc = store.add(table, VALID[table])
+    assert doc["id"] == f"{rt.prefix}-1"
+    assert parse_id(doc["id"]) == (rt, 1)
+    assert doc["created_at"] == doc["updated_at"]
+    assert store.get(doc["id"]) == doc
+    # the file is plain TinyDB JSON: table per type, document id = record number
+    data = json.loads(store.path.read_text())
+    assert data[table]["1"]["id"] == doc["id"]
+
+
+@pytest.mark.parametrize("table", list(RECORD_TYPES))
+def test_every_type_refuses_bad_values_naming_field_and_value(store: Store, table: str) -> None:
+    field, bad = BAD[table]
+    with pytest.raises(ValidationError) as info:
+        store.add(table, {**VALID[table], field: bad})
+    error = info.value.errors[0]
+    assert (error.field, error.value) == (field, bad)
+    assert field in str(info.value) and repr(bad) in str(info.value)
+    assert store.count(table) == 0
+
+
+def test_all_errors_reported_at_once(store: Store) -> None:
+    with pytest.raises(ValidationError) as info:
+        store.add("deals", {"title": "X", "amount": "abc", "stage": "dreaming", "close_date": "soon"})
+    assert sorted(e.field for e in info.value.errors) == ["amount", "close_date", "stage"]
+
+
+def test_required_fields(store: Store) -> None:
+    with pytest.raises(ValidationError, match="name: is required"):
+        store.add("contacts", {"email": "a@example.com"})
+
+
+def test_system_fields_cannot_be_typed(store: Store) -> None:
+    with pytest.raises(ValidationError, match="kept by crmkit"):
+        store.add("contacts", {"name": "A", "created_at": "2020-01-01"})
+    c = store.add("contacts", {"name": "A"})
+    with pytest.raises(ValidationError, match="kept by crmkit"):
+        store.update(c["id"], {"id": "C-9"})
+
+
+def test_ids_are_never_reused(store: Store) -> None:
+    first = store.add("contacts", {"name": "A"})
+    store.archive(first["id"])
+    second = store.add("contacts", {"name": "B"})
+    assert second["id"] == "C-2"
+    # even a record removed behind crmkit's back does not free its number
+    data = json.loads(store.path.read_text())
+    del data["contacts"]["2"]
+    store.path.write_text(json.dumps(data))
+    assert Store(store.path).add("contacts", {"name": "C"})["id"] == "C-3"
+
+
+def test_custom_fields_are_kept(store: Store) -> None:
+    c = store.add("contacts", {"name": "A", "Shoe size": 42, "Met at": date(2026, 1, 5)})
+    assert c["custom"] == {"Shoe size": 42, "Met at": "2026-01-05"}
+    c = store.update(c["id"], {"Shoe size": "", "Nickname": "Bé"})
+    assert c["custom"] == {"Met at": "2026-01-05", "Nickname": "Bé"}
+
+
+def test_update_changes_only_given_fields_and_skips_noop(store: Store) -> None:
+    c = store.add("contacts", {"name": "A", "email": "a@example.com", "title": "CTO"})
+    before = store.path.stat().st_mtime_ns
+    same = store.update(c["id"], {"title": "CTO"})
+    assert same == c and store.path.stat().st_mtime_ns == before
+    changed = store.update(c["id"], {"title": "", "phone": "+1 555 0100"})
+    assert "title" not in changed and changed["phone"] == "+1 555 0100"
+    assert changed["email"] == "a@example.com" and changed["updated_at"] > c["updated_at"]
+
+
+def test_duplicate_email_or_phone_refused_unless_forced(store: Store) -> None:
+    store.add("contacts", {"name": "Ana", "email": "ana@example.com", "phone": "+84 90 123 4567"})
+    with pytest.raises(DuplicateError, match=r"C-1 \(Ana\) already has email") as info:
+        store.add("contacts", {"name": "Ana 2", "email": "ANA@example.com"})
+    assert info.value.existing_id == "C-1"
+    with pytest.raises(DuplicateError, match="phone"):
+        store.add("contacts", {"name": "Ana 3", "phone": "84901234567"})
+    forced = store.add("contacts", {"name": "Ana 2", "email": "ana@example.com"}, force=True)
+    assert forced["id"] == "C-2"
+    # a lead with the same email is a different record type: allowed
+    store.add("leads", {"name": "Ana", "email": "ana@example.com"})
+    with pytest.raises(DuplicateError):
+        store.add("leads", {"name": "Ana", "email": "ana@example.com"})
+
+
+def test_update_cannot_steal_an_email(store: Store) -> None:
+    store.add("contacts", {"name": "A", "email": "a@example.com"})
+    b = store.add("contacts", {"name": "B", "email": "b@example.com"})
+    with pytest.raises(DuplicateError):
+        store.update(b["id"], {"email": "A@example.com"})
+
+
+def test_archive_frees_email_and_restore_checks_it(store: Store) -> None:
+    a = store.add("contacts", {"name": "A", "email": "a@example.com"})
+    store.archive(a["id"])
+    assert store.find_by_email("contacts", "a@example.com") == []
+    assert [d["id"] for d in store.all("contacts", archived=True)] == ["C-1"]
+    store.add("contacts", {"name": "A2", "email": "a@example.com"})
+    with pytest.raises(DuplicateError):
+        store.restore(a["id"])
+    assert "archived_at" not in store.restore(a["id"], force=True)
+    assert "archived_at" not in store.get(a["id"])
+
+
+def test_links_resolve_by_name_email_or_id(store: Store) -> None:
+    store.add("accounts", {"name": "ACME, Inc.", "domain": "https://www.acme.com/"})
+    c = store.add("contacts", {"name": "Ana", "email": "ana@acme.com", "account": "acme"})
+    assert c["account"] == "A-1"
+    d = store.add("deals", {"title": "Deal", "account": "acme.com", "contact": "ANA@acme.com"})
+    assert (d["account"], d["contact"]) == ("A-1", "C-1")
+    with pytest.raises(ValidationError, match="account: no account matches 'Globex'"):
+        store.add("deals", {"title": "X", "account": "Globex"})
+    with pytest.raises(ValidationError, match="is a contact id"):
+        store.add("deals", {"title": "X", "account": "C-1"})
+    with pytest.raises(ValidationError, match="no account A-9"):
+        store.add("deals", {"title": "X", "account": "A-9"})
+
+
+def test_lookup(store: Store) -> None:
+    store.add("contacts", {"name": "Ana", "email": "ana@example.com"})
+    assert store.lookup("contacts", "c-1")["name"] == "Ana"
+    assert store.lookup("contacts", "ANA@example.com")["id"] == "C-1"
+    with pytest.raises(NotFoundError, match="no contact matches"):
+        store.lookup("contacts", "bob@example.com")
+    with pytest.raises(NotFoundError, match="no contact C-7"):
+        store.get("C-7")
+    with pytest.raises(CrmkitError, match="not a record id"):
+        store.get("X-1")
+
+
+def test_deal_stage_drives_probability_forecast_and_history(store: Store) -> None:
+    d = store.add("deals", {"title": "D", "amount": "1000"}, actor="cli:ana")
+    assert (d["stage"], d["probability"], d["forecast_category"]) == ("prospecting", 10, "pipeline")
+    d = store.update(d["id"], {"probability": 35})  # overridden by hand: kept
+    assert d["probability"] == 35 and d["stage"] == "prospecting"
+    d = store.update(d["id"], {"stage": "Negotiating"}, actor="sync:book.xlsx")
+    assert (d["probability"], d["forecast_category"]) == (75, "commit")
+    d = store.update(d["id"], {"stage": "won", "probability": 90})  # set in the same change: kept
+    assert d["probability"] == 90 and d["forecast_category"] == "closed"
+    history = d["stage_history"]
+    assert [(h["from"], h["stage"], h["by"]) for h in history] == [
+        (None, "prospecting", "cli:ana"),
+        ("prospecting", "negotiation", "sync:book.xlsx"),
+        ("negotiation", "won", "test"),
+    ]
+    assert history[0]["at"] < history[1]["at"] < history[2]["at"]
+    with pytest.raises(ValidationError, match="stage: is required"):
+        store.update(d["id"], {"stage": ""})
+
+
+def test_deal_money_is_decimal_in_its_currency(store: Store) -> None:
+    vnd = store.add("deals", {"title": "V", "amount": "150000000.4", "currency": "vnd"})
+    assert (vnd["amount"], vnd["currency"]) == ("150000000", "VND")
+    usd = store.add("deals", {"title": "U", "amount": 0.1})
+    assert usd["amount"] == "0.10" and usd["currency"] == "USD"
+    with pytest.raises(ValidationError, match="currency"):
+        store.add("deals", {"title": "X", "currency": "DOGE"})
+
+
+def test_invoice_totals_numbers_and_status(store: Store, clock) -> None:
+    inv = store.add("invoices", VALID["invoices"] | {"currency": "USD", "issue_date": "2026-03-01"})
+    assert inv["number"] == "INV-2026-0001"
+    assert (inv["subtotal"], inv["tax"], inv["total"]) == ("201.00", "20.10", "221.10")
+    assert inv["status"] == "draft" and inv["due_date"] == "2026-03-31"
+    second = store.add("invoices", {"issue_date": "2026-04-01", "lines": []})
+    assert second["number"] == "INV-2026-0002"
+    with pytest.raises(DuplicateError):
+        store.add("invoices", {"number": "inv-2026-0001"})
+    with pytest.raises(ValidationError, match="follows from the amount paid"):
+        store.update(inv["id"], {"status": "paid"})
+    sent = store.update(inv["id"], {"status": "sent", "amount_paid": "100"})
+    assert sent["status"] == "partly_paid"
+    paid = store.update(inv["id"], {"amount_paid": "221.10"})
+    assert paid["status"] == "paid"
+    # overdue follows from the day: computed, never typed
+    loaded = INVOICE.load({k: v for k, v in sent.items() if k != "custom"})
+    assert invoice_status(loaded, date(2026, 3, 30)) == "partly_paid"
+    assert invoice_status(loaded, date(2026, 4, 1)) == "overdue"
+    assert invoice_status({**loaded, "status": "void"}, date(2027, 1, 1)) == "void"
+    assert invoice_status({**loaded, "amount_paid": Decimal("221.10")}, date(2027, 1, 1)) == "paid"
+    # numbers are never reused, even after the newest is archived
+    store.archive(second["id"])
+    assert store.add("invoices", {"issue_date": "2026-05-01"})["number"] == "INV-2026-0003"
+
+
+def test_lead_statuses_have_types() -> None:
+    assert set(LEAD_STATUS_TYPES.values()) == {"open", "ongoing", "won", "lost"}
+    assert record_type("leads").get_field("status").choices == tuple(LEAD_STATUS_TYPES)
+
+
+def test_store_survives_reopen(store_path: Path, store: Store) -> None:
+    store.add("contacts", {"name": "A", "email": "a@example.com"})
+    again = Store(store_path)
+    assert again.find_by_email("contacts", "A@EXAMPLE.COM")[0]["name"] == "A"
+
+
+def test_transaction_is_all_or_nothing(store: Store) -> None:
+    store.add("contacts", {"name": "Keep"})
+    with pytest.raises(ValidationError):
+        store.add_many("contacts", [{"name": "New 1"}, {"name": "New 2", "email": "bad@"}])
+    assert [d["name"] for d in store.all("contacts")] == ["Keep"]
+    assert [d["name"] for d in Store(store.path).all("contacts")] == ["Keep"]
+
+
+def test_store_picks_up_changes_from_another_process(store_path: Path, store: Store) -> None:
+    store.add("contacts", {"name": "A", "email": "a@example.com"})
+    assert store.find_by_email("contacts", "b@example.com") == []
+    Store(store_path).add("contacts", {"name": "B", "email": "b@example.com"})
+    assert store.find_by_email("contacts", "b@example.com")[0]["id"] == "C-2"
+    assert store.add("contacts", {"name": "C"})["id"] == "C-3"
+
+
+def test_corrupt_store_is_a_clear_error(store_path: Path) -> None:
+    store_path.write_text('{"contacts": {"1": {"id": "C-1"}}}garbage')
+    with pytest.raises(CrmkitError, match="not a valid store"):
+        Store(store_path).count("contacts")
