@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ class TickingClock:
 
 @pytest.fixture
 def clock() -> TickingClock:
-    return TickingClock(datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc))
+    return TickingClock(datetime(2026, 3, 1, 9, 0, tzinfo=UTC))
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -90,7 +90,7 @@ def test_dates() -> None:
 def test_datetimes_are_utc() -> None:
     f = DateTimeField("date")
     moment = f.parse("2026-03-01T10:00:00+07:00")
-    assert moment == datetime(2026, 3, 1, 3, 0, tzinfo=timezone.utc)
+    assert moment == datetime(2026, 3, 1, 3, 0, tzinfo=UTC)
     assert f.dump(moment) == "2026-03-01T03:00:00+00:00"
     assert f.parse("2026-03-01 10:00").tzinfo is not None
 

@@ -474,7 +474,8 @@ class Store:
             if others:
                 other = self.get(others[0])
                 raise DuplicateError(
-                    f"{rt.name} {other['id']} ({rt.title_of(other)}) already has {field_name} {value}; "
+                    f"{rt.name} {other['id']} ({rt.title_of(other)}) already has {field_name} "
+                    f"{other.get(field_name, value)}; "
                     f"merge them, or force to add anyway",
                     other["id"],
                 )
