@@ -184,6 +184,15 @@ class Store:
             self._indexes[(table, name)] = index
         return index
 
+    def create(self) -> None:
+        """Write the store with an empty table for every record type (keeps existing records)."""
+        with self.transaction():
+            tables = self._tables()
+            for rt in RECORD_TYPES.values():
+                tables.setdefault(rt.table, {})
+            self._meta()
+            self.storage.write(tables)
+
     # -- reading ----------------------------------------------------------
 
     def get(self, record_id: str) -> Doc:

@@ -1,0 +1,31 @@
+# The two commands that set everything up on a fresh machine:
+#   make demo   builds a demo CRM from the sample workbook and shows it
+#   make test   runs the whole test suite (lint, types, tests)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/crmkit quickstart
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check crmkit tests bench
+	$(BIN)/ruff format --check crmkit
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/bench_store.py
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,96 @@
+"""Setting up a folder for crmkit: ``crmkit init``.
+
+A folder gets a commented ``crmkit.toml``, an empty store and a copy of the
+template workbook. Nothing that exists is overwritten.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crmkit.config import CONFIG_FILE, DEFAULT_STORE
+from crmkit.errors import CrmkitError
+from crmkit.records.money import is_currency
+from crmkit.store import Store
+
+__all__ = ["TEMPLATE_WORKBOOK", "InitResult", "init_project", "shipped_workbook"]
+
+TEMPLATE_WORKBOOK = "crmkit-template.xlsx"
+SAMPLE_WORKBOOK = "sample.xlsx"
+WORKBOOK_NAME = "crm.xlsx"
+
+CONFIG_TEMPLATE = """\
+# crmkit settings: https://github.com/crmkit/crmkit#configuration
+# Passwords never go in this file: set CRMKIT_IMAP_PASSWORD / CRMKIT_SMTP_PASSWORD
+# in the environment, or give a password_command whose output is the password.
+
+store = "{store}"
+default_currency = "{currency}"
+
+# [imap]                      # the support inbox `crmkit poll` reads
+# host = "imap.example.com"
+# security = "ssl"            # ssl (default), starttls or plain
+# user = "support@example.com"
+# password_command = "pass show mail/support"
+# folder = "INBOX"
+
+# [smtp]                      # how campaigns and acknowledgements are sent
+# host = "smtp.example.com"
+# security = "starttls"
+# user = "support@example.com"
+# from = "Support <support@example.com>"
+
+# [sheets]                    # Google Sheets sync
+# credentials = "service-account.json"
+"""
+
+
+def shipped_workbook(name: str) -> Path:
+    """A workbook shipped with crmkit: inside the installed package, or the source tree's workbooks/."""
+    package_dir = Path(__file__).resolve().parent
+    for folder in (package_dir / "_workbooks", package_dir.parent / "workbooks"):
+        if (folder / name).is_file():
+            return folder / name
+    raise CrmkitError(f"the {name} workbook that ships with crmkit is missing; reinstall crmkit")
+
+
+@dataclass
+class InitResult:
+    """What ``init_project`` made and what it left alone because it existed."""
+
+    folder: Path
+    created: list[Path] = field(default_factory=list)
+    kept: list[Path] = field(default_factory=list)
+
+
+def init_project(folder: Path, *, currency: str = "USD") -> InitResult:
+    """Make ``folder`` a crmkit folder: config, empty store, template workbook."""
+    currency = currency.upper()
+    if not is_currency(currency):
+        raise CrmkitError(f"{currency!r} is not a known currency code")
+    folder.mkdir(parents=True, exist_ok=True)
+    result = InitResult(folder)
+
+    config = folder / CONFIG_FILE
+    if config.exists():
+        result.kept.append(config)
+    else:
+        config.write_text(CONFIG_TEMPLATE.format(store=DEFAULT_STORE, currency=currency), encoding="utf-8")
+        result.created.append(config)
+
+    store_path = folder / DEFAULT_STORE
+    if store_path.exists():
+        result.kept.append(store_path)
+    else:
+        Store(store_path, default_currency=currency).create()
+        result.created.append(store_path)
+
+    workbook = folder / WORKBOOK_NAME
+    if workbook.exists():
+        result.kept.append(workbook)
+    else:
+        shutil.copyfile(shipped_workbook(TEMPLATE_WORKBOOK), workbook)
+        result.created.append(workbook)
+    return result
