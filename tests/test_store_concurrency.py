@@ -95,6 +95,9 @@ WRITER = """
             counter = store.get("C-1")["custom"]["counter"]
             store.update("C-1", {"counter": counter + 1})
             store.add("activities", {"kind": "note", "subject": f"{name}-{i}", "contact": "C-1"})
+        # Out of the lock for a moment: filelock's waiter polls every 50 ms, so a
+        # writer that re-locks at once would run all its transactions in one burst.
+        time.sleep(0.002)
     print(json.dumps({"start": start, "end": time.time()}))
 """
 
@@ -133,6 +136,7 @@ READER = """
             if seen < counter:
                 problems.append(f"Store.get saw {seen} after the file showed {counter}")
         reads += 1
+        time.sleep(0.0002)
     print(json.dumps({"reads": reads, "problems": problems}))
 """
 
@@ -173,6 +177,9 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
     assert all(a["contact"] == "C-1" for a in activities)
     # The id sequence advanced once per activity: no id handed out twice.
     assert sorted(int(a["id"].split("-")[1]) for a in activities) == list(range(1, 2 * n + 1))
+    # The writers took turns (each reloading what the other wrote), not one after the other.
+    order = [a["subject"].split("-")[0] for a in sorted(activities, key=lambda a: int(a["id"].split("-")[1]))]
+    assert sum(1 for x, y in zip(order, order[1:]) if x != y) >= 5
     # Each writer's own records are in its own order.
     for name in ("a", "b"):
         mine = [a["subject"] for a in activities if a["subject"].startswith(f"{name}-")]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -48,10 +47,8 @@ def print_table(rows: Sequence[Sequence[str]], headers: Sequence[str], *, max_wi
     widths = [len(h) for h in headers]
     for row in cells:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    term = shutil.get_terminal_size((120, 20)).columns
-
     def line(items: Iterable[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(items, widths, strict=True)).rstrip()[: max(term, 80)]
+        return "  ".join(c.ljust(w) for c, w in zip(items, widths, strict=True)).rstrip()
 
     click.echo(line(headers))
     click.echo(line("-" * w for w in widths))

@@ -21,7 +21,7 @@ from crmkit.records.output import record_output
 from crmkit.records.query import parse_condition
 from crmkit.records.schema import INVOICE, RECORD_TYPES, RecordType
 
-__all__ = ["parse_assignments", "register"]
+__all__ = ["parse_assignments", "print_contact_view", "register"]
 
 
 def parse_assignments(rt: RecordType, items: tuple[str, ...]) -> dict[str, Any]:
@@ -216,7 +216,7 @@ def _record_group(rt: RecordType) -> click.Group:
     return group
 
 
-def _print_view(view: dict[str, Any]) -> None:
+def print_contact_view(view: dict[str, Any]) -> None:
     contact_type = RECORD_TYPES["contacts"]
     print_record(contact_type, view, skip=lambda name: name == "related")
     related = view["related"]
@@ -249,7 +249,7 @@ def _contacts_extras(group: click.Group) -> None:
         if as_json:
             emit_json(view)
         else:
-            _print_view(view)
+            print_contact_view(view)
 
     @group.command("merge")
     @click.argument("keep")

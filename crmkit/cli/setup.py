@@ -2,10 +2,90 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from crmkit.cli.output import emit_json, json_option, print_table
+from crmkit.cli.records import print_contact_view
+from crmkit.contacts import contact_view
+from crmkit.demo import build_demo
+from crmkit.project import init_project
+from crmkit.records.money import format_money
+from crmkit.reports import pipeline
 
 __all__ = ["register"]
 
 
+@click.command()
+@click.argument("folder", default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--currency", default="USD", show_default=True, help="The default currency of deals and invoices.")
+def init(folder: Path, currency: str) -> None:
+    """Set up FOLDER for crmkit: crmkit.toml, an empty store and the template workbook.
+
+    Nothing that already exists is overwritten.
+
+    \b
+    Example:
+        crmkit init acme-crm --currency VND
+    """
+    result = init_project(folder, currency=currency)
+    for path in result.created:
+        click.echo(f"created {path}")
+    for path in result.kept:
+        click.echo(f"kept    {path} (already there)")
+    click.echo(f"\nNext: cd {folder} && crmkit contacts add name=\"…\" email=…")
+
+
+@click.command()
+@click.option(
+    "--dir",
+    "folder",
+    default="demo",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to build the demo store.",
+)
+@click.option("--contact", default="C-1", show_default=True, help="Whose 360° view to show.")
+@json_option
+def quickstart(folder: Path, contact: str, as_json: bool) -> None:
+    """Build a demo CRM from the sample workbook and show its pipeline and one contact.
+
+    The demo store is rebuilt from scratch each time; your own store is not touched.
+
+    \b
+    Example:
+        crmkit quickstart
+        crmkit --store demo/crm.json deals list
+    """
+    store, counts = build_demo(folder)
+    report = pipeline(store)
+    view = contact_view(store, contact)
+    if as_json:
+        emit_json(
+            {
+                "store": str(store.path),
+                "imported": counts,
+                "pipeline": [row.as_json() for row in report.rows],
+                "contact": view,
+            }
+        )
+        return
+    summary = ", ".join(f"{n} {table}" for table, n in counts.items())
+    click.echo(f"Built the demo store {store.path}: {summary}.\n")
+    click.echo("Open pipeline (amount and amount × probability):")
+    rows = [
+        [r.pipeline, r.stage, str(r.count), format_money(r.amount, r.currency), format_money(r.weighted, r.currency)]
+        for r in report.rows
+    ]
+    for currency, (count, amount, weighted) in report.totals().items():
+        rows.append(["total", "", str(count), format_money(amount, currency), format_money(weighted, currency)])
+    print_table(rows, ["Pipeline", "Stage", "Deals", "Amount", "Weighted"])
+    click.echo(f"\n360° view of {contact}:")
+    print_contact_view(view)
+    click.echo(f"\nTry: crmkit --store {store.path} contacts list")
+
+
 def register(main: click.Group) -> None:
-    pass
+    main.add_command(init)
+    main.add_command(quickstart)

@@ -314,6 +314,9 @@ class DecimalField(Field):
     def load(self, value: Any) -> Any:
         return None if value is None else Decimal(value)
 
+    def format(self, value: Any) -> str:
+        return "" if value is None else f"{value:,}"
+
 
 class IntField(Field):
     """A whole number."""
