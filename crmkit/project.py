@@ -22,7 +22,7 @@ SAMPLE_WORKBOOK = "sample.xlsx"
 WORKBOOK_NAME = "crm.xlsx"
 
 CONFIG_TEMPLATE = """\
-# crmkit settings: https://github.com/crmkit/crmkit#configuration
+# crmkit settings (see the README, "Configuration").
 # Passwords never go in this file: set CRMKIT_IMAP_PASSWORD / CRMKIT_SMTP_PASSWORD
 # in the environment, or give a password_command whose output is the password.
 
