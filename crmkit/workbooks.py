@@ -16,7 +16,6 @@ rows of a workbook back as ``{field name: cell value}``, for the sync to parse.
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -47,20 +46,12 @@ from crmkit.records.fields import (
 )
 from crmkit.records.money import MINOR_UNITS
 from crmkit.records.rules import invoice_totals
-from crmkit.records.schema import ACCOUNT, CASE, CONTACT, DEAL, INVOICE, LEAD, RecordType
+from crmkit.records.schema import ACCOUNT, CASE, CONTACT, DEAL, INVOICE, LEAD, RecordType, header_key
 
 __all__ = [
     "DATA_ROWS",
     "INVOICE_LINES_TABLE",
     "LINES_SHEET",
-    "SAMPLE",
-    "SAMPLE_ACCOUNTS",
-    "SAMPLE_CASES",
-    "SAMPLE_CONTACTS",
-    "SAMPLE_DEALS",
-    "SAMPLE_INVOICES",
-    "SAMPLE_INVOICE_LINES",
-    "SAMPLE_LEADS",
     "SAMPLE_NAME",
     "SHEETS",
     "TEMPLATE_NAME",
@@ -81,11 +72,6 @@ TEMPLATE_NAME = "crmkit-template.xlsx"
 SAMPLE_NAME = "sample.xlsx"
 
 _COMPUTED = ("subtotal", "tax", "total")  # invoice totals, shown read-only
-
-
-def _header_key(text: str) -> str:
-    # Same normalisation as RecordType.field_for_header: "Unit price" == "unit_price".
-    return re.sub(r"[^0-9a-z]", "", text.casefold())
 
 
 def sheet_columns(rt: RecordType) -> list[Field]:
@@ -120,9 +106,9 @@ class Sheet:
         """The field a header of this sheet means, or None for a custom column."""
         if self.record_type is not None:
             return self.record_type.field_for_header(header)
-        key = _header_key(header)
+        key = header_key(header)
         for f in self.columns:
-            if key in {_header_key(t) for t in (f.name, f.label, *f.aliases)}:
+            if key in {header_key(t) for t in (f.name, f.label, *f.aliases)}:
                 return f
         return self.aliases.get(key)
 
@@ -168,426 +154,6 @@ SHEETS: tuple[Sheet, ...] = (
     ),
     LINES_SHEET,
 )
-
-# --- Sample data ----------------------------------------------------------------
-# Clean values as the schema's fields return them; ids included. Invoice totals
-# and paid/overdue statuses are left to crmkit (rules.invoice_totals/status).
-
-SAMPLE_ACCOUNTS: list[dict[str, Any]] = [
-    {
-        "id": "A-1",
-        "name": "Sao Mai Logistics",
-        "domain": "saomai.vn",
-        "industry": "Logistics",
-        "tier": "A",
-        "region": "Ho Chi Minh City",
-        "owner": "Linh Tran",
-    },
-    {
-        "id": "A-2",
-        "name": "Phú Gia Coffee Roasters",
-        "domain": "phugiacoffee.vn",
-        "industry": "Food & beverage",
-        "tier": "B",
-        "region": "Da Nang",
-        "owner": "Linh Tran",
-    },
-    {
-        "id": "A-3",
-        "name": "Nordlicht Software GmbH",
-        "domain": "nordlicht.de",
-        "industry": "Software",
-        "tier": "A",
-        "region": "Germany",
-        "owner": "Sarah Klein",
-    },
-    {
-        "id": "A-4",
-        "name": "Harbourview Dental Group",
-        "domain": "harbourviewdental.com.au",
-        "industry": "Healthcare",
-        "tier": "C",
-        "region": "Australia",
-        "owner": "Sarah Klein",
-    },
-    {
-        "id": "A-5",
-        "name": "Kite & Crane Studio",
-        "domain": "kitecrane.sg",
-        "industry": "Marketing",
-        "tier": "B",
-        "region": "Singapore",
-        "owner": "Minh Pham",
-    },
-]
-
-SAMPLE_CONTACTS: list[dict[str, Any]] = [
-    {
-        "id": "C-1",
-        "name": "Nguyễn Thị Hoa",
-        "email": "hoa.nguyen@saomai.vn",
-        "phone": "+84 28 3822 1234",
-        "title": "Operations Director",
-        "account": "A-1",
-        "owner": "Linh Tran",
-        "opt_out": False,
-        "email_status": "ok",
-        "tags": ["decision-maker", "logistics"],
-    },
-    {
-        "id": "C-2",
-        "name": "Trần Quốc Bảo",
-        "email": "bao.tran@saomai.vn",
-        "phone": "+84 90 812 3456",
-        "title": "Procurement Manager",
-        "account": "A-1",
-        "owner": "Linh Tran",
-        "opt_out": False,
-        "email_status": "ok",
-        "tags": ["procurement"],
-    },
-    {
-        "id": "C-3",
-        "name": "Lê Thu Trang",
-        "email": "trang.le@phugiacoffee.vn",
-        "phone": "+84 236 3890 777",
-        "title": "Founder & CEO",
-        "account": "A-2",
-        "owner": "Linh Tran",
-        "opt_out": False,
-        "email_status": "ok",
-        "tags": ["decision-maker"],
-    },
-    {
-        "id": "C-4",
-        "name": "Phạm Đức Anh",
-        "email": "anh.pham@phugiacoffee.vn",
-        "title": "Head of Finance",
-        "account": "A-2",
-        "owner": "Linh Tran",
-        "opt_out": True,
-        "email_status": "ok",
-    },
-    {
-        "id": "C-5",
-        "name": "Katrin Vogel",
-        "email": "k.vogel@nordlicht.de",
-        "phone": "+49 30 2345 6789",
-        "title": "CTO",
-        "account": "A-3",
-        "owner": "Sarah Klein",
-        "opt_out": False,
-        "email_status": "ok",
-        "tags": ["technical", "champion"],
-    },
-    {
-        "id": "C-6",
-        "name": "Jonas Becker",
-        "email": "jonas.becker@nordlicht.de",
-        "title": "Head of Partnerships",
-        "account": "A-3",
-        "owner": "Sarah Klein",
-        "opt_out": False,
-        "email_status": "bounced",
-    },
-    {
-        "id": "C-7",
-        "name": "Emily Carter",
-        "email": "emily.carter@harbourviewdental.com.au",
-        "phone": "+61 2 9876 5432",
-        "title": "Practice Manager",
-        "account": "A-4",
-        "owner": "Sarah Klein",
-        "opt_out": False,
-        "email_status": "ok",
-        "tags": ["customer"],
-    },
-    {
-        "id": "C-8",
-        "name": "Tan Wei Ling",
-        "email": "weiling@kitecrane.sg",
-        "phone": "+65 6123 4567",
-        "title": "Creative Director",
-        "account": "A-5",
-        "owner": "Minh Pham",
-        "opt_out": False,
-        "email_status": "ok",
-        "tags": ["agency", "partner"],
-    },
-]
-
-SAMPLE_LEADS: list[dict[str, Any]] = [
-    {
-        "id": "L-1",
-        "name": "Đỗ Minh Khoa",
-        "company": "Hanoi Fresh Foods",
-        "email": "khoa.do@hanoifresh.vn",
-        "phone": "+84 24 3933 5566",
-        "source": "referral",
-        "status": "qualified",
-        "rating": "hot",
-        "owner": "Minh Pham",
-        "notes": "Needs cold-chain delivery to 12 stores; referred by Sao Mai.",
-    },
-    {
-        "id": "L-2",
-        "name": "Olivia Brooks",
-        "company": "Pacific Crest Travel",
-        "email": "olivia.brooks@pacificcresttravel.com",
-        "source": "web",
-        "status": "new",
-        "rating": "warm",
-        "owner": "Sarah Klein",
-        "notes": "Filled in the demo request form.",
-    },
-    {
-        "id": "L-3",
-        "name": "Hoàng Thị Mai",
-        "company": "Mekong Agri Export",
-        "email": "mai.hoang@mekongagri.vn",
-        "phone": "+84 292 3812 345",
-        "source": "event",
-        "status": "contacted",
-        "rating": "warm",
-        "owner": "Linh Tran",
-        "notes": "Met at the Vietnam Logistics Expo; call back after harvest season.",
-    },
-    {
-        "id": "L-4",
-        "name": "Rahul Mehta",
-        "company": "Quickserve Kitchens",
-        "email": "rahul.mehta@example.com",
-        "source": "campaign",
-        "status": "disqualified",
-        "rating": "cold",
-        "owner": "Sarah Klein",
-        "notes": "Budget too small this year.",
-    },
-]
-
-SAMPLE_DEALS: list[dict[str, Any]] = [
-    {
-        "id": "D-1",
-        "title": "Sao Mai – cold-chain route planning",
-        "account": "A-1",
-        "contact": "C-1",
-        "pipeline": "sales",
-        "stage": "negotiation",
-        "amount": Decimal("480000000"),
-        "currency": "VND",
-        "probability": 75,
-        "close_date": date(2026, 12, 15),
-        "forecast_category": "commit",
-        "owner": "Linh Tran",
-        "source": "referral",
-    },
-    {
-        "id": "D-2",
-        "title": "Phú Gia – POS and loyalty roll-out",
-        "account": "A-2",
-        "contact": "C-3",
-        "pipeline": "sales",
-        "stage": "proposal",
-        "amount": Decimal("185000000"),
-        "currency": "VND",
-        "probability": 50,
-        "close_date": date(2026, 12, 31),
-        "forecast_category": "best_case",
-        "owner": "Linh Tran",
-        "source": "web",
-    },
-    {
-        "id": "D-3",
-        "title": "Nordlicht – APAC reseller agreement",
-        "account": "A-3",
-        "contact": "C-5",
-        "pipeline": "sales",
-        "stage": "qualification",
-        "amount": Decimal("42000.00"),
-        "currency": "USD",
-        "probability": 20,
-        "close_date": date(2026, 12, 18),
-        "forecast_category": "pipeline",
-        "owner": "Sarah Klein",
-        "source": "event",
-    },
-    {
-        "id": "D-4",
-        "title": "Harbourview – patient CRM migration",
-        "account": "A-4",
-        "contact": "C-7",
-        "pipeline": "sales",
-        "stage": "won",
-        "amount": Decimal("12500.00"),
-        "currency": "USD",
-        "probability": 100,
-        "close_date": date(2026, 8, 28),
-        "forecast_category": "closed",
-        "owner": "Sarah Klein",
-        "source": "referral",
-    },
-    {
-        "id": "D-5",
-        "title": "Kite & Crane – agency partner plan",
-        "account": "A-5",
-        "contact": "C-8",
-        "pipeline": "sales",
-        "stage": "prospecting",
-        "amount": Decimal("6000.00"),
-        "currency": "USD",
-        "probability": 10,
-        "close_date": date(2026, 12, 30),
-        "forecast_category": "pipeline",
-        "owner": "Minh Pham",
-        "source": "email",
-    },
-    {
-        "id": "D-6",
-        "title": "Sao Mai – warehouse dashboard",
-        "account": "A-1",
-        "contact": "C-2",
-        "pipeline": "sales",
-        "stage": "lost",
-        "amount": Decimal("95000000"),
-        "currency": "VND",
-        "probability": 0,
-        "close_date": date(2026, 6, 10),
-        "forecast_category": "omitted",
-        "owner": "Linh Tran",
-        "source": "referral",
-    },
-]
-
-SAMPLE_INVOICES: list[dict[str, Any]] = [
-    {
-        "id": "I-1",
-        "number": "INV-2026-0001",
-        "account": "A-4",
-        "contact": "C-7",
-        "deal": "D-4",
-        "issue_date": date(2026, 9, 1),
-        "due_date": date(2026, 10, 1),
-        "currency": "USD",
-        "amount_paid": Decimal("5000.00"),
-        "status": "sent",
-        "owner": "Sarah Klein",
-    },
-    {
-        "id": "I-2",
-        "number": "INV-2026-0002",
-        "account": "A-1",
-        "contact": "C-1",
-        "issue_date": date(2026, 11, 2),
-        "due_date": date(2026, 12, 2),
-        "currency": "VND",
-        "amount_paid": Decimal("0"),
-        "status": "sent",
-        "owner": "Linh Tran",
-    },
-    {
-        "id": "I-3",
-        "number": "INV-2026-0003",
-        "account": "A-2",
-        "contact": "C-3",
-        "issue_date": date(2026, 11, 20),
-        "due_date": date(2026, 12, 20),
-        "currency": "VND",
-        "status": "draft",
-        "owner": "Linh Tran",
-    },
-]
-
-SAMPLE_INVOICE_LINES: list[dict[str, Any]] = [
-    {
-        "invoice": "I-1",
-        "description": "CRM migration, fixed fee",
-        "quantity": 1,
-        "unit_price": Decimal("9500.00"),
-        "tax_rate": 10,
-    },
-    {
-        "invoice": "I-1",
-        "description": "Staff training, half day",
-        "quantity": 2,
-        "unit_price": Decimal("1200.00"),
-        "tax_rate": 10,
-    },
-    {
-        "invoice": "I-1",
-        "description": "Data clean-up (hours)",
-        "quantity": Decimal("6.5"),
-        "unit_price": Decimal("85.00"),
-        "tax_rate": 10,
-    },
-    {
-        "invoice": "I-2",
-        "description": "Route planning workshop",
-        "quantity": 1,
-        "unit_price": Decimal("60000000"),
-        "tax_rate": 8,
-    },
-    {
-        "invoice": "I-2",
-        "description": "Cold-chain monitoring licence (months)",
-        "quantity": 12,
-        "unit_price": Decimal("4500000"),
-        "tax_rate": 10,
-    },
-    {
-        "invoice": "I-3",
-        "description": "POS terminals",
-        "quantity": 4,
-        "unit_price": Decimal("7800000"),
-        "tax_rate": 10,
-    },
-]
-
-SAMPLE_CASES: list[dict[str, Any]] = [
-    {
-        "id": "CASE-1",
-        "subject": "Invoice PDF export fails",
-        "contact": "C-7",
-        "account": "A-4",
-        "status": "open",
-        "priority": "high",
-        "origin": "email",
-        "description": "Exporting any invoice to PDF shows a blank page since Monday.",
-        "owner": "Sarah Klein",
-    },
-    {
-        "id": "CASE-2",
-        "subject": "Tracking link shows the wrong ETA",
-        "contact": "C-1",
-        "account": "A-1",
-        "status": "pending",
-        "priority": "normal",
-        "origin": "phone",
-        "description": "ETAs are off by 7 hours; waiting for the customer's time zone settings.",
-        "owner": "Linh Tran",
-    },
-    {
-        "id": "CASE-3",
-        "subject": "Add a Vietnamese invoice template",
-        "contact": "C-3",
-        "account": "A-2",
-        "status": "resolved",
-        "priority": "low",
-        "origin": "web",
-        "description": "Asked for bilingual (Vietnamese/English) invoices.",
-        "owner": "Minh Pham",
-    },
-]
-
-#: The sample rows of every sheet, by table name, in the order of :data:`SHEETS`.
-SAMPLE: dict[str, list[dict[str, Any]]] = {
-    LEAD.table: SAMPLE_LEADS,
-    CONTACT.table: SAMPLE_CONTACTS,
-    ACCOUNT.table: SAMPLE_ACCOUNTS,
-    DEAL.table: SAMPLE_DEALS,
-    INVOICE.table: SAMPLE_INVOICES,
-    CASE.table: SAMPLE_CASES,
-    INVOICE_LINES_TABLE: SAMPLE_INVOICE_LINES,
-}
 
 
 def lines_by_invoice(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -813,8 +379,10 @@ def _write_readme(wb: Workbook) -> None:
 
 def _sample_rows() -> dict[str, list[dict[str, Any]]]:
     """The sample data as written: invoices carry their computed totals."""
+    from crmkit.sample_data import SAMPLE  # only the sample workbook needs it
+
     rows = {table: [dict(r) for r in table_rows] for table, table_rows in SAMPLE.items()}
-    lines = lines_by_invoice(SAMPLE_INVOICE_LINES)
+    lines = lines_by_invoice(SAMPLE[INVOICE_LINES_TABLE])
     for invoice in rows[INVOICE.table]:
         clean = _LINES.parse(lines.get(invoice["id"], []))
         invoice.update(invoice_totals(clean, invoice["currency"]))
@@ -827,7 +395,7 @@ def build_template(path: str | Path, *, sample: bool = False) -> Path:
     A README sheet, then every sheet of :data:`SHEETS` with its schema headers
     (bold, frozen, filtered), drop-down lists for choice and yes/no columns and
     number formats for money, dates and percents. ``sample=True`` fills the
-    sheets with the sample data (:data:`SAMPLE`).
+    sheets with the sample data (:data:`crmkit.sample_data.SAMPLE`).
     """
     target = Path(path)
     data = _sample_rows() if sample else {}

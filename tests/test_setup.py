@@ -14,8 +14,8 @@ from openpyxl import load_workbook
 from crmkit.cli import main
 from crmkit.config import load_config
 from crmkit.records.schema import DEAL
+from crmkit.sample_data import SAMPLE
 from crmkit.store import Store
-from crmkit.workbooks import SAMPLE
 
 
 @pytest.fixture

@@ -22,16 +22,18 @@ from crmkit.records.fields import (
 )
 from crmkit.records.rules import invoice_totals
 from crmkit.records.schema import ACTIVITY, DEAL, DEAL_STAGES, INVOICE, RECORD_TYPES
-from crmkit.workbooks import (
-    DATA_ROWS,
-    INVOICE_LINES_TABLE,
-    LINES_SHEET,
+from crmkit.sample_data import (
     SAMPLE,
     SAMPLE_ACCOUNTS,
     SAMPLE_CONTACTS,
     SAMPLE_INVOICE_LINES,
     SAMPLE_INVOICES,
     SAMPLE_LEADS,
+)
+from crmkit.workbooks import (
+    DATA_ROWS,
+    INVOICE_LINES_TABLE,
+    LINES_SHEET,
     SAMPLE_NAME,
     SHEETS,
     TEMPLATE_NAME,

@@ -47,6 +47,7 @@ def print_table(rows: Sequence[Sequence[str]], headers: Sequence[str], *, max_wi
     widths = [len(h) for h in headers]
     for row in cells:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+
     def line(items: Iterable[str]) -> str:
         return "  ".join(c.ljust(w) for c, w in zip(items, widths, strict=True)).rstrip()
 

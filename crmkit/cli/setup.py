@@ -19,7 +19,9 @@ __all__ = ["register"]
 
 @click.command()
 @click.argument("folder", default=".", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--currency", default="USD", show_default=True, help="The default currency of deals and invoices.")
+@click.option(
+    "--currency", default="USD", show_default=True, help="The default currency of deals and invoices."
+)
 def init(folder: Path, currency: str) -> None:
     """Set up FOLDER for crmkit: crmkit.toml, an empty store and the template workbook.
 
@@ -34,7 +36,7 @@ def init(folder: Path, currency: str) -> None:
         click.echo(f"created {path}")
     for path in result.kept:
         click.echo(f"kept    {path} (already there)")
-    click.echo(f"\nNext: cd {folder} && crmkit contacts add name=\"…\" email=…")
+    click.echo(f'\nNext: cd {folder} && crmkit contacts add name="…" email=…')
 
 
 @click.command()
@@ -75,11 +77,19 @@ def quickstart(folder: Path, contact: str, as_json: bool) -> None:
     click.echo(f"Built the demo store {store.path}: {summary}.\n")
     click.echo("Open pipeline (amount and amount × probability):")
     rows = [
-        [r.pipeline, r.stage, str(r.count), format_money(r.amount, r.currency), format_money(r.weighted, r.currency)]
+        [
+            r.pipeline,
+            r.stage,
+            str(r.count),
+            format_money(r.amount, r.currency),
+            format_money(r.weighted, r.currency),
+        ]
         for r in report.rows
     ]
     for currency, (count, amount, weighted) in report.totals().items():
-        rows.append(["total", "", str(count), format_money(amount, currency), format_money(weighted, currency)])
+        rows.append(
+            ["total", "", str(count), format_money(amount, currency), format_money(weighted, currency)]
+        )
     print_table(rows, ["Pipeline", "Stage", "Deals", "Amount", "Weighted"])
     click.echo(f"\n360° view of {contact}:")
     print_contact_view(view)

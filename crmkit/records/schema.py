@@ -46,6 +46,7 @@ __all__ = [
     "STAGE_FORECAST",
     "STAGE_PROBABILITY",
     "RecordType",
+    "header_key",
     "parse_id",
     "record_type",
     "type_of_id",
@@ -87,7 +88,8 @@ INVOICE_SET_STATUSES = ("draft", "sent", "void")
 INVOICE_STATUSES = ("draft", "sent", "partly_paid", "paid", "overdue", "void")
 
 
-def _header_key(text: str) -> str:
+def header_key(text: str) -> str:
+    """How headers are compared: ``E-mail``, ``e mail`` and ``EMAIL`` are one key."""
     return re.sub(r"[^0-9a-z]", "", text.casefold())
 
 
@@ -113,7 +115,7 @@ class RecordType:
         headers: dict[str, Field] = {}
         for f in fields_:
             for text in (f.name, f.label, *f.aliases):
-                headers.setdefault(_header_key(text), f)
+                headers.setdefault(header_key(text), f)
         object.__setattr__(self, "by_header", headers)
 
     @property
@@ -129,7 +131,7 @@ class RecordType:
 
     def field_for_header(self, header: str) -> Field | None:
         """The field a sheet header means: ``E-mail`` and ``Close date`` are forgiven."""
-        return self.by_header.get(_header_key(header))
+        return self.by_header.get(header_key(header))
 
     def suggest(self, name: str) -> str | None:
         """The known field name closest to a misspelt one, if any is close."""
