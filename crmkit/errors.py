@@ -44,9 +44,10 @@ class NotFoundError(CrmkitError):
 class DuplicateError(CrmkitError):
     """A new record would duplicate an existing one (same email or phone)."""
 
-    def __init__(self, message: str, existing_id: str) -> None:
+    def __init__(self, message: str, existing_id: str, field: str | None = None) -> None:
         super().__init__(message)
         self.existing_id = existing_id
+        self.field = field
 
 
 class FieldError(CrmkitError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -255,3 +256,52 @@ def test_corrupt_store_is_a_clear_error(store_path: Path) -> None:
     store_path.write_text('{"contacts": {"1": {"id": "C-1"}}}garbage')
     with pytest.raises(CrmkitError, match="not a valid store"):
         Store(store_path).count("contacts")
+
+
+def test_no_lost_update_when_mtime_and_size_repeat(store_path: Path) -> None:
+    # Coarse file-system clocks can give a newer file the old mtime and size;
+    # the store must still notice it is a different file.
+    Store(store_path).add("contacts", {"name": "A", "counter": 1})
+    a = Store(store_path)
+    assert a.get("C-1")["custom"]["counter"] == 1  # a has loaded the file
+    old = store_path.stat()
+    b = Store(store_path)
+    b.update("C-1", {"counter": 2})
+    b.update("C-1", {"counter": 3})
+    os.utime(store_path, ns=(old.st_atime_ns, old.st_mtime_ns))
+    assert store_path.stat().st_size == old.st_size
+    with a.transaction():
+        a.update("C-1", {"counter": a.get("C-1")["custom"]["counter"] + 1})
+    assert Store(store_path).get("C-1")["custom"]["counter"] == 4
+
+
+def test_returned_records_are_copies(store: Store) -> None:
+    store.add("contacts", {"name": "A", "tags": "vip", "tier": "gold"})
+    doc = store.get("C-1")
+    doc["custom"]["tier"] = "MUTATED"
+    doc["tags"].append("MUTATED")
+    next(store.all("contacts"))["custom"]["tier"] = "MUTATED"
+    store.add("contacts", {"name": "B"})
+    fresh = Store(store.path).get("C-1")
+    assert fresh["custom"]["tier"] == "gold" and fresh["tags"] == ["vip"]
+
+
+def test_write_outside_a_transaction_refuses_to_overwrite_a_newer_file(store_path: Path) -> None:
+    from tinydb import TinyDB
+
+    from crmkit.store import AtomicJSONStorage
+
+    Store(store_path).add("contacts", {"name": "A"})
+    storage = AtomicJSONStorage(store_path)
+    data = storage.read()  # what TinyDB's insert does: read, change, write
+    assert data is not None
+    Store(store_path).add("contacts", {"name": "B"})  # another process, in between
+    data.setdefault("notes", {})["1"] = {"text": "x"}
+    with pytest.raises(CrmkitError, match="changed by another process"):
+        storage.write(data)
+    assert Store(store_path).count("contacts") == 2
+    # plain TinyDB on the same storage works and keeps the file TinyDB's
+    db = TinyDB(store_path, storage=AtomicJSONStorage)
+    db.table("notes").insert({"text": "y"})
+    assert [d["name"] for d in db.table("contacts").all()] == ["A", "B"]
+    assert Store(store_path).count("contacts") == 2

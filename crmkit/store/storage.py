@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,9 +46,14 @@ class AtomicJSONStorage(Storage):
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.lock_timeout = lock_timeout
-        self._lock = FileLock(str(self.lock_path), timeout=lock_timeout)
+        # A short poll interval: with filelock's default (50 ms) a process that
+        # releases and retakes the lock at once can starve a waiting one.
+        self._lock = FileLock(str(self.lock_path), timeout=lock_timeout, poll_interval=0.005)
         self._data: Tables | None = None
-        self._stamp: tuple[int, int, int] | None = None
+        self._stamp: tuple[int, int, int, int] | None = None
+        # The file we loaded stays open (POSIX): its inode cannot be freed and
+        # handed to a newer file, so "same inode" reliably means "same file".
+        self._pin: int | None = None
         self._depth = 0
         self._dirty = False
         #: Goes up each time the content is (re)loaded from disk, so callers
@@ -65,12 +71,25 @@ class AtomicJSONStorage(Storage):
         self._data = data
         if self._depth:
             self._dirty = True
-        else:
-            with self._locked():
-                self._write_file(data)
+            return
+        with self._locked():
+            # Outside a transaction the read happened without the lock: refuse
+            # to overwrite what another process wrote since.
+            if self._stamp is not None and not self._is_current():
+                self._stamp = None
+                self._data = None
+                raise StoreError(
+                    f"{self.path} was changed by another process since it was read; "
+                    "use storage.transaction() for read-modify-write"
+                )
+            self._write_file(data)
 
     def close(self) -> None:
-        """Nothing is held open between calls; kept for TinyDB's interface."""
+        """Let go of the loaded file."""
+        self._unpin()
+
+    def __del__(self) -> None:
+        self._unpin()
 
     # -- transactions ---------------------------------------------------
 
@@ -125,56 +144,97 @@ class AtomicJSONStorage(Storage):
                 f"(waited {self.lock_timeout:g} s for {self.lock_path})"
             ) from None
 
-    def _file_stamp(self) -> tuple[int, int, int] | None:
+    def _unpin(self) -> None:
+        if getattr(self, "_pin", None) is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._pin)  # type: ignore[arg-type]
+            self._pin = None
+
+    def _is_current(self) -> bool:
+        """True when the file on disk is the one in memory."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+            return self._stamp is None
+        if self._stamp is None or self._pin is None:
+            return False  # nothing pinned (Windows): always reload
+        return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size) == self._stamp
 
     def _refresh(self) -> None:
-        stamp = self._file_stamp()
-        if self._data is not None and stamp == self._stamp:
+        if self._data is not None and self._is_current():
             return
-        if stamp is None:
-            data: Tables = {}
-        else:
-            try:
-                raw = self.path.read_bytes()
-            except OSError as exc:
-                raise StoreError(f"cannot read the store {self.path}: {exc.strerror}") from None
-            try:
-                data = json.loads(raw) if raw.strip() else {}
-            except ValueError as exc:
-                raise StoreError(f"{self.path} is not a valid store (not JSON: {exc})") from None
-            if not isinstance(data, dict):
-                raise StoreError(f"{self.path} is not a valid store (expected a JSON object of tables)")
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        except FileNotFoundError:
+            self._unpin()
+            self._data, self._stamp = {}, None
+            self.generation += 1
+            return
+        except OSError as exc:
+            raise StoreError(f"cannot read the store {self.path}: {exc.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            with open(fd, "rb", closefd=False) as fh:
+                raw = fh.read()
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(f"cannot read the store {self.path}: {exc.strerror}") from None
+        try:
+            data = json.loads(raw) if raw.strip() else {}
+        except ValueError as exc:
+            os.close(fd)
+            raise StoreError(f"{self.path} is not a valid store (not JSON: {exc})") from None
+        if not isinstance(data, dict):
+            os.close(fd)
+            raise StoreError(f"{self.path} is not a valid store (expected a JSON object of tables)")
+        self._pin_file(fd, st)
         self._data = data
-        self._stamp = stamp
         self.generation += 1
 
+    def _pin_file(self, fd: int, st: os.stat_result) -> None:
+        self._unpin()
+        self._stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        if os.name == "nt":  # an open file cannot be replaced on Windows
+            os.close(fd)
+        else:
+            self._pin = fd
+
     def _write_file(self, data: Tables) -> None:
-        text = json.dumps(data, separators=(",", ":"))
+        text = json.dumps(data, separators=(",", ":")).encode("utf-8")
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = -1
         try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
+            view = memoryview(text)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
             with contextlib.suppress(FileNotFoundError):
                 os.chmod(tmp, os.stat(self.path).st_mode & 0o777)
+            if os.name == "nt":
+                os.close(fd)
+                fd = -1
             os.replace(tmp, self.path)
         except OSError as exc:
+            if fd >= 0:
+                os.close(fd)
             tmp.unlink(missing_ok=True)
             raise StoreError(f"cannot write the store {self.path}: {exc.strerror}") from None
         _fsync_dir(self.path.parent)
-        self._stamp = self._file_stamp()
+        if fd >= 0:
+            self._pin_file(fd, os.fstat(fd))
+        else:
+            st = os.stat(self.path)
+            self._unpin()
+            self._stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _remove_stale_temp_files(self) -> None:
         # Only a lock holder writes temporary files, and we hold the lock now:
         # any that exist were left by a writer that was killed.
+        pattern = re.compile(rf"^\.{re.escape(self.path.name)}\.\d+\.[0-9a-f]{{8}}\.tmp$")
         for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-            stale.unlink(missing_ok=True)
+            if pattern.match(stale.name):
+                stale.unlink(missing_ok=True)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -18,6 +18,7 @@ one load, one atomic write, however many records change.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -99,6 +100,11 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _copy(doc: Doc) -> Doc:
+    """A copy callers may change freely: nested lists and dicts are copied too."""
+    return {k: (json.loads(json.dumps(v)) if isinstance(v, (dict, list)) else v) for k, v in doc.items()}
+
+
 class Store:
     """Records of every type in one TinyDB file.
 
@@ -157,6 +163,8 @@ class Store:
     def _put(self, rt: RecordType, number: int, doc: Doc, old: Doc | None) -> None:
         tables = self._tables()
         tables.setdefault(rt.table, {})[str(number)] = doc
+        meta = self._meta()
+        meta["revision"] = int(meta.get("revision", 0)) + 1
         for name, keys_of in INDEXES.get(rt.table, {}).items():
             index = self._indexes.get((rt.table, name))
             if index is None:
@@ -193,6 +201,32 @@ class Store:
             self._meta()
             self.storage.write(tables)
 
+    @property
+    def revision(self) -> int:
+        """Goes up with every change to a record: a cheap "has anything changed?" check."""
+        meta = self._tables().get(META_TABLE, {}).get("1", {})
+        return int(meta.get("revision", 0))
+
+    def state(self, name: str, key: str) -> dict[str, Any] | None:
+        """crmkit's own bookkeeping document ``key`` in the table ``_name`` (e.g. sync state)."""
+        for doc in self._tables().get(f"_{name}", {}).values():
+            if doc.get("key") == key:
+                return doc
+        return None
+
+    def set_state(self, name: str, key: str, value: dict[str, Any] | None) -> None:
+        """Save (or, with None, drop) a bookkeeping document; joins or opens a transaction."""
+        with self.transaction():
+            table = self._tables().setdefault(f"_{name}", {})
+            found = next((k for k, doc in table.items() if doc.get("key") == key), None)
+            if value is None:
+                if found is not None:
+                    del table[found]
+            else:
+                doc_id = found or str(max((int(k) for k in table), default=0) + 1)
+                table[doc_id] = {**value, "key": key}
+            self.storage.write(self._tables())
+
     # -- reading ----------------------------------------------------------
 
     def get(self, record_id: str) -> Doc:
@@ -201,7 +235,7 @@ class Store:
         doc = self._table(rt).get(str(number))
         if doc is None:
             raise NotFoundError(f"no {rt.name} {rt.prefix}-{number}")
-        return dict(doc)
+        return _copy(doc)
 
     def exists(self, record_id: str) -> bool:
         rt, number = parse_id(record_id)
@@ -214,7 +248,7 @@ class Store:
         for key in sorted(table, key=int):
             doc = table[key]
             if archived or not doc.get("archived_at"):
-                yield dict(doc)
+                yield _copy(doc)
 
     def find(
         self,
@@ -348,7 +382,7 @@ class Store:
                 return old
             doc = {**old, "archived_at": self._now_text(), "updated_at": self._now_text()}
             self._put(rt, number, doc, old)
-            return dict(doc)
+            return _copy(doc)
 
     def restore(self, record_id: str, *, force: bool = False) -> Doc:
         """Bring an archived record back (refused if its email is now taken, unless ``force``)."""
@@ -362,7 +396,7 @@ class Store:
             if not force:
                 self._check_unique(rt, rt.load(doc), doc["id"])
             self._put(rt, number, doc, old)
-            return dict(doc)
+            return _copy(doc)
 
     # -- the work behind add and update -------------------------------------
 
@@ -385,10 +419,10 @@ class Store:
         )
         if rt is INVOICE and not record.get("number"):
             record["number"] = self._next_invoice_number(record.get("issue_date") or self.clock().date())
+        if not force:
+            self._check_unique(rt, record, wanted_id or "")
         number = self._claim_number(rt, wanted_id)
         record_id = f"{rt.prefix}-{number}"
-        if not force:
-            self._check_unique(rt, record, record_id)
         now = self._now_text()
         doc: Doc = {"id": record_id}
         doc.update(rt.dump({k: v for k, v in record.items() if v is not None and k != "id"}))
@@ -399,7 +433,7 @@ class Store:
             if not doc["custom"]:
                 del doc["custom"]
         self._put(rt, number, doc, None)
-        return dict(doc)
+        return _copy(doc)
 
     def _update(
         self, record_id: str, values: Mapping[str, Any], *, force: bool, allow_system: bool, actor: str | None
@@ -439,7 +473,7 @@ class Store:
         if "updated_at" not in clean:
             doc["updated_at"] = self._now_text()
         self._put(rt, number, doc, old)
-        return dict(doc)
+        return _copy(doc)
 
     def _claim_number(self, rt: RecordType, wanted_id: str | None) -> int:
         """A record number never used before in this table (ids are never reused)."""
@@ -487,6 +521,7 @@ class Store:
                     f"{other.get(field_name, value)}; "
                     f"merge them, or force to add anyway",
                     other["id"],
+                    field_name,
                 )
 
     def _resolve_refs(self, rt: RecordType, clean: dict[str, Any]) -> None:
