@@ -1,0 +1,63 @@
+"""``crmkit sync``: make a workbook and the store agree."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from crmkit.cli import App, pass_app
+from crmkit.cli.output import emit_json, json_option
+from crmkit.sync import ON_CONFLICT, open_book, sync_book
+from crmkit.sync.engine import summarize
+
+__all__ = ["register"]
+
+#: Exit code when the sync finished but conflicts or invalid cells need a person.
+NEEDS_ATTENTION = 3
+
+
+@click.command()
+@click.argument("workbook")
+@click.option(
+    "--on-conflict",
+    type=click.Choice(ON_CONFLICT),
+    default="fail",
+    show_default=True,
+    help="A field changed on both sides: fail (change neither, report, exit 3), or let the sheet or the store win.",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would change on each side; write nothing.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only problems (for cron).")
+@json_option
+@pass_app
+def sync(app: App, workbook: str, on_conflict: str, dry_run: bool, quiet: bool, as_json: bool) -> None:
+    """Two-way sync of WORKBOOK's Leads, Contacts, Deals and Invoices sheets with the store.
+
+    A field changed on one side since the last sync is copied to the other; one
+    changed on both sides is a conflict. Rows deleted from a sheet archive their
+    records; invalid cells are reported with sheet, row and column and left as
+    typed. Exit codes: 0 in sync, 3 done but conflicts or invalid cells need a
+    person, 1 failed (nothing half-written).
+
+    \b
+    Example:
+        crmkit sync crm.xlsx --dry-run
+        crmkit sync crm.xlsx --on-conflict sheet --quiet
+    """
+    report = sync_book(app.store(), open_book(workbook), on_conflict=on_conflict, dry_run=dry_run)
+    if as_json:
+        emit_json(report.as_json())
+    else:
+        if not quiet:
+            for line in summarize(report):
+                click.echo(line)
+        for conflict in report.conflicts:
+            click.echo(f"conflict: {conflict}", err=True)
+        for cell in report.invalid:
+            click.echo(f"invalid: {cell}", err=True)
+    if report.needs_attention:
+        sys.exit(NEEDS_ATTENTION)
+
+
+def register(main: click.Group) -> None:
+    main.add_command(sync)

@@ -1,0 +1,769 @@
+"""The sync engine: a three-way merge of sheets and the store, field by field.
+
+For each sheet it compares three versions of every field: the sheet's, the
+store's, and the *base*, the value both sides agreed on at the end of the last
+sync (kept in the store, per workbook and sheet). A field changed on one side
+only is copied to the other; a field changed on both sides to different values
+is a conflict, resolved by ``on_conflict`` (``fail`` changes neither side).
+
+A run is safe to kill at any point:
+
+1. one store transaction applies the sheet's changes to the store and records
+   the ids it gave to new rows in a journal (``pending``);
+2. the workbook is written, all at once (adapters replace it atomically);
+3. a second store transaction saves the new base and clears the journal.
+
+Killed before 2, the next run still sees the old base, so every store-side
+change is still a change to copy, and the journal ties the new rows to the
+records already made for them. Killed before 3, both sides already agree.
+Nothing is lost and nothing is made twice.
+
+The engine knows nothing of Excel or Google: it talks to a
+:class:`~crmkit.sync.source.SheetBook`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from crmkit.errors import CrmkitError, DuplicateError, FieldError, ValidationError
+from crmkit.records.fields import Field, LinesField, RefField
+from crmkit.records.output import record_output
+from crmkit.records.schema import ACCOUNT, CASE, CONTACT, DEAL, INVOICE, LEAD, RecordType
+from crmkit.store import Store
+from crmkit.sync.model import (
+    CellChange,
+    Conflict,
+    InvalidCell,
+    SheetChanges,
+    SheetRow,
+    SheetSummary,
+    SheetTable,
+    SyncReport,
+    column_letter,
+)
+from crmkit.sync.source import SheetBook
+from crmkit.sync.values import canon, canon_custom, cell_value, parse_cell, row_signature
+from crmkit.workbooks import LINES_SHEET, sheet_columns
+
+__all__ = ["ON_CONFLICT", "SYNCED_TYPES", "sync_book"]
+
+ON_CONFLICT = ("fail", "sheet", "store")
+#: The record types a workbook may hold, in the order they are synced (links first).
+SYNCED_TYPES: tuple[RecordType, ...] = (ACCOUNT, CONTACT, LEAD, DEAL, INVOICE, CASE)
+#: Sheets created when missing; Accounts and Cases are synced only where present.
+ALWAYS = frozenset({LEAD.table, CONTACT.table, DEAL.table, INVOICE.table})
+STATE = "sync"
+_MISSING = object()
+Progress = Callable[[int], None]
+
+
+class _DryRun(Exception):
+    """Raised inside the store transaction to throw a dry run's changes away."""
+
+
+@dataclass
+class _Column:
+    index: int
+    header: str
+    key: str  # a field name, or "custom:<header>"
+    field: Field | None  # None for a custom column
+    readonly: bool  # kept by crmkit (totals, timestamps): written, never read
+
+
+@dataclass
+class _Row:
+    number: int
+    cells: list[Any]
+    signature: str
+    record_id: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    invalid: set[str] = field(default_factory=set)
+    link: str | None = None  # "journal" or "email": how a row without an ID found its record
+
+
+def _custom_name(key: str) -> str:
+    return key[len("custom:") :]
+
+
+class _SheetSync:
+    """Plans and applies the sync of one sheet, inside the store transaction."""
+
+    def __init__(
+        self,
+        store: Store,
+        rt: RecordType,
+        table: SheetTable | None,
+        *,
+        base: dict[str, Any],
+        pending: dict[str, Any],
+        on_conflict: str,
+        actor: str,
+        today: date,
+        progress: Progress | None,
+        lines_table: SheetTable | None = None,
+    ) -> None:
+        self.store = store
+        self.rt = rt
+        self.table = table
+        self.base: dict[str, Any] = base
+        self.pending = pending
+        self.on_conflict = on_conflict
+        self.actor = actor
+        self.today = today
+        self.progress = progress
+        self.title = table.title if table else rt.sheet
+        self.summary = SheetSummary(self.title)
+        self.changes = SheetChanges(self.title)
+        self.new_base: dict[str, Any] = {}
+        self.new_ids: dict[str, Any] = {}
+        self.columns: list[_Column] = []
+        self.id_column = -1
+        self.lines: _Lines | None = _Lines(lines_table, self) if rt is INVOICE else None
+
+    # -- columns and cells ------------------------------------------------
+
+    def _map_columns(self) -> None:
+        if self.table is None:
+            headers = [f.label for f in sheet_columns(self.rt)]
+            self.changes.create_headers = headers
+            self.table = SheetTable(self.rt.sheet, headers, [])
+        used: set[str] = set()
+        for index, header in enumerate(self.table.headers):
+            if header is None or not str(header).strip():
+                continue
+            text = str(header).strip()
+            f = self.rt.field_for_header(text)
+            if f is not None and f.name not in used and not isinstance(f, LinesField):
+                used.add(f.name)
+                if f.name == "id":
+                    self.id_column = index
+                    continue
+                self.columns.append(_Column(index, text, f.name, f, f.system))
+            else:
+                self.columns.append(_Column(index, text, f"custom:{text}", None, False))
+        if self.lines is not None:
+            self.columns.append(_Column(-1, LINES_SHEET.title, "lines", INVOICE.get_field("lines"), False))
+        if self.id_column < 0:
+            # Without an ID column rows cannot be tied to records: add one.
+            self.id_column = len(self.table.headers)
+            self.changes.cells.append(CellChange(1, self.id_column, "ID"))
+            self.summary.notes.append(f"added an ID column ({column_letter(self.id_column)})")
+
+    def _invalid(self, row: _Row, column: _Column | None, value: Any, problem: str) -> None:
+        index = column.index if column else self.id_column
+        header = column.header if column else "ID"
+        self.summary.invalid.append(
+            InvalidCell(self.title, row.number, column_letter(index), header, value, problem)
+        )
+        if column is not None:
+            row.invalid.add(column.key)
+
+    def _column(self, key: str) -> _Column | None:
+        return next((c for c in self.columns if c.key == key), None)
+
+    def _read_row(self, sheet_row: SheetRow) -> _Row | None:
+        cells = list(sheet_row.cells)
+        row = _Row(sheet_row.number, cells, row_signature(cells))
+        raw_id = sheet_row.cell(self.id_column)
+        if raw_id is not None and str(raw_id).strip():
+            text = str(raw_id).strip()
+            try:
+                rt, number = _parse_id(text)
+            except CrmkitError:
+                rt, number = None, 0
+            if rt is not self.rt:
+                self._invalid(row, None, raw_id, f"not a {self.rt.name} id ({self.rt.prefix}-…)")
+                return None
+            row.record_id = f"{rt.prefix}-{number}"
+        known = self.base.get(row.record_id) if row.record_id else None
+        if known and known.get("clean") and known.get("h") == row.signature:
+            row.values = dict(known["v"])  # nobody touched the row: skip parsing it
+            self._add_lines(row)
+            return row
+        for column in self.columns:
+            if column.readonly or column.key == "lines":
+                continue
+            raw = sheet_row.cell(column.index)
+            if column.field is None:
+                row.values[column.key] = canon_custom(raw)
+                continue
+            try:
+                row.values[column.key] = parse_cell(column.field, raw)
+            except FieldError as exc:
+                self._invalid(row, column, raw, exc.problem)
+                continue
+            if isinstance(column.field, RefField) and row.values[column.key] is not None:
+                row.values[column.key] = self._resolve_ref(row, column, raw, row.values[column.key])
+        self._add_lines(row)
+        return row
+
+    def _add_lines(self, row: _Row) -> None:
+        if self.lines is None:
+            return
+        group = self.lines.group_for(
+            row.record_id, row.cells[self._number_index()] if self._number_index() >= 0 else None
+        )
+        if group is None:
+            row.values["lines"] = None
+        elif group.invalid:
+            row.invalid.add("lines")  # its cells are reported on the lines sheet
+        else:
+            row.values["lines"] = group.value
+
+    def _number_index(self) -> int:
+        column = self._column("number")
+        return column.index if column else -1
+
+    def _resolve_ref(self, row: _Row, column: _Column, raw: Any, value: str) -> Any:
+        assert isinstance(column.field, RefField)
+        try:
+            return self.store.lookup(column.field.target, value)["id"]
+        except CrmkitError as exc:
+            self._invalid(row, column, raw, str(exc))
+            return None
+
+    def _store_values(self, doc: dict[str, Any]) -> dict[str, Any]:
+        out = record_output(doc, today=self.today)
+        custom = out.get("custom") or {}
+        values: dict[str, Any] = {}
+        for column in self.columns:
+            if column.field is None:
+                values[column.key] = canon_custom(custom.get(column.header))
+            else:
+                values[column.key] = canon(column.field, out.get(column.key))
+        return values
+
+    def _writable(self, row: _Row) -> set[str]:
+        """The columns a person edits, less the row's invalid cells."""
+        return {c.key for c in self.columns if not c.readonly} - row.invalid
+
+    def _cell(self, column: _Column, value: Any) -> Any:
+        return cell_value(column.field, value)
+
+    # -- the sheet, row by row ----------------------------------------------
+
+    def run(self) -> None:
+        self._map_columns()
+        assert self.table is not None
+        rows: list[_Row] = []
+        for sheet_row in self.table.rows:
+            row = self._read_row(sheet_row)
+            if row is not None:
+                rows.append(row)
+        on_sheet: dict[str, int] = {}
+        for row in rows:
+            if row.record_id is None:
+                continue
+            if row.record_id in on_sheet:
+                self._invalid(
+                    row, None, row.record_id, f"ID {row.record_id} is also on row {on_sheet[row.record_id]}"
+                )
+                row.record_id = None
+                row.link = "skip"
+            else:
+                on_sheet[row.record_id] = row.number
+        for row in rows:
+            if row.record_id is None and row.link is None:
+                self._link(row, on_sheet)
+        for done, row in enumerate(rows, start=1):
+            if row.link == "skip":
+                continue
+            if row.record_id is None:
+                self._create(row)
+            else:
+                self._merge_row(row)
+            if self.progress and done % 500 == 0:
+                self.progress(500)
+        self._archive_deleted(on_sheet, rows)
+        self._append_new(on_sheet)
+
+    def _link(self, row: _Row, on_sheet: dict[str, int]) -> None:
+        """Tie a row without an ID to its record: from the journal of a killed run, or by email."""
+        journal = self.pending.get(str(row.number))
+        if (
+            journal
+            and journal[1] == row.signature
+            and journal[0] not in on_sheet
+            and self.store.exists(journal[0])
+        ):
+            row.record_id, row.link = journal[0], "journal"
+            on_sheet[row.record_id] = row.number
+            return
+        email = row.values.get("email")
+        if not email or self.rt not in (CONTACT, LEAD):
+            return
+        matches = self.store.find_by_email(self.rt.table, email)
+        if not matches:
+            return
+        match = matches[0]["id"]
+        column = self._column("email")
+        if match in on_sheet:
+            self._invalid(
+                row, column, email, f"same email as {match} on row {on_sheet[match]}; merge the rows"
+            )
+            row.link = "skip"
+            return
+        row.record_id, row.link = match, "email"
+        on_sheet[match] = row.number
+
+    def _apply(self, record_id: str | None, changes: dict[str, Any], row: _Row) -> dict[str, Any] | None:
+        """Save changes to the store, dropping (and reporting) the values it refuses."""
+        data = dict(changes)
+        while True:
+            payload = {(_custom_name(k) if k.startswith("custom:") else k): v for k, v in data.items()}
+            try:
+                if record_id is None:
+                    return self.store.add(self.rt.table, payload, actor=self.actor)
+                return self.store.update(record_id, payload, actor=self.actor)
+            except ValidationError as exc:
+                refused = [e for e in exc.errors]
+            except DuplicateError as exc:
+                refused = [FieldError(exc.field or "id", data.get(exc.field or ""), str(exc))]
+            dropped = False
+            for error in refused:
+                column = self._column(error.field)
+                raw = row.cells[column.index] if column and column.index < len(row.cells) else error.value
+                self._invalid(row, column, raw, error.problem)
+                if error.field in data:
+                    del data[error.field]
+                    dropped = True
+            if not dropped:
+                return None  # the record itself is refused (a required field is empty)
+
+    def _create(self, row: _Row) -> None:
+        values = {k: v for k, v in row.values.items() if v not in (None, False) and k not in row.invalid}
+        if not any(not k.startswith("custom:") for k in values):
+            self._invalid(
+                row,
+                self._column(self.rt.title_field),
+                None,
+                f"a new {self.rt.name} needs a {self.rt.title_field}",
+            )
+            return
+        doc = self._apply(None, values, row)
+        if doc is None:
+            return
+        row.record_id = doc["id"]
+        self.summary.store_added.append(doc["id"])
+        self.new_ids[str(row.number)] = [doc["id"], row.signature]
+        self._write_back(row, doc, agreed=self._writable(row), base=None)
+
+    def _merge_row(self, row: _Row) -> None:
+        assert row.record_id is not None
+        if not self.store.exists(row.record_id):
+            # An ID this store never gave out (a workbook from elsewhere): keep it.
+            values = {k: v for k, v in row.values.items() if v not in (None, False) and k not in row.invalid}
+            values["id"] = row.record_id
+            doc = self._apply_new_with_id(values, row)
+            if doc is not None:
+                self.summary.store_added.append(doc["id"])
+                self._write_back(row, doc, agreed=self._writable(row), base=None)
+            return
+        doc = self.store.get(row.record_id)
+        if doc.get("archived_at") and row.link != "email":
+            self.summary.notes.append(
+                f"{row.record_id} (row {row.number}) is archived in crmkit; row left as is"
+            )
+            if row.record_id in self.base:
+                self.new_base[row.record_id] = self.base[row.record_id]
+            return
+        stored = self._store_values(doc)
+        known = self.base.get(row.record_id)
+        base_values: dict[str, Any] = known["v"] if known else {}
+        to_store: dict[str, Any] = {}
+        agreed: set[str] = set()
+        for column in self.columns:
+            key = column.key
+            if column.readonly or key in row.invalid:
+                continue
+            sheet_value = row.values.get(key)
+            store_value = stored.get(key)
+            base_value = base_values.get(key, _MISSING)
+            if sheet_value == store_value:
+                agreed.add(key)
+                continue
+            if base_value is _MISSING:
+                if row.link == "email":
+                    side = "store" if sheet_value not in (None, False) else "sheet"
+                elif sheet_value in (None, False):
+                    side = "sheet"
+                elif store_value in (None, False):
+                    side = "store"
+                else:
+                    side = self._conflict(row, column, sheet_value, store_value)
+            elif sheet_value == base_value:
+                side = "sheet"
+            elif store_value == base_value:
+                side = "store"
+            else:
+                side = self._conflict(row, column, sheet_value, store_value)
+            if side == "store":
+                to_store[key] = sheet_value
+                agreed.add(key)
+            elif side == "sheet":
+                agreed.add(key)  # the store's value goes to the sheet in _write_back
+        if doc.get("archived_at"):
+            doc = self.store.restore(doc["id"])  # an archived contact re-imported by email
+            self.summary.store_updated.append(doc["id"])
+        if to_store:
+            updated = self._apply(doc["id"], to_store, row)
+            if updated is not None and updated != doc:
+                self.summary.store_updated.append(doc["id"])
+                doc = updated
+            agreed -= row.invalid
+        self._write_back(row, doc, agreed=agreed, base=base_values)
+
+    def _apply_new_with_id(self, values: dict[str, Any], row: _Row) -> dict[str, Any] | None:
+        payload = {(_custom_name(k) if k.startswith("custom:") else k): v for k, v in values.items()}
+        try:
+            return self.store.add(self.rt.table, payload, allow_system=True, actor=self.actor)
+        except (ValidationError, DuplicateError) as exc:
+            self._invalid(row, None, row.record_id, str(exc))
+            return None
+
+    def _conflict(self, row: _Row, column: _Column, sheet_value: Any, store_value: Any) -> str:
+        resolution = {"fail": "none", "sheet": "sheet", "store": "store"}[self.on_conflict]
+        assert row.record_id is not None
+        self.summary.conflicts.append(
+            Conflict(
+                self.title, row.number, row.record_id, column.header, sheet_value, store_value, resolution
+            )
+        )
+        # "sheet wins" copies the sheet's value into the store; "store wins" the reverse.
+        return {"none": "none", "sheet": "store", "store": "sheet"}[resolution]
+
+    def _write_back(
+        self, row: _Row, doc: dict[str, Any], *, agreed: set[str], base: dict[str, Any] | None
+    ) -> None:
+        """Put the store's final values into the row where they differ; remember the new base."""
+        stored = self._store_values(doc)
+        cells = list(row.cells)
+        wrote = False
+        if row.link is not None or not _same_id(row.cells, self.id_column, doc["id"]):
+            self._set(cells, row.number, self.id_column, doc["id"])
+            self.summary.ids_written += 1
+        for column in self.columns:
+            key = column.key
+            if key in row.invalid or not (column.readonly or key in agreed):
+                continue
+            current = row.values.get(key) if not column.readonly else _readonly_value(column, row)
+            if stored[key] != current:
+                if key == "lines":
+                    assert self.lines is not None
+                    self.lines.write(doc["id"], stored[key])
+                else:
+                    self._set(cells, row.number, column.index, self._cell(column, stored[key]))
+                wrote = True
+        if wrote:
+            self.summary.sheet_updated.append(doc["id"])
+        values = {k: stored[k] for k in agreed}
+        if base:  # keep the old base of a field still in conflict, so it stays one
+            values.update({k: v for k, v in base.items() if k not in agreed and k not in values})
+        clean = not row.invalid and agreed >= {c.key for c in self.columns if not c.readonly}
+        self.new_base[doc["id"]] = {"h": row_signature(cells), "v": values, "clean": clean}
+
+    def _set(self, cells: list[Any], row: int, column: int, value: Any) -> None:
+        self.changes.cells.append(CellChange(row, column, value))
+        while len(cells) <= column:
+            cells.append(None)
+        cells[column] = value
+
+    def _archive_deleted(self, on_sheet: dict[str, int], rows: list[_Row]) -> None:
+        gone = [
+            record_id
+            for record_id in self.base
+            if record_id not in on_sheet and record_id not in self.new_base
+        ]
+        if not gone:
+            return
+        if not rows and self.changes.create_headers is None:
+            # A sheet emptied all at once is more likely an accident than a decision.
+            self.summary.notes.append(
+                f"the sheet has no rows left; {len(gone)} records were not archived "
+                "(delete fewer rows at a time)"
+            )
+            for record_id in gone:
+                self.new_base[record_id] = self.base[record_id]
+            return
+        if self.changes.create_headers is not None:
+            return  # the whole sheet is missing: it is re-created below, nothing is archived
+        for record_id in gone:
+            if self.store.exists(record_id) and not self.store.get(record_id).get("archived_at"):
+                self.store.archive(record_id)
+                self.summary.store_archived.append(record_id)
+
+    def _append_new(self, on_sheet: dict[str, int]) -> None:
+        assert self.table is not None
+        skip = set(on_sheet) | set(self.new_base) | set(self.base)
+        if self.changes.create_headers is not None:
+            skip = set(on_sheet) | set(self.new_base)
+        width = max([self.id_column, *(c.index for c in self.columns)]) + 1
+        for doc in self.store.all(self.rt.table):
+            if doc["id"] in skip:
+                continue
+            stored = self._store_values(doc)
+            cells: list[Any] = [None] * width
+            cells[self.id_column] = doc["id"]
+            for column in self.columns:
+                if column.key == "lines":
+                    if self.lines is not None and stored["lines"]:
+                        self.lines.write(doc["id"], stored["lines"])
+                    continue
+                cells[column.index] = self._cell(column, stored[column.key])
+            self.changes.append.append(cells)
+            self.summary.sheet_added.append(doc["id"])
+            writable = {c.key for c in self.columns if not c.readonly}
+            self.new_base[doc["id"]] = {
+                "h": row_signature(cells),
+                "v": {k: stored[k] for k in writable},
+                "clean": True,
+            }
+
+
+@dataclass
+class _LineGroup:
+    rows: list[int] = field(default_factory=list)
+    raw: list[dict[str, Any]] = field(default_factory=list)
+    value: Any = None
+    invalid: bool = False
+
+
+class _Lines:
+    """The Invoice Lines sheet: line items grouped by invoice, read and written for the Invoices sheet."""
+
+    def __init__(self, table: SheetTable | None, owner: _SheetSync) -> None:
+        self.owner = owner
+        self.changes = SheetChanges(table.title if table else LINES_SHEET.title)
+        if table is None:
+            headers = [f.label for f in LINES_SHEET.columns]
+            self.changes.create_headers = headers
+            table = SheetTable(LINES_SHEET.title, headers, [])
+        self.table = table
+        self.index: dict[str, int] = {}
+        for position, header in enumerate(table.headers):
+            f = LINES_SHEET.field_for_header(str(header)) if header else None
+            if f is not None and f.name not in self.index:
+                self.index[f.name] = position
+        self.groups: dict[str, _LineGroup] = {}
+        self._next_row = max((r.number for r in table.rows), default=1) + 1
+        if INVOICE.name not in self.index:
+            owner.summary.notes.append(
+                f"{table.title} has no {INVOICE.name.capitalize()} column; lines not synced"
+            )
+            return
+        self._read()
+
+    def _read(self) -> None:
+        lines_field = INVOICE.get_field("lines")
+        assert isinstance(lines_field, LinesField)
+        subfields: dict[str, Field] = {
+            f.name: f
+            for f in (
+                lines_field.description,
+                lines_field.quantity,
+                lines_field.unit_price,
+                lines_field.tax_rate,
+            )
+        }
+        for sheet_row in self.table.rows:
+            key = _invoice_key(sheet_row.cell(self.index[INVOICE.name]))
+            if key is None:
+                continue
+            group = self.groups.setdefault(key, _LineGroup())
+            group.rows.append(sheet_row.number)
+            line: dict[str, Any] = {}
+            for name, f in subfields.items():
+                position = self.index.get(name)
+                raw = sheet_row.cell(position) if position is not None else None
+                try:
+                    f.parse(raw)
+                except FieldError as exc:
+                    group.invalid = True
+                    cell = InvalidCell(
+                        self.table.title,
+                        sheet_row.number,
+                        column_letter(position or 0),
+                        f.label,
+                        raw,
+                        exc.problem,
+                    )
+                    self.owner.summary.invalid.append(cell)
+                line[name] = raw
+            group.raw.append(line)
+        for group in self.groups.values():
+            if group.invalid:
+                continue
+            try:
+                group.value = parse_cell(lines_field, group.raw)
+            except FieldError as exc:
+                group.invalid = True
+                self.owner.summary.notes.append(f"{self.table.title} rows {group.rows}: {exc.problem}")
+
+    def group_for(self, record_id: str | None, number: Any) -> _LineGroup | None:
+        for key in (record_id, _invoice_key(number)):
+            if key and key in self.groups:
+                return self.groups[key]
+        return None
+
+    def write(self, record_id: str, lines: list[dict[str, Any]] | None) -> None:
+        """Make the sheet's rows for this invoice show ``lines``: rewrite, add or clear rows."""
+        if INVOICE.name not in self.index:
+            return
+        group = self.groups.get(record_id) or _LineGroup()
+        lines = lines or []
+        names = ("description", "quantity", "unit_price", "tax_rate")
+        for position, line in enumerate(lines):
+            values: dict[str, Any] = {INVOICE.name: record_id}
+            values.update({n: (Decimal(line[n]) if n != "description" else line[n]) for n in names})
+            if position < len(group.rows):
+                row = group.rows[position]
+            else:
+                row = self._next_row
+                self._next_row += 1
+            for name, value in values.items():
+                if name in self.index:
+                    self.changes.cells.append(CellChange(row, self.index[name], value))
+        for row in group.rows[len(lines) :]:
+            for name in (INVOICE.name, *names):
+                if name in self.index:
+                    self.changes.cells.append(CellChange(row, self.index[name], None))
+
+
+def _invoice_key(value: Any) -> str | None:
+    if value is None or not str(value).strip():
+        return None
+    text = str(value).strip()
+    try:
+        rt, number = _parse_id(text)
+        if rt is INVOICE:
+            return f"{rt.prefix}-{number}"
+    except CrmkitError:
+        pass
+    return text.casefold()
+
+
+def _readonly_value(column: _Column, row: _Row) -> Any:
+    raw = row.cells[column.index] if column.index < len(row.cells) else None
+    if column.field is None:
+        return canon_custom(raw)
+    try:
+        return parse_cell(column.field, raw)
+    except FieldError:
+        return _MISSING  # whatever is there is not what crmkit keeps: rewrite it
+
+
+def _same_id(cells: list[Any], index: int, record_id: str) -> bool:
+    value = cells[index] if index < len(cells) else None
+    return value is not None and str(value).strip() == record_id
+
+
+def _parse_id(text: str) -> tuple[RecordType, int]:
+    from crmkit.records.schema import parse_id
+
+    return parse_id(text)
+
+
+def _find_sheet(tables: dict[str, SheetTable], title: str) -> SheetTable | None:
+    wanted = title.strip().casefold()
+    for name, table in tables.items():
+        if name.strip().casefold() == wanted:
+            return table
+    return None
+
+
+def sync_book(
+    store: Store,
+    book: SheetBook,
+    *,
+    on_conflict: str = "fail",
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    today: date | None = None,
+) -> SyncReport:
+    """Make the workbook and the store agree; see the module docstring for the rules."""
+    if on_conflict not in ON_CONFLICT:
+        raise CrmkitError(f"on_conflict must be one of {', '.join(ON_CONFLICT)} (got {on_conflict!r})")
+    today = today or date.today()
+    report = SyncReport(book=book.display_name, dry_run=dry_run)
+    state = store.state(STATE, book.identity) or {}
+    fingerprint = book.fingerprint()
+    if (
+        fingerprint is not None
+        and state.get("fingerprint") == fingerprint
+        and state.get("store_revision") == store.revision
+        and not any(state.get("pending", {}).values())
+    ):
+        report.skipped_unchanged = True
+        return report
+    if not dry_run:
+        book.check_writable()
+    tables = book.read()
+    actor = f"sync:{book.display_name}"
+    plans: list[_SheetSync] = []
+    try:
+        with store.transaction():
+            for rt in SYNCED_TYPES:
+                table = _find_sheet(tables, rt.sheet)
+                if table is None and rt.table not in ALWAYS:
+                    continue
+                plan = _SheetSync(
+                    store,
+                    rt,
+                    table,
+                    base=state.get("sheets", {}).get(rt.sheet, {}),
+                    pending=state.get("pending", {}).get(rt.sheet, {}),
+                    on_conflict=on_conflict,
+                    actor=actor,
+                    today=today,
+                    progress=progress,
+                    lines_table=_find_sheet(tables, LINES_SHEET.title) if rt is INVOICE else None,
+                )
+                plan.run()
+                plans.append(plan)
+                report.sheets.append(plan.summary)
+            if dry_run:
+                raise _DryRun
+            journal = {p.rt.sheet: p.new_ids for p in plans if p.new_ids}
+            store.set_state(STATE, book.identity, {**state, "pending": journal})
+    except _DryRun:
+        return report
+    writes = [p.changes for p in plans if p.changes]
+    writes += [p.lines.changes for p in plans if p.lines is not None and p.lines.changes]
+    if writes:
+        book.write(writes)
+        report.book_written = True
+    with store.transaction():
+        store.set_state(
+            STATE,
+            book.identity,
+            {
+                "fingerprint": book.fingerprint(),
+                "store_revision": store.revision,
+                "sheets": {p.rt.sheet: p.new_base for p in plans},
+                "pending": {},
+            },
+        )
+    return report
+
+
+def summarize(report: SyncReport) -> Iterable[str]:
+    """Readable lines for a person: per sheet, what changed on each side."""
+    if report.skipped_unchanged:
+        yield f"{report.book}: nothing changed since the last sync (0 changes)"
+        return
+    prefix = "would change" if report.dry_run else "changed"
+    for s in report.sheets:
+        yield (
+            f"{s.sheet}: store +{len(s.store_added)} ~{len(s.store_updated)} "
+            f"archived {len(s.store_archived)}; "
+            f"sheet +{len(s.sheet_added)} ~{len(s.sheet_updated)} ids {s.ids_written}; "
+            f"conflicts {len(s.conflicts)}, invalid cells {len(s.invalid)}"
+        )
+        for note in s.notes:
+            yield f"  note: {note}"
+    yield f"{report.changes} changes ({prefix})" + (", workbook written" if report.book_written else "")

@@ -1,0 +1,110 @@
+"""How cell values and stored values are compared and converted. Pure functions.
+
+Two values are the same when their *canonical* forms are equal: the JSON form
+the store keeps, with numbers normalised (``1000`` and ``1000.00`` are one
+amount), empty text and "no" read as nothing, and spreadsheet quirks smoothed
+(a reader may hand over ``0.0`` for ``0`` and a midnight datetime for a date).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any
+
+from crmkit.records.fields import (
+    BoolField,
+    DateField,
+    DateTimeField,
+    DecimalField,
+    Field,
+    LinesField,
+    PercentField,
+    TagsField,
+)
+
+__all__ = ["canon", "canon_custom", "cell_value", "parse_cell", "row_signature"]
+
+
+def _plain_decimal(value: Any) -> str:
+    number = Decimal(str(value)).normalize()
+    text = format(number, "f")
+    return "0" if text in ("-0", "") else text
+
+
+def canon(field: Field, value: Any) -> Any:
+    """The comparable form of a value in the store's JSON form."""
+    if value is None or value == "" or value == []:
+        return False if isinstance(field, BoolField) else None
+    if isinstance(field, DecimalField) or (isinstance(field, PercentField) and not field.whole):
+        return _plain_decimal(value)
+    if isinstance(field, LinesField):
+        return [
+            {
+                "description": line.get("description") or "",
+                "quantity": _plain_decimal(line["quantity"]),
+                "unit_price": _plain_decimal(line["unit_price"]),
+                "tax_rate": _plain_decimal(line["tax_rate"]),
+            }
+            for line in value
+        ]
+    return value
+
+
+def parse_cell(field: Field, raw: Any) -> Any:
+    """A cell's canonical value; raises FieldError when it does not fit the field."""
+    return canon(field, field.dump(field.parse(raw)))
+
+
+def canon_custom(raw: Any) -> Any:
+    """The comparable form of a custom column's cell (kept as typed, JSON-safe)."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    if isinstance(raw, datetime):
+        return raw.date().isoformat() if raw.time() == time(0) else raw.isoformat()
+    if isinstance(raw, date):
+        return raw.isoformat()
+    if isinstance(raw, Decimal):
+        return _plain_decimal(raw)
+    if isinstance(raw, str):
+        return raw.strip()
+    return raw
+
+
+def cell_value(field: Field | None, value: Any) -> Any:
+    """What to put in a cell for a stored value: real dates and numbers, text otherwise."""
+    if value is None:
+        return None
+    if field is None:
+        return value
+    if isinstance(field, BoolField):
+        return "yes" if value else None
+    if isinstance(field, DateField):
+        return date.fromisoformat(value)
+    if isinstance(field, DateTimeField):
+        return datetime.fromisoformat(value).replace(tzinfo=None)
+    if isinstance(field, DecimalField) or (isinstance(field, PercentField) and not field.whole):
+        return Decimal(value)
+    if isinstance(field, TagsField):
+        return ", ".join(value)
+    return value
+
+
+def _signature_value(value: Any) -> Any:
+    # Numbers as plain decimals: what crmkit writes (Decimal 1000.50) and what a
+    # reader hands back (float 1000.5, or 0.0 for 0) must sign alike.
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        return _plain_decimal(value)
+    return canon_custom(value)
+
+
+def row_signature(cells: list[Any]) -> str:
+    """A short, stable fingerprint of a row as read, to skip rows nobody touched."""
+    values = [_signature_value(c) for c in cells]
+    while values and values[-1] is None:
+        values.pop()
+    text = repr(values)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
