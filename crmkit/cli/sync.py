@@ -24,7 +24,8 @@ NEEDS_ATTENTION = 3
     type=click.Choice(ON_CONFLICT),
     default="fail",
     show_default=True,
-    help="A field changed on both sides: fail (change neither, report, exit 3), or let the sheet or the store win.",
+    help="A field changed on both sides: fail (change neither, report, exit 3), "
+    "or let the sheet or the store win.",
 )
 @click.option("--dry-run", is_flag=True, help="Show what would change on each side; write nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only problems (for cron).")
