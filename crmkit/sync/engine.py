@@ -24,11 +24,14 @@ The engine knows nothing of Excel or Google: it talks to a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from crmkit.errors import CrmkitError, DuplicateError, FieldError, ValidationError
 from crmkit.records.fields import Field, LinesField, RefField
@@ -455,7 +458,7 @@ class _SheetSync:
             if stored[key] != current:
                 if key == "lines":
                     assert self.lines is not None
-                    self.lines.write(doc["id"], stored[key])
+                    self.lines.write(doc["id"], doc.get("number"), stored[key])
                 else:
                     self._set(cells, row.number, column.index, self._cell(column, stored[key]))
                 wrote = True
@@ -512,7 +515,7 @@ class _SheetSync:
             for column in self.columns:
                 if column.key == "lines":
                     if self.lines is not None and stored["lines"]:
-                        self.lines.write(doc["id"], stored["lines"])
+                        self.lines.write(doc["id"], doc.get("number"), stored["lines"])
                     continue
                 cells[column.index] = self._cell(column, stored[column.key])
             self.changes.append.append(cells)
@@ -610,21 +613,24 @@ class _Lines:
                 return self.groups[key]
         return None
 
-    def write(self, record_id: str, lines: list[dict[str, Any]] | None) -> None:
-        """Make the sheet's rows for this invoice show ``lines``: rewrite, add or clear rows."""
+    def write(self, record_id: str, number: Any, lines: list[dict[str, Any]] | None) -> None:
+        """Make the sheet's rows for this invoice show ``lines``: rewrite, add or clear rows.
+
+        Rows keep the invoice reference people typed (id or number); new rows get the id.
+        """
         if INVOICE.name not in self.index:
             return
-        group = self.groups.get(record_id) or _LineGroup()
+        group = self.group_for(record_id, number) or _LineGroup()
         lines = lines or []
         names = ("description", "quantity", "unit_price", "tax_rate")
         for position, line in enumerate(lines):
-            values: dict[str, Any] = {INVOICE.name: record_id}
-            values.update({n: (Decimal(line[n]) if n != "description" else line[n]) for n in names})
+            values: dict[str, Any] = {n: (Decimal(line[n]) if n != "description" else line[n]) for n in names}
             if position < len(group.rows):
                 row = group.rows[position]
             else:
                 row = self._next_row
                 self._next_row += 1
+                values[INVOICE.name] = record_id
             for name, value in values.items():
                 if name in self.index:
                     self.changes.cells.append(CellChange(row, self.index[name], value))
@@ -689,6 +695,24 @@ def sync_book(
     if on_conflict not in ON_CONFLICT:
         raise CrmkitError(f"on_conflict must be one of {', '.join(ON_CONFLICT)} (got {on_conflict!r})")
     today = today or date.today()
+    with _sync_lock(store):
+        return _sync(store, book, on_conflict=on_conflict, dry_run=dry_run, progress=progress, today=today)
+
+
+@contextmanager
+def _sync_lock(store: Store) -> Iterator[None]:
+    """One sync at a time per store: a cron job and a person may start one together."""
+    lock = FileLock(str(store.path) + ".sync.lock", timeout=store.storage.lock_timeout * 4)
+    try:
+        with lock:
+            yield
+    except Timeout:
+        raise CrmkitError(f"another sync of {store.path} is still running ({lock.lock_file})") from None
+
+
+def _sync(
+    store: Store, book: SheetBook, *, on_conflict: str, dry_run: bool, progress: Progress | None, today: date
+) -> SyncReport:
     report = SyncReport(book=book.display_name, dry_run=dry_run)
     state = store.state(STATE, book.identity) or {}
     fingerprint = book.fingerprint()
@@ -697,6 +721,7 @@ def sync_book(
         and state.get("fingerprint") == fingerprint
         and state.get("store_revision") == store.revision
         and not any(state.get("pending", {}).values())
+        and not state.get("needs_attention")  # problems are reported again until fixed
     ):
         report.skipped_unchanged = True
         return report
@@ -746,6 +771,7 @@ def sync_book(
                 "store_revision": store.revision,
                 "sheets": {p.rt.sheet: p.new_base for p in plans},
                 "pending": {},
+                "needs_attention": report.needs_attention,
             },
         )
     return report

@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 from collections.abc import Iterable
+from copy import copy
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -80,6 +82,7 @@ class ExcelBook:
             raise CrmkitError(f"{self.path}: only .xlsx workbooks can be synced")
 
     def read(self) -> dict[str, SheetTable]:
+        self._remove_leftovers()
         self._read_hash = self.fingerprint()
         if self._read_hash is None:
             return {}
@@ -156,10 +159,18 @@ class ExcelBook:
                 if template_row is not None:
                     above = ws.cell(template_row, index)
                     if above.has_style:
-                        cell._style = above._style.copy()  # the formats people set on their rows
+                        cell._style = copy(above._style)  # the formats people set on their rows
                 _put(ws, row, index, value)
             new_last = row
         _extend_ranges(ws, last, new_last)
+
+    def _remove_leftovers(self) -> None:
+        # A sync killed while saving leaves its temporary file; syncs of one
+        # store run one at a time (the engine's lock), so any such file is a leftover.
+        pattern = re.compile(rf"^\.{re.escape(self.path.name)}\.\d+\.[0-9a-f]{{8}}\.tmp$")
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            if pattern.match(stale.name):
+                stale.unlink(missing_ok=True)
 
     def _save(self, wb: Workbook) -> None:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
