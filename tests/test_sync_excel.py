@@ -379,14 +379,23 @@ print("done", flush=True)
 """
 
 
+def _contacts_book(folder: Path, count: int) -> Path:
+    folder.mkdir()
+    rows: list[list[Any]] = [["ID", "Name", "Email", "Title"]]
+    rows += [[None, f"Person {i}", f"p{i}@example.com", f"T{i}"] for i in range(count)]
+    return make_book(folder / "book.xlsx", {"Contacts": rows})
+
+
 def test_killed_sync_is_completed_by_the_next_run(tmp_path: Path) -> None:
-    rng = random.Random(7)
-    for round_ in range(6):
+    count = 400
+    started = time.perf_counter()
+    run_sync(Store(tmp_path / "timing.json"), _contacts_book(tmp_path / "timing", count))
+    duration = time.perf_counter() - started
+    rng = random.Random()
+    interrupted = 0
+    for round_ in range(10):
         folder = tmp_path / f"r{round_}"
-        folder.mkdir()
-        rows = [["ID", "Name", "Email", "Title"]]
-        rows += [[None, f"Person {i}", f"p{i}@example.com", f"T{i}"] for i in range(400)]
-        path = make_book(folder / "book.xlsx", {"Contacts": rows})
+        path = _contacts_book(folder, count)
         store_path = folder / "crm.json"
         proc = subprocess.Popen(
             [sys.executable, "-c", _KILLED_SYNC, str(store_path), str(path)],
@@ -395,17 +404,22 @@ def test_killed_sync_is_completed_by_the_next_run(tmp_path: Path) -> None:
         )
         assert proc.stdout is not None
         proc.stdout.readline()
-        time.sleep(rng.uniform(0.0, 1.2))
+        time.sleep(rng.uniform(0.0, 1.5 * duration))  # anywhere in the run, start to end
         proc.send_signal(signal.SIGKILL)
+        out = proc.stdout.read()
         proc.wait()
+        interrupted += "done" not in out
         # whatever the moment, both files are whole and the next run finishes the job
         load_workbook(path)
         store = Store(store_path)
         report = run_sync(store, path)
         assert not report.needs_attention
         ids = [r["ID"] for r in sheet_rows(path, "Contacts")]
-        assert len(ids) == 400 and len(set(ids)) == 400 and None not in ids
-        assert store.count("contacts") == 400, f"round {round_}"
-        assert sorted(d["email"] for d in store.all("contacts")) == sorted(f"p{i}@example.com" for i in range(400))
+        assert len(ids) == count and len(set(ids)) == count and None not in ids, f"round {round_}"
+        assert store.count("contacts") == count, f"round {round_}"
+        emails = sorted(d["email"] for d in store.all("contacts"))
+        assert emails == sorted(f"p{i}@example.com" for i in range(count))
+        assert all(store.get(i)["email"] == r["Email"] for i, r in zip(ids, sheet_rows(path, "Contacts"), strict=True))
         assert run_sync(store, path).changes == 0
         assert [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] == []
+    assert interrupted >= 3, "the kills should land inside the sync"
