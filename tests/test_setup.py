@@ -58,7 +58,10 @@ def test_quickstart_builds_demo_from_sample_workbook(runner: CliRunner, tmp_path
     result = runner.invoke(main, ["quickstart", "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
-    assert out["imported"] == {table: len(SAMPLE[table]) for table in out["imported"]}
+    assert {sheet.lower(): n for sheet, n in out["imported"].items()} == {
+        table: len(SAMPLE[table]) for table in ("accounts", "contacts", "leads", "deals", "invoices", "cases")
+    }
+    assert load_workbook(tmp_path / "demo" / "crm.xlsx")["Deals"]["A2"].value == "D-1"
     store = Store(tmp_path / "demo" / "crm.json")
     assert store.count("deals") == len(SAMPLE["deals"])
     open_deals = [d for d in SAMPLE["deals"] if d["stage"] not in ("won", "lost")]

@@ -51,7 +51,7 @@ def init(folder: Path, currency: str) -> None:
 @click.option("--contact", default="C-1", show_default=True, help="Whose 360° view to show.")
 @json_option
 def quickstart(folder: Path, contact: str, as_json: bool) -> None:
-    """Build a demo CRM from the sample workbook and show its pipeline and one contact.
+    """Sync the sample workbook into a demo CRM and show its pipeline and one contact.
 
     The demo store is rebuilt from scratch each time; your own store is not touched.
 
@@ -60,21 +60,23 @@ def quickstart(folder: Path, contact: str, as_json: bool) -> None:
         crmkit quickstart
         crmkit --store demo/crm.json deals list
     """
-    store, counts = build_demo(folder)
+    store, book, synced = build_demo(folder)
+    counts = {s.sheet: len(s.store_added) for s in synced.sheets if s.store_added}
     report = pipeline(store)
     view = contact_view(store, contact)
     if as_json:
         emit_json(
             {
                 "store": str(store.path),
+                "workbook": str(book.path),
                 "imported": counts,
                 "pipeline": [row.as_json() for row in report.rows],
                 "contact": view,
             }
         )
         return
-    summary = ", ".join(f"{n} {table}" for table, n in counts.items())
-    click.echo(f"Built the demo store {store.path}: {summary}.\n")
+    summary = ", ".join(f"{n} {sheet.lower()}" for sheet, n in counts.items())
+    click.echo(f"Synced the sample workbook {book.path} into the demo store {store.path}: {summary}.\n")
     click.echo("Open pipeline (amount and amount × probability):")
     rows = [
         [
@@ -93,7 +95,7 @@ def quickstart(folder: Path, contact: str, as_json: bool) -> None:
     print_table(rows, ["Pipeline", "Stage", "Deals", "Amount", "Weighted"])
     click.echo(f"\n360° view of {contact}:")
     print_contact_view(view)
-    click.echo(f"\nTry: crmkit --store {store.path} contacts list")
+    click.echo(f"\nEdit {book.path}, then: crmkit --store {store.path} sync {book.path}")
 
 
 def register(main: click.Group) -> None:
