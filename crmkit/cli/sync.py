@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -45,7 +46,13 @@ def sync(app: App, workbook: str, on_conflict: str, dry_run: bool, quiet: bool, 
         crmkit sync crm.xlsx --dry-run
         crmkit sync crm.xlsx --on-conflict sheet --quiet
     """
-    report = sync_book(app.store(), open_book(workbook), on_conflict=on_conflict, dry_run=dry_run)
+    bar = _ProgressBar(enabled=not (quiet or as_json) and sys.stderr.isatty())
+    try:
+        report = sync_book(
+            app.store(), open_book(workbook), on_conflict=on_conflict, dry_run=dry_run, progress=bar.advance
+        )
+    finally:
+        bar.close()
     if as_json:
         emit_json(report.as_json())
     else:
@@ -58,6 +65,28 @@ def sync(app: App, workbook: str, on_conflict: str, dry_run: bool, quiet: bool, 
             click.echo(f"invalid: {cell}", err=True)
     if report.needs_attention:
         sys.exit(NEEDS_ATTENTION)
+
+
+class _ProgressBar:
+    """A bar on stderr for large workbooks in a terminal; nothing under cron or with --json."""
+
+    MIN_ROWS = 2000
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def advance(self, rows: int, total: int) -> None:
+        if not self.enabled or total < self.MIN_ROWS:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label="Syncing rows", file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(rows)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
 
 
 def register(main: click.Group) -> None:

@@ -62,7 +62,8 @@ SYNCED_TYPES: tuple[RecordType, ...] = (ACCOUNT, CONTACT, LEAD, DEAL, INVOICE, C
 ALWAYS = frozenset({LEAD.table, CONTACT.table, DEAL.table, INVOICE.table})
 STATE = "sync"
 _MISSING = object()
-Progress = Callable[[int], None]
+#: Called as rows are done: (rows just done, rows in all synced sheets).
+Progress = Callable[[int, int], None]
 
 
 class _DryRun(Exception):
@@ -107,7 +108,7 @@ class _SheetSync:
         on_conflict: str,
         actor: str,
         today: date,
-        progress: Progress | None,
+        progress: Callable[[int], None] | None,
         lines_table: SheetTable | None = None,
     ) -> None:
         self.store = store
@@ -729,6 +730,8 @@ def _sync(
         book.check_writable()
     tables = book.read()
     actor = f"sync:{book.display_name}"
+    total = sum(len(t.rows) for rt in SYNCED_TYPES if (t := _find_sheet(tables, rt.sheet)) is not None)
+    step = (lambda n: progress(n, total)) if progress is not None else None
     plans: list[_SheetSync] = []
     try:
         with store.transaction():
@@ -745,7 +748,7 @@ def _sync(
                     on_conflict=on_conflict,
                     actor=actor,
                     today=today,
-                    progress=progress,
+                    progress=step,
                     lines_table=_find_sheet(tables, LINES_SHEET.title) if rt is INVOICE else None,
                 )
                 plan.run()
@@ -782,14 +785,34 @@ def summarize(report: SyncReport) -> Iterable[str]:
     if report.skipped_unchanged:
         yield f"{report.book}: nothing changed since the last sync (0 changes)"
         return
-    prefix = "would change" if report.dry_run else "changed"
+
+    def counted(pairs: Iterable[tuple[int, str]]) -> str:
+        return ", ".join(f"{n} {what}" for n, what in pairs if n)
+
     for s in report.sheets:
-        yield (
-            f"{s.sheet}: store +{len(s.store_added)} ~{len(s.store_updated)} "
-            f"archived {len(s.store_archived)}; "
-            f"sheet +{len(s.sheet_added)} ~{len(s.sheet_updated)} ids {s.ids_written}; "
-            f"conflicts {len(s.conflicts)}, invalid cells {len(s.invalid)}"
+        store_side = counted(
+            [
+                (len(s.store_added), "added"),
+                (len(s.store_updated), "updated"),
+                (len(s.store_archived), "archived"),
+            ]
         )
+        sheet_side = counted(
+            [
+                (len(s.sheet_added), "rows added"),
+                (len(s.sheet_updated), "rows updated"),
+                (s.ids_written, "IDs written"),
+            ]
+        )
+        problems = counted([(len(s.conflicts), "conflicts"), (len(s.invalid), "invalid cells")])
+        parts = [
+            f"crmkit: {store_side}" if store_side else "",
+            f"sheet: {sheet_side}" if sheet_side else "",
+            problems,
+        ]
+        yield f"{s.sheet}: " + ("; ".join(p for p in parts if p) or "no changes")
         for note in s.notes:
             yield f"  note: {note}"
-    yield f"{report.changes} changes ({prefix})" + (", workbook written" if report.book_written else "")
+    verb = "would be made (dry run, nothing written)" if report.dry_run else "made"
+    written = ", workbook written" if report.book_written else ""
+    yield f"{report.changes} changes {verb}{written}"
