@@ -18,7 +18,6 @@ one load, one atomic write, however many records change.
 from __future__ import annotations
 
 import getpass
-import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -100,9 +99,21 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _deep(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep(v) for v in value]
+    return value
+
+
 def _copy(doc: Doc) -> Doc:
     """A copy callers may change freely: nested lists and dicts are copied too."""
-    return {k: (json.loads(json.dumps(v)) if isinstance(v, (dict, list)) else v) for k, v in doc.items()}
+    copied = dict(doc)
+    for key, value in doc.items():
+        if isinstance(value, (dict, list)):
+            copied[key] = _deep(value)
+    return copied
 
 
 class Store:
@@ -165,6 +176,7 @@ class Store:
         tables.setdefault(rt.table, {})[str(number)] = doc
         meta = self._meta()
         meta["revision"] = int(meta.get("revision", 0)) + 1
+        doc["_rev"] = meta["revision"]  # lets a sync skip records nobody changed
         for name, keys_of in INDEXES.get(rt.table, {}).items():
             index = self._indexes.get((rt.table, name))
             if index is None:
@@ -267,6 +279,22 @@ class Store:
                 if limit is not None and len(found) >= limit:
                     break
         return found
+
+    def ids(self, type_name: str, *, archived: bool = False) -> list[str]:
+        """The ids of a type's records, in order, without copying the records."""
+        rt = record_type(type_name)
+        table = self._table(rt)
+        return [
+            table[key]["id"]
+            for key in sorted(table, key=int)
+            if archived or not table[key].get("archived_at")
+        ]
+
+    def record_revision(self, record_id: str) -> int | None:
+        """The store revision of a record's last change (None if there is no such record)."""
+        rt, number = parse_id(record_id)
+        doc = self._table(rt).get(str(number))
+        return None if doc is None else doc.get("_rev")
 
     def count(self, type_name: str, *, archived: bool = False) -> int:
         rt = record_type(type_name)
@@ -466,8 +494,8 @@ class Store:
                 merged_custom[key] = _jsonable(value)
         if merged_custom:
             doc["custom"] = merged_custom
-        if {k: v for k, v in doc.items() if k != "updated_at"} == {
-            k: v for k, v in old.items() if k != "updated_at"
+        if {k: v for k, v in doc.items() if k not in ("updated_at", "_rev")} == {
+            k: v for k, v in old.items() if k not in ("updated_at", "_rev")
         }:
             return old
         if "updated_at" not in clean:

@@ -50,6 +50,7 @@ from crmkit.sync.model import (
     column_letter,
 )
 from crmkit.sync.source import SheetBook
+from crmkit.sync.stamp import SyncStamps
 from crmkit.sync.values import canon, canon_custom, cell_value, parse_cell, row_signature
 from crmkit.workbooks import LINES_SHEET, sheet_columns
 
@@ -357,8 +358,22 @@ class _SheetSync:
         self.new_ids[str(row.number)] = [doc["id"], row.signature]
         self._write_back(row, doc, agreed=self._writable(row), base=None)
 
+    def _untouched(self, row: _Row) -> bool:
+        """Neither side changed this row since the last sync: nothing to do."""
+        known = self.base.get(row.record_id or "")
+        if row.link is not None or not known or not known.get("clean") or known.get("h") != row.signature:
+            return False
+        if self.rt is INVOICE:
+            return False  # its status can turn overdue with the calendar alone
+        return known.get("rev") is not None and known["rev"] == self.store.record_revision(
+            row.record_id or ""
+        )
+
     def _merge_row(self, row: _Row) -> None:
         assert row.record_id is not None
+        if self._untouched(row):
+            self.new_base[row.record_id] = self.base[row.record_id]
+            return
         if not self.store.exists(row.record_id):
             # An ID this store never gave out (a workbook from elsewhere): keep it.
             values = {k: v for k, v in row.values.items() if v not in (None, False) and k not in row.invalid}
@@ -469,7 +484,8 @@ class _SheetSync:
         if base:  # keep the old base of a field still in conflict, so it stays one
             values.update({k: v for k, v in base.items() if k not in agreed and k not in values})
         clean = not row.invalid and agreed >= {c.key for c in self.columns if not c.readonly}
-        self.new_base[doc["id"]] = {"h": row_signature(cells), "v": values, "clean": clean}
+        signature = row_signature(cells) if cells != row.cells else row.signature
+        self.new_base[doc["id"]] = {"h": signature, "v": values, "clean": clean, "rev": doc.get("_rev")}
 
     def _set(self, cells: list[Any], row: int, column: int, value: Any) -> None:
         self.changes.cells.append(CellChange(row, column, value))
@@ -507,9 +523,10 @@ class _SheetSync:
         if self.changes.create_headers is not None:
             skip = set(on_sheet) | set(self.new_base)
         width = max([self.id_column, *(c.index for c in self.columns)]) + 1
-        for doc in self.store.all(self.rt.table):
-            if doc["id"] in skip:
+        for record_id in self.store.ids(self.rt.table):
+            if record_id in skip:
                 continue
+            doc = self.store.get(record_id)
             stored = self._store_values(doc)
             cells: list[Any] = [None] * width
             cells[self.id_column] = doc["id"]
@@ -526,6 +543,7 @@ class _SheetSync:
                 "h": row_signature(cells),
                 "v": {k: stored[k] for k in writable},
                 "clean": True,
+                "rev": doc.get("_rev"),
             }
 
 
@@ -715,8 +733,12 @@ def _sync(
     store: Store, book: SheetBook, *, on_conflict: str, dry_run: bool, progress: Progress | None, today: date
 ) -> SyncReport:
     report = SyncReport(book=book.display_name, dry_run=dry_run)
-    state = store.state(STATE, book.identity) or {}
+    stamps = SyncStamps(store.path)
     fingerprint = book.fingerprint()
+    if stamps.unchanged(book.identity, fingerprint):
+        report.skipped_unchanged = True
+        return report
+    state = store.state(STATE, book.identity) or {}
     if (
         fingerprint is not None
         and state.get("fingerprint") == fingerprint
@@ -756,28 +778,38 @@ def _sync(
                 report.sheets.append(plan.summary)
             if dry_run:
                 raise _DryRun
-            journal = {p.rt.sheet: p.new_ids for p in plans if p.new_ids}
-            store.set_state(STATE, book.identity, {**state, "pending": journal})
+            writes = [p.changes for p in plans if p.changes]
+            writes += [p.lines.changes for p in plans if p.lines is not None and p.lines.changes]
+            if writes:
+                journal = {p.rt.sheet: p.new_ids for p in plans if p.new_ids}
+                store.set_state(STATE, book.identity, {**state, "pending": journal})
+            else:  # nothing goes to the workbook: the new base can be saved right away
+                _save_base(store, book, fingerprint, plans, report)
     except _DryRun:
         return report
-    writes = [p.changes for p in plans if p.changes]
-    writes += [p.lines.changes for p in plans if p.lines is not None and p.lines.changes]
     if writes:
         book.write(writes)
         report.book_written = True
-    with store.transaction():
-        store.set_state(
-            STATE,
-            book.identity,
-            {
-                "fingerprint": book.fingerprint(),
-                "store_revision": store.revision,
-                "sheets": {p.rt.sheet: p.new_base for p in plans},
-                "pending": {},
-                "needs_attention": report.needs_attention,
-            },
-        )
+        with store.transaction():
+            _save_base(store, book, book.fingerprint(), plans, report)
+    stamps.record(book.identity, None if report.needs_attention else book.fingerprint())
     return report
+
+
+def _save_base(
+    store: Store, book: SheetBook, fingerprint: str | None, plans: list[_SheetSync], report: SyncReport
+) -> None:
+    store.set_state(
+        STATE,
+        book.identity,
+        {
+            "fingerprint": fingerprint,
+            "store_revision": store.revision,
+            "sheets": {p.rt.sheet: p.new_base for p in plans},
+            "pending": {},
+            "needs_attention": report.needs_attention,
+        },
+    )
 
 
 def summarize(report: SyncReport) -> Iterable[str]:

@@ -94,11 +94,20 @@ def cell_value(field: Field | None, value: Any) -> Any:
 
 
 def _signature_value(value: Any) -> Any:
-    # Numbers as plain decimals: what crmkit writes (Decimal 1000.50) and what a
-    # reader hands back (float 1000.5, or 0.0 for 0) must sign alike.
-    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
-        return _plain_decimal(value)
-    return canon_custom(value)
+    # What crmkit writes and what a reader hands back must sign alike: numbers
+    # as floats with whole ones as ints (Decimal 1000.50 -> 1000.5, 75.0 -> 75),
+    # a midnight datetime as its date, blank text as nothing.
+    kind = type(value)
+    if kind is str:
+        return value if value.strip() else None
+    if kind is float:
+        return int(value) if value.is_integer() else value
+    if kind is Decimal:
+        number = float(value)
+        return int(number) if number.is_integer() else number
+    if kind is datetime and value.time() == time(0):
+        return value.date()
+    return value
 
 
 def row_signature(cells: list[Any]) -> str:
