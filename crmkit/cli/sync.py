@@ -33,7 +33,8 @@ NEEDS_ATTENTION = 3
 @json_option
 @pass_app
 def sync(app: App, workbook: str, on_conflict: str, dry_run: bool, quiet: bool, as_json: bool) -> None:
-    """Two-way sync of WORKBOOK's Leads, Contacts, Deals and Invoices sheets with the store.
+    """Two-way sync of WORKBOOK's Leads, Contacts, Deals and Invoices sheets (and Invoice Lines,
+    Accounts and Cases where present) with the store.
 
     A field changed on one side since the last sync is copied to the other; one
     changed on both sides is a conflict. Rows deleted from a sheet archive their
@@ -63,6 +64,9 @@ def sync(app: App, workbook: str, on_conflict: str, dry_run: bool, quiet: bool, 
             click.echo(f"conflict: {conflict}", err=True)
         for cell in report.invalid:
             click.echo(f"invalid: {cell}", err=True)
+        for sheet in report.sheets:
+            for problem in sheet.problems:
+                click.echo(f"problem: {sheet.sheet}: {problem}", err=True)
     if report.needs_attention:
         sys.exit(NEEDS_ATTENTION)
 

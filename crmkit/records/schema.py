@@ -116,6 +116,11 @@ class RecordType:
         for f in fields_:
             for text in (f.name, f.label, *f.aliases):
                 headers.setdefault(header_key(text), f)
+        # "Deal ID" is the deal's own id; "Contact ID" on it, the contact it links to.
+        headers.setdefault(header_key(f"{self.name} id"), fields_[0])
+        for f in fields_:
+            if isinstance(f, RefField):
+                headers.setdefault(header_key(f"{f.name} id"), f)
         object.__setattr__(self, "by_header", headers)
 
     @property

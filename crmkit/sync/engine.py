@@ -71,6 +71,10 @@ class _DryRun(Exception):
     """Raised inside the store transaction to throw a dry run's changes away."""
 
 
+class _SheetRefused(Exception):
+    """A sheet crmkit must not sync as it is; the reason is reported, nothing is changed."""
+
+
 @dataclass
 class _Column:
     index: int
@@ -153,6 +157,11 @@ class _SheetSync:
                 self.columns.append(_Column(index, text, f"custom:{text}", None, False))
         if self.lines is not None:
             self.columns.append(_Column(-1, LINES_SHEET.title, "lines", INVOICE.get_field("lines"), False))
+        if self.id_column < 0 and self.base:
+            raise _SheetRefused(
+                f"{self.title} has no ID column any more; it was synced before, so crmkit leaves the sheet "
+                "alone rather than treat every row as new (put the ID header back)"
+            )
         if self.id_column < 0:
             # Without an ID column rows cannot be tied to records: add one.
             self.id_column = len(self.table.headers)
@@ -501,9 +510,17 @@ class _SheetSync:
         ]
         if not gone:
             return
+        if any(cell.header == "ID" for cell in self.summary.invalid):
+            # A mistyped ID must not read as a deleted row.
+            self.summary.problems.append(
+                f"{len(gone)} records missing from the sheet were not archived: fix the invalid IDs first"
+            )
+            for record_id in gone:
+                self.new_base[record_id] = self.base[record_id]
+            return
         if not rows and self.changes.create_headers is None:
             # A sheet emptied all at once is more likely an accident than a decision.
-            self.summary.notes.append(
+            self.summary.problems.append(
                 f"the sheet has no rows left; {len(gone)} records were not archived "
                 "(delete fewer rows at a time)"
             )
@@ -755,6 +772,7 @@ def _sync(
     total = sum(len(t.rows) for rt in SYNCED_TYPES if (t := _find_sheet(tables, rt.sheet)) is not None)
     step = (lambda n: progress(n, total)) if progress is not None else None
     plans: list[_SheetSync] = []
+    keep: dict[str, Any] = {}  # the base of sheets left alone this time
     try:
         with store.transaction():
             for rt in SYNCED_TYPES:
@@ -773,7 +791,14 @@ def _sync(
                     progress=step,
                     lines_table=_find_sheet(tables, LINES_SHEET.title) if rt is INVOICE else None,
                 )
-                plan.run()
+                try:
+                    plan.run()
+                except _SheetRefused as refused:
+                    summary = SheetSummary(plan.title)
+                    summary.problems.append(str(refused))
+                    report.sheets.append(summary)
+                    keep[rt.sheet] = state.get("sheets", {}).get(rt.sheet, {})
+                    continue
                 plans.append(plan)
                 report.sheets.append(plan.summary)
             if dry_run:
@@ -784,20 +809,25 @@ def _sync(
                 journal = {p.rt.sheet: p.new_ids for p in plans if p.new_ids}
                 store.set_state(STATE, book.identity, {**state, "pending": journal})
             else:  # nothing goes to the workbook: the new base can be saved right away
-                _save_base(store, book, fingerprint, plans, report)
+                _save_base(store, book, fingerprint, plans, report, keep)
     except _DryRun:
         return report
     if writes:
         book.write(writes)
         report.book_written = True
         with store.transaction():
-            _save_base(store, book, book.fingerprint(), plans, report)
+            _save_base(store, book, book.fingerprint(), plans, report, keep)
     stamps.record(book.identity, None if report.needs_attention else book.fingerprint())
     return report
 
 
 def _save_base(
-    store: Store, book: SheetBook, fingerprint: str | None, plans: list[_SheetSync], report: SyncReport
+    store: Store,
+    book: SheetBook,
+    fingerprint: str | None,
+    plans: list[_SheetSync],
+    report: SyncReport,
+    keep: dict[str, Any],
 ) -> None:
     store.set_state(
         STATE,
@@ -805,7 +835,7 @@ def _save_base(
         {
             "fingerprint": fingerprint,
             "store_revision": store.revision,
-            "sheets": {p.rt.sheet: p.new_base for p in plans},
+            "sheets": {**keep, **{p.rt.sheet: p.new_base for p in plans}},
             "pending": {},
             "needs_attention": report.needs_attention,
         },
@@ -845,6 +875,8 @@ def summarize(report: SyncReport) -> Iterable[str]:
         yield f"{s.sheet}: " + ("; ".join(p for p in parts if p) or "no changes")
         for note in s.notes:
             yield f"  note: {note}"
+        for problem in s.problems:
+            yield f"  problem: {problem}"
     verb = "would be made (dry run, nothing written)" if report.dry_run else "made"
     written = ", workbook written" if report.book_written else ""
     yield f"{report.changes} changes {verb}{written}"

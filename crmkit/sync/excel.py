@@ -93,12 +93,12 @@ class ExcelBook:
         tables: dict[str, SheetTable] = {}
         for name in book.sheet_names:
             sheet = book.get_sheet_by_name(name)
-            start_row, start_col = sheet.start or (0, 0)
             headers: list[str] = []
             rows: list[SheetRow] = []
+            # skip_empty_area=False: rows and columns are counted from A1.
             for offset, raw in enumerate(sheet.to_python(skip_empty_area=False)):
-                number = start_row + offset + 1
-                cells = [None] * start_col + [_clean(v) for v in raw]
+                number = offset + 1
+                cells = [_clean(v) for v in raw]
                 if number == 1:
                     headers = ["" if c is None else str(c) for c in cells]
                 elif any(c is not None for c in cells):

@@ -56,8 +56,7 @@ class SheetTable:
 class CellChange:
     """Write ``value`` into ``row`` (1-based) at column ``column`` (0-based).
 
-    ``text`` marks values that came from outside (names, mail subjects): the
-    adapter must store them as plain text, never as a formula.
+    Adapters store every ``str`` value as plain text, never as a formula.
     """
 
     row: int
@@ -156,6 +155,7 @@ class SheetSummary:
     conflicts: list[Conflict] = field(default_factory=list)
     invalid: list[InvalidCell] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # need a person, like invalid cells
 
     @property
     def changes(self) -> int:
@@ -184,6 +184,7 @@ class SheetSummary:
             "conflicts": [c.as_json() for c in self.conflicts],
             "invalid": [i.as_json() for i in self.invalid],
             "notes": self.notes,
+            "problems": self.problems,
         }
 
 
@@ -212,7 +213,8 @@ class SyncReport:
     @property
     def needs_attention(self) -> bool:
         """Unresolved conflicts or invalid cells: a person must look (exit code 3)."""
-        return any(c.resolution == "none" for c in self.conflicts) or bool(self.invalid)
+        unresolved = any(c.resolution == "none" for c in self.conflicts)
+        return unresolved or bool(self.invalid) or any(s.problems for s in self.sheets)
 
     def as_json(self) -> dict[str, Any]:
         return {
