@@ -23,18 +23,13 @@ _CONTACT_LINKS: list[tuple[str, str]] = [
 ]
 
 
-def _find_contact(store: Store, id_or_email: str) -> dict[str, Any]:
-    contact = store.lookup("contacts", id_or_email)
-    return contact
-
-
 def contact_view(store: Store, id_or_email: str, *, today: date | None = None) -> dict[str, Any]:
     """A contact with everything around it: account, deals, invoices, cases, timeline.
 
     The result is the contact's own JSON form with one more key, ``related``.
     Activities come newest first.
     """
-    contact = _find_contact(store, id_or_email)
+    contact = store.lookup("contacts", id_or_email)
     cid = contact["id"]
     account = None
     if contact.get("account") and store.exists(contact["account"]):
@@ -72,8 +67,9 @@ class MergeResult:
 def merge_contacts(store: Store, keep_id: str, other_id: str) -> MergeResult:
     """Fold ``other`` into ``keep``: every deal, case, invoice and activity moves over.
 
-    Empty fields of the kept contact are filled from the other, tags and custom
-    fields are joined (the kept contact's values win), and the other contact is
+    Leads converted into the other now point at the kept one too. Empty fields
+    of the kept contact are filled from the other, tags and custom fields are
+    joined (the kept contact's values win), and the other contact is
     archived with ``merged_into`` pointing at the kept one (ids are never
     reused, so links in old exports still lead somewhere).
     """
@@ -101,7 +97,7 @@ def merge_contacts(store: Store, keep_id: str, other_id: str) -> MergeResult:
             if doc.get("merged_into") == other["id"]:
                 store.update(doc["id"], {"merged_into": keep["id"]}, allow_system=True, force=True)
 
-        merged = store.update(other["id"], {"merged_into": keep["id"]}, allow_system=True)
+        merged = store.update(other["id"], {"merged_into": keep["id"]}, allow_system=True, force=True)
         merged = store.archive(merged["id"])
 
         fill: dict[str, Any] = {}
@@ -117,5 +113,6 @@ def merge_contacts(store: Store, keep_id: str, other_id: str) -> MergeResult:
         for key, value in (other.get("custom") or {}).items():
             if key not in (keep.get("custom") or {}):
                 fill[key] = value
-        kept = store.update(keep["id"], fill) if fill else keep
+        # force: the two may share an email or phone; that is why they are merged
+        kept = store.update(keep["id"], fill, force=True) if fill else keep
         return MergeResult(kept, merged, moved)

@@ -181,3 +181,23 @@ def test_every_command_has_help(run) -> None:
     for name, cmd in _commands(main):
         assert cmd.help or cmd.short_help, f"crmkit {name} has no help"
         assert run(*name.split(), "--help").stdout.startswith("Usage: ")
+
+
+def test_archive_checks_the_type_and_takes_names(run) -> None:
+    run("deals", "add", "title=Deal")
+    run("contacts", "add", "name=Ana", "email=ana@example.com")
+    assert "no contact matches 'D-1'" in run("contacts", "archive", "D-1", code=1).stderr
+    assert run("contacts", "archive", "ana@example.com").stdout == "Archived C-1 Ana\n"
+    run("contacts", "add", "name=Ana 2", "email=ana@example.com")
+    assert "already has email" in run("contacts", "restore", "C-1", code=1).stderr
+    assert run("contacts", "restore", "C-1", "--force").stdout == "Restored C-1 Ana\n"
+
+
+def test_where_compares_numbers_as_numbers_and_custom_fields(run) -> None:
+    run("deals", "add", "title=A", "amount=100", "Region=North")
+    run("deals", "add", "title=B", "amount=250.5")
+    ids = lambda *w: [d["id"] for d in as_json(run("deals", "list", "--json", *w))]  # noqa: E731
+    assert ids("--where", "amount=100") == ["D-1"]
+    assert ids("--where", "amount=250.50") == ["D-2"]
+    assert ids("--where", "custom.Region=north") == ["D-1"]
+    assert ids("--where", "Region=North") == ["D-1"]

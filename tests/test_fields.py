@@ -152,3 +152,17 @@ def test_money_minor_units() -> None:
     assert quantize(Decimal("1.0005"), "KWD") == Decimal("1.001")
     assert format_money(Decimal("1234567"), "VND") == "1,234,567 VND"
     assert format_money(Decimal("1234.5"), "EUR") == "1,234.50 EUR"
+
+
+def test_numbers_too_large_for_a_spreadsheet_are_refused() -> None:
+    f = DecimalField("amount")
+    assert f.parse("999999999999999.99") == Decimal("999999999999999.99")
+    for bad in ("1e30", "1000000000000000", 1e16):
+        with pytest.raises(FieldError, match="too large"):
+            f.parse(bad)
+
+
+def test_control_characters_are_refused() -> None:
+    with pytest.raises(FieldError, match="control characters"):
+        TextField("name").parse("Bell\x07Name")
+    assert TextField("notes").parse("line one\nline two\tend") == "line one\nline two\tend"

@@ -160,3 +160,11 @@ def test_360_view(store: Store) -> None:
     assert view["related"]["account"]["name"] == "Acme"
     assert [d["title"] for d in view["related"]["deals"]] == ["D1", "D2"]
     assert [a["subject"] for a in view["related"]["activities"]] == ["new", "old"]  # newest first
+
+
+def test_merge_contacts_that_share_an_email(store: Store) -> None:
+    store.add("contacts", {"name": "Ana", "email": "ana@example.com"})
+    store.add("contacts", {"name": "Ana N", "email": "ANA@example.com", "phone": "+1 555 0100"}, force=True)
+    result = merge_contacts(store, "C-1", "C-2")
+    assert result.kept["phone"] == "+1 555 0100"
+    assert store.find_by_email("contacts", "ana@example.com")[0]["id"] == "C-1"

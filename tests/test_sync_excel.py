@@ -465,3 +465,19 @@ def test_headers_not_in_the_first_column(store: Store, tmp_path: Path) -> None:
     store.update("C-1", {"email": "new@example.com"})
     run_sync(store, path)
     assert cell(path, "Contacts", "D2") == "new@example.com" and cell(path, "Contacts", "E2") is None
+
+
+def test_row_deleted_then_pasted_back_is_the_same_person(store: Store, book: Path) -> None:
+    run_sync(store, book)
+    wb = load_workbook(book)
+    wb["Contacts"].delete_rows(2)
+    wb.save(book)
+    run_sync(store, book)
+    assert store.get("C-1")["archived_at"]
+    wb = load_workbook(book)
+    wb["Contacts"].append([None, "Nguyễn Thị Hoa", "hoa@saomai.vn", None, "COO", None, "linh", "South"])
+    wb.save(book)
+    report = run_sync(store, book)
+    assert not report.needs_attention
+    assert store.count("contacts", archived=True) == 2 and "archived_at" not in store.get("C-1")
+    assert sorted(r["ID"] for r in sheet_rows(book, "Contacts")) == ["C-1", "C-2"]

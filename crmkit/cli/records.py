@@ -202,15 +202,18 @@ def _record_group(rt: RecordType) -> click.Group:
     @pass_app
     def archive(app: App, record_id: str) -> None:
         """Hide a record from lists and syncs; nothing is deleted."""
-        doc = app.store(must_exist=True).archive(record_id)
+        doc = app.store(must_exist=True).archive(record_id, type_name=rt.table)
         click.echo(f"Archived {doc['id']} {rt.title_of(doc)}")
 
     @group.command("restore")
     @click.argument("record_id")
+    @click.option(
+        "--force", is_flag=True, help="Restore even if its email or phone is now on another record."
+    )
     @pass_app
-    def restore(app: App, record_id: str) -> None:
+    def restore(app: App, record_id: str, force: bool) -> None:
         """Bring an archived record back."""
-        doc = app.store(must_exist=True).restore(record_id)
+        doc = app.store(must_exist=True).restore(record_id, type_name=rt.table, force=force)
         click.echo(f"Restored {doc['id']} {rt.title_of(doc)}")
 
     return group

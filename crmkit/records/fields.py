@@ -60,6 +60,10 @@ def decimal_to_json(value: Decimal) -> str:
     return "0" if text in ("-0", "") else text
 
 
+# Control characters other than tab, newline and carriage return: no sheet or mail header may carry them.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
 def _is_empty(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
@@ -118,6 +122,8 @@ class Field:
             return _number_as_text(value)
         if not isinstance(value, str):
             raise self.error(value, "expected text")
+        if _CONTROL.search(value):
+            raise self.error(value, "contains control characters (spreadsheets cannot hold them)")
         return value.strip()
 
     def dump(self, value: Any) -> Any:
@@ -271,6 +277,8 @@ class DateTimeField(Field):
         return "" if value is None else value.strftime("%Y-%m-%d %H:%M")
 
 
+#: Spreadsheets keep 15 significant digits; larger numbers would not survive a round trip.
+MAX_INTEGER_DIGITS = 15
 _THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
 
 
@@ -296,6 +304,8 @@ def parse_decimal(field: Field, value: Any) -> Decimal:
         raise field.error(value, "expected a number")
     if not number.is_finite():
         raise field.error(value, "not a finite number")
+    if number.adjusted() >= MAX_INTEGER_DIGITS:
+        raise field.error(value, f"too large (over {MAX_INTEGER_DIGITS} digits before the decimal point)")
     return number
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from crmkit.errors import CrmkitError, FieldError
@@ -19,6 +20,16 @@ __all__ = ["Condition", "matches", "parse_condition"]
 
 _OPS = ("!=", "~", "=")
 _COND = re.compile(r"^\s*([\w. ]+?)\s*(!=|~|=)(.*)$", re.DOTALL)
+
+
+def _number(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,8 @@ def parse_condition(rt: RecordType, text: str) -> Condition:
     if not match:
         raise CrmkitError(f"bad filter {text!r}: write field=value, field!=value or field~text")
     name, op, raw = match.group(1), match.group(2), match.group(3).strip()
+    if name.startswith("custom."):
+        return Condition(name[len("custom.") :], op, raw)
     field = rt.by_name.get(name)
     if field is None and rt.field_for_header(name) is not None:
         field = rt.field_for_header(name)
@@ -61,6 +74,9 @@ def _equal(stored: Any, wanted: Any) -> bool:
         return _text(wanted) in (_text(v) for v in stored)
     if wanted is None or wanted is False or wanted == "":
         return stored is None or stored is False or stored in ("", [])
+    left, right = _number(stored), _number(wanted)
+    if left is not None and right is not None:
+        return left == right  # 100 is 100.00
     return _text(stored) == _text(wanted)
 
 

@@ -136,7 +136,7 @@ class Store:
         self.default_currency = default_currency
         self.actor = actor or f"cli:{_user()}"
         self.clock = clock or (lambda: datetime.now(UTC))
-        self._indexes: dict[tuple[str, str], dict[str, list[str]]] = {}
+        self._indexes: dict[tuple[str, str, bool], dict[str, list[str]]] = {}
         self._index_generation = -1
 
     @property
@@ -178,30 +178,32 @@ class Store:
         meta["revision"] = int(meta.get("revision", 0)) + 1
         doc["_rev"] = meta["revision"]  # lets a sync skip records nobody changed
         for name, keys_of in INDEXES.get(rt.table, {}).items():
-            index = self._indexes.get((rt.table, name))
-            if index is None:
-                continue
-            if old is not None and not old.get("archived_at"):
-                for key in keys_of(old):
-                    ids = index.get(key, [])
-                    if doc["id"] in ids:
-                        ids.remove(doc["id"])
-            if not doc.get("archived_at"):
-                for key in keys_of(doc):
-                    index.setdefault(key, []).append(doc["id"])
+            for archived in (False, True):
+                index = self._indexes.get((rt.table, name, archived))
+                if index is None:
+                    continue
+                if old is not None and bool(old.get("archived_at")) == archived:
+                    for key in keys_of(old):
+                        ids = index.get(key, [])
+                        if doc["id"] in ids:
+                            ids.remove(doc["id"])
+                if bool(doc.get("archived_at")) == archived:
+                    for key in keys_of(doc):
+                        index.setdefault(key, []).append(doc["id"])
         self.storage.write(tables)
 
-    def _index(self, table: str, name: str) -> dict[str, list[str]]:
+    def _index(self, table: str, name: str, archived: bool = False) -> dict[str, list[str]]:
+        """key -> ids of the active records (or, with ``archived``, of the archived ones)."""
         tables = self._tables()
-        index = self._indexes.get((table, name))
+        index = self._indexes.get((table, name, archived))
         if index is None:
             keys_of = INDEXES[table][name]
             index = {}
             for doc in tables.get(table, {}).values():
-                if not doc.get("archived_at"):
+                if bool(doc.get("archived_at")) == archived:
                     for key in keys_of(doc):
                         index.setdefault(key, []).append(doc["id"])
-            self._indexes[(table, name)] = index
+            self._indexes[(table, name, archived)] = index
         return index
 
     def create(self) -> None:
@@ -300,13 +302,9 @@ class Store:
         rt = record_type(type_name)
         return sum(1 for doc in self._table(rt).values() if archived or not doc.get("archived_at"))
 
-    def find_by_email(self, type_name: str, email: str) -> list[Doc]:
-        """Active records of a type with this address (any case), by index."""
-        return self._by_index(record_type(type_name).table, "email", email_key(email))
-
-    def find_by_phone(self, type_name: str, phone: str) -> list[Doc]:
-        """Active records of a type with this phone number (digits compared), by index."""
-        return self._by_index(record_type(type_name).table, "phone", _phone_index_key(phone))
+    def find_by_email(self, type_name: str, email: str, *, archived: bool = False) -> list[Doc]:
+        """Active records with this address (any case), by index; archived ones with ``archived``."""
+        return self._by_index(record_type(type_name).table, "email", email_key(email), archived)
 
     def find_accounts(self, *, name: str | None = None, domain: str | None = None) -> list[Doc]:
         """Active accounts whose name (legal form ignored) or domain matches."""
@@ -319,10 +317,10 @@ class Store:
                 found[doc["id"]] = doc
         return sorted(found.values(), key=lambda d: int(d["id"].split("-")[1]))
 
-    def _by_index(self, table: str, name: str, key: str) -> list[Doc]:
+    def _by_index(self, table: str, name: str, key: str, archived: bool = False) -> list[Doc]:
         if not key:
             return []
-        return [self.get(record_id) for record_id in self._index(table, name).get(key, [])]
+        return [self.get(record_id) for record_id in self._index(table, name, archived).get(key, [])]
 
     def lookup(self, type_name: str, text: str) -> Doc:
         """A record by id, or by what people call it: email, account name or domain."""
@@ -343,6 +341,8 @@ class Store:
             candidates = self._by_index("invoices", "number", text.casefold())
         else:
             candidates = []
+        if not candidates and rt.table in ("contacts", "leads") and "@" in text:
+            candidates = self.find_by_email(rt.table, text, archived=True)
         if not candidates:
             raise NotFoundError(f"no {rt.name} matches {text!r}")
         if len(candidates) > 1:
@@ -401,9 +401,19 @@ class Store:
         with self.transaction():
             return self._update(record_id, values, force=force, allow_system=allow_system, actor=actor)
 
-    def archive(self, record_id: str) -> Doc:
-        """Hide a record from lists and syncs without destroying it; restorable."""
+    def _ref(self, record_id: str, type_name: str | None) -> str:
+        if type_name is None:
+            return record_id
+        return self.lookup(type_name, record_id)["id"]
+
+    def archive(self, record_id: str, *, type_name: str | None = None) -> Doc:
+        """Hide a record from lists and syncs without destroying it; restorable.
+
+        With ``type_name``, ``record_id`` may also be what people call the
+        record (an email, an account name), and must be of that type.
+        """
         with self.transaction():
+            record_id = self._ref(record_id, type_name)
             rt, number = parse_id(record_id)
             old = self.get(record_id)
             if old.get("archived_at"):
@@ -412,9 +422,10 @@ class Store:
             self._put(rt, number, doc, old)
             return _copy(doc)
 
-    def restore(self, record_id: str, *, force: bool = False) -> Doc:
+    def restore(self, record_id: str, *, type_name: str | None = None, force: bool = False) -> Doc:
         """Bring an archived record back (refused if its email is now taken, unless ``force``)."""
         with self.transaction():
+            record_id = self._ref(record_id, type_name)
             rt, number = parse_id(record_id)
             old = self.get(record_id)
             if not old.get("archived_at"):

@@ -311,7 +311,10 @@ class _SheetSync:
         email = row.values.get("email")
         if not email or self.rt not in (CONTACT, LEAD):
             return
-        matches = self.store.find_by_email(self.rt.table, email)
+        # an archived record too: a row deleted once and pasted back is the same person
+        matches = self.store.find_by_email(self.rt.table, email) or self.store.find_by_email(
+            self.rt.table, email, archived=True
+        )
         if not matches:
             return
         match = matches[0]["id"]
