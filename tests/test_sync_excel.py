@@ -481,3 +481,57 @@ def test_row_deleted_then_pasted_back_is_the_same_person(store: Store, book: Pat
     assert not report.needs_attention
     assert store.count("contacts", archived=True) == 2 and "archived_at" not in store.get("C-1")
     assert sorted(r["ID"] for r in sheet_rows(book, "Contacts")) == ["C-1", "C-2"]
+
+
+class DiesBeforeWriting:
+    """A workbook whose process dies just before the workbook is written (as a kill there would)."""
+
+    def __init__(self, path: Path) -> None:
+        self.book = ExcelBook(path)
+        self.identity = self.book.identity
+        self.display_name = self.book.display_name
+
+    def fingerprint(self) -> str | None:
+        return self.book.fingerprint()
+
+    def check_writable(self) -> None:
+        self.book.check_writable()
+
+    def read(self):
+        return self.book.read()
+
+    def write(self, changes) -> None:
+        raise KeyboardInterrupt("killed")
+
+
+def test_run_dying_before_the_workbook_is_written_twice_then_edited(store: Store, tmp_path: Path) -> None:
+    path = make_book(
+        tmp_path / "deals.xlsx", {"Deals": [["ID", "Title", "Amount"], [None, "Deal one", 100], [None, "Deal two", 5]]}
+    )
+    for _ in range(2):  # dies twice in a row
+        with pytest.raises(KeyboardInterrupt):
+            sync_book(store, DiesBeforeWriting(path))
+    assert store.count("deals") == 2  # made once, not twice
+    edit(path, "Deals", {"C2": 250})  # a person goes on filling in the new row meanwhile
+    report = run_sync(store, path)
+    assert not report.needs_attention
+    assert store.count("deals") == 2
+    assert [(r["ID"], r["Title"], r["Amount"]) for r in sheet_rows(path, "Deals")] == [
+        ("D-1", "Deal one", 250),
+        ("D-2", "Deal two", 5),
+    ]
+    assert store.get("D-1")["amount"] == "250.00"
+    assert run_sync(store, path).changes == 0
+
+
+def test_unchanged_shortcut_never_hides_a_change(store: Store, book: Path) -> None:
+    run_sync(store, book)
+    assert store.path.with_name(".crm.json.synced").exists()
+    assert run_sync(store, book).skipped_unchanged
+    Store(store.path).add("contacts", {"name": "New", "email": "new@example.com"})  # another process
+    report = run_sync(store, book)
+    assert not report.skipped_unchanged
+    assert [r["ID"] for r in sheet_rows(book, "Contacts")] == ["C-1", "C-2", "C-3"]
+    assert run_sync(store, book).skipped_unchanged
+    edit(book, "Contacts", {"E2": "Boss"})
+    assert not run_sync(store, book).skipped_unchanged and store.get("C-1")["title"] == "Boss"

@@ -24,7 +24,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ class AtomicJSONStorage(Storage):
         # The file we loaded stays open (POSIX): its inode cannot be freed and
         # handed to a newer file, so "same inode" reliably means "same file".
         self._pin: int | None = None
+        self._after_commit: list[Callable[[], None]] = []
         self._depth = 0
         self._dirty = False
         #: Goes up each time the content is (re)loaded from disk, so callers
@@ -122,6 +123,8 @@ class AtomicJSONStorage(Storage):
                 yield self._data
                 if self._dirty:
                     self._write_file(self._data)
+                for callback in self._after_commit:
+                    callback()
             except BaseException:
                 self._stamp = None  # forces a reload: drops half-made changes
                 self._data = None
@@ -129,6 +132,13 @@ class AtomicJSONStorage(Storage):
             finally:
                 self._depth = 0
                 self._dirty = False
+                self._after_commit = []
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the current transaction is written, before its lock is let go."""
+        if not self._depth:
+            raise StoreError("after_commit needs an open transaction")
+        self._after_commit.append(callback)
 
     # -- files ----------------------------------------------------------
 

@@ -301,11 +301,12 @@ class _SheetSync:
         journal = self.pending.get(str(row.number))
         if (
             journal
-            and journal[1] == row.signature
+            and journal[1] == self._journal_key(row)
             and journal[0] not in on_sheet
             and self.store.exists(journal[0])
         ):
             row.record_id, row.link = journal[0], "journal"
+            self.new_ids[str(row.number)] = journal  # still owed to the sheet if this run dies too
             on_sheet[row.record_id] = row.number
             return
         email = row.values.get("email")
@@ -327,6 +328,14 @@ class _SheetSync:
             return
         row.record_id, row.link = match, "email"
         on_sheet[match] = row.number
+
+    def _journal_key(self, row: _Row) -> Any:
+        """What ties a new row to the record made for it by a run that died before writing its ID.
+
+        The row's title (name, deal title) rather than all its cells, so that a
+        person can go on filling in the row meanwhile.
+        """
+        return row.values.get(self.rt.title_field) or row.signature
 
     def _apply(self, record_id: str | None, changes: dict[str, Any], row: _Row) -> dict[str, Any] | None:
         """Save changes to the store, dropping (and reporting) the values it refuses."""
@@ -367,7 +376,7 @@ class _SheetSync:
             return
         row.record_id = doc["id"]
         self.summary.store_added.append(doc["id"])
-        self.new_ids[str(row.number)] = [doc["id"], row.signature]
+        self.new_ids[str(row.number)] = [doc["id"], self._journal_key(row)]
         self._write_back(row, doc, agreed=self._writable(row), base=None)
 
     def _untouched(self, row: _Row) -> bool:
@@ -419,7 +428,7 @@ class _SheetSync:
                 agreed.add(key)
                 continue
             if base_value is _MISSING:
-                if row.link == "email":
+                if row.link in ("email", "journal"):  # a new row's cells are edits
                     side = "store" if sheet_value not in (None, False) else "sheet"
                 elif sheet_value in (None, False):
                     side = "sheet"
@@ -813,14 +822,18 @@ def _sync(
                 store.set_state(STATE, book.identity, {**state, "pending": journal})
             else:  # nothing goes to the workbook: the new base can be saved right away
                 _save_base(store, book, fingerprint, plans, report, keep)
+                note = None if report.needs_attention else fingerprint
+                store.storage.after_commit(lambda: stamps.record(book.identity, note))
     except _DryRun:
         return report
     if writes:
         book.write(writes)
         report.book_written = True
+        written = book.fingerprint()
         with store.transaction():
-            _save_base(store, book, book.fingerprint(), plans, report, keep)
-    stamps.record(book.identity, None if report.needs_attention else book.fingerprint())
+            _save_base(store, book, written, plans, report, keep)
+            note = None if report.needs_attention else written
+            store.storage.after_commit(lambda: stamps.record(book.identity, note))
     return report
 
 

@@ -52,7 +52,12 @@ class SyncStamps:
         return bool(entry) and store is not None and entry == [fingerprint, store]
 
     def record(self, book_identity: str, fingerprint: str | None) -> None:
-        """Note a clean sync (or, with no fingerprint, forget the workbook)."""
+        """Note a clean sync (or, with no fingerprint, forget the workbook).
+
+        Call it after the store transaction that saves the sync's state is
+        written and before its lock is let go (``storage.after_commit``), so no
+        other process's change can slip in between.
+        """
         data = self._load()
         store = _store_identity(self.store_path)
         if fingerprint is None or store is None:
