@@ -127,9 +127,14 @@ def _where(path: Path) -> str:
 def _check_keys(path: Path, table: str, data: Mapping[str, Any], known: tuple[str, ...]) -> None:
     for key in data:
         if key == "password":
-            raise ConfigError(
-                f"{_where(path)}: [{table}] password: passwords are never read from the config file; "
+            where = f"[{table}] password" if table else "password"
+            remedy = (
                 f"set CRMKIT_{table.upper()}_PASSWORD or password_command"
+                if table in _SERVER_KEYS
+                else "set CRMKIT_IMAP_PASSWORD / CRMKIT_SMTP_PASSWORD, or password_command in [imap] / [smtp]"
+            )
+            raise ConfigError(
+                f"{_where(path)}: {where}: passwords are never read from the config file; {remedy}"
             )
         if key not in known:
             prefix = f"{table}." if table else ""
@@ -163,6 +168,8 @@ def _server(path: Path, protocol: str, data: Mapping[str, Any]) -> MailServer:
     timeout = _expect(
         path, f"{protocol}.timeout", data.get("timeout", 60), (int, float), "a number of seconds"
     )
+    if timeout <= 0:
+        raise ConfigError(f"{_where(path)}: {protocol}.timeout must be more than 0 seconds (got {timeout})")
     optional = {}
     for key in ("user", "password_command", "folder", "from"):
         if key in data:

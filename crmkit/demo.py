@@ -28,11 +28,11 @@ def build_demo(folder: Path, *, workbook: Path | None = None) -> tuple[Store, Ex
     shutil.copyfile(workbook or shipped_workbook(SAMPLE_WORKBOOK), book_path)
     final = folder / DEFAULT_STORE
     building = folder / f".{DEFAULT_STORE}.building"
-    for leftover in (building, *folder.glob(f".{DEFAULT_STORE}.building.*")):
+    for leftover in (building, *folder.glob(f"*{DEFAULT_STORE}.building*")):
         leftover.unlink(missing_ok=True)
     book = ExcelBook(book_path)
     report = sync_book(Store(building, actor="quickstart"), book)
     os.replace(building, final)
-    for leftover in folder.glob(f".{DEFAULT_STORE}.building.*"):
+    for leftover in folder.glob(f"*{DEFAULT_STORE}.building*"):  # its lock and shortcut files
         leftover.unlink(missing_ok=True)
     return Store(final), book, report

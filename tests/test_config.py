@@ -86,6 +86,8 @@ def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ('[imap]\nhost = "x"\npassword = "hunter2"', "passwords are never read from the config file"),
         ("store = ", "not valid TOML"),
         ('[sheets]\ntoken = "x"', "unknown key sheets.token"),
+        ('password = "hunter2"', "password: passwords are never read.*CRMKIT_IMAP_PASSWORD"),
+        ('[imap]\nhost = "x"\ntimeout = -1', "imap.timeout must be more than 0"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, message: str) -> None:

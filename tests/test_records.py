@@ -305,3 +305,28 @@ def test_write_outside_a_transaction_refuses_to_overwrite_a_newer_file(store_pat
     db.table("notes").insert({"text": "y"})
     assert [d["name"] for d in db.table("contacts").all()] == ["A", "B"]
     assert Store(store_path).count("contacts") == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ('{"contacts": []}', "table 'contacts' is not a JSON object"),
+        ('{"contacts": {"1": "x"}}', "document '1' of table 'contacts' is not a JSON object"),
+        ('{"contacts": {"one": {"name": "A"}}}', "document id 'one' of table 'contacts' is not a number"),
+        ("[1, 2]", "expected a JSON object of tables"),
+    ],
+)
+def test_files_that_are_json_but_not_a_store(store_path: Path, content: str, problem: str) -> None:
+    store_path.write_text(content)
+    with pytest.raises(CrmkitError, match=problem):
+        Store(store_path).count("contacts")
+
+
+def test_documents_added_by_plain_tinydb_get_their_id(store_path: Path) -> None:
+    from tinydb import TinyDB
+
+    TinyDB(store_path).table("contacts").insert({"name": "From TinyDB"})
+    store = Store(store_path)
+    assert store.get("C-1")["name"] == "From TinyDB"
+    assert store.add("contacts", {"name": "B"})["id"] == "C-2"
+    assert [d["id"] for d in store.all("contacts")] == ["C-1", "C-2"]

@@ -26,7 +26,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from crmkit.errors import DuplicateError, FieldError, NotFoundError, ValidationError
+from crmkit.errors import DuplicateError, FieldError, NotFoundError, StoreError, ValidationError
 from crmkit.records.fields import RefField, decimal_to_json
 from crmkit.records.matching import company_key, domain_key, email_key, phone_key
 from crmkit.records.query import Condition, matches
@@ -159,6 +159,7 @@ class Store:
         if data is None:  # pragma: no cover - the storage always returns a dict
             data = {}
         if self._index_generation != self.storage.generation:
+            _check_layout(self.path, data)
             self._indexes = {}
             self._index_generation = self.storage.generation
         return data
@@ -585,6 +586,22 @@ class Store:
                 errors.append(FieldError(name, value, str(exc)))
         if errors:
             raise ValidationError(rt.name, errors)
+
+
+def _check_layout(path: Path, data: Tables) -> None:
+    """Refuse a file that is JSON but not a store, naming what is wrong; fill in missing ids."""
+    for table, docs in data.items():
+        if not isinstance(docs, dict):
+            raise StoreError(f"{path}: table {table!r} is not a JSON object of documents")
+        rt = RECORD_TYPES.get(table)
+        for key, doc in docs.items():
+            if not isinstance(doc, dict):
+                raise StoreError(f"{path}: document {key!r} of table {table!r} is not a JSON object")
+            if rt is None:
+                continue
+            if not key.isdigit():
+                raise StoreError(f"{path}: document id {key!r} of table {table!r} is not a number")
+            doc.setdefault("id", f"{rt.prefix}-{int(key)}")  # a document added by plain TinyDB
 
 
 def _user() -> str:

@@ -147,14 +147,19 @@ class _SheetSync:
                 continue
             text = str(header).strip()
             f = self.rt.field_for_header(text)
-            if f is not None and f.name not in used and not isinstance(f, LinesField):
-                used.add(f.name)
-                if f.name == "id":
-                    self.id_column = index
-                    continue
+            key = f.name if f is not None else f"custom:{text}"
+            if key in used or isinstance(f, LinesField):
+                self.summary.notes.append(
+                    f"column {column_letter(index)} ({text}) repeats another column; ignored"
+                )
+                continue
+            used.add(key)
+            if f is not None and f.name == "id":
+                self.id_column = index
+            elif f is not None:
                 self.columns.append(_Column(index, text, f.name, f, f.system))
             else:
-                self.columns.append(_Column(index, text, f"custom:{text}", None, False))
+                self.columns.append(_Column(index, text, key, None, False))
         if self.lines is not None:
             self.columns.append(_Column(-1, LINES_SHEET.title, "lines", INVOICE.get_field("lines"), False))
         if self.id_column < 0 and self.base:
