@@ -330,10 +330,21 @@ def main(argv: list[str] | None = None) -> int:
 
         a = phase("a", "first sync", "openpyxl load+save", openpyxl_load_save, store, book)
         results.append(a)
-        problems += [f"(a) {p}" for p in check(a, {
-            "store_added": args.rows, "ids_written": args.rows, "store_updated": 0,
-            "store_archived": 0, "sheet_added": 0, "conflicts": 0, "invalid": 0,
-        })]
+        problems += [
+            f"(a) {p}"
+            for p in check(
+                a,
+                {
+                    "store_added": args.rows,
+                    "ids_written": args.rows,
+                    "store_updated": 0,
+                    "store_archived": 0,
+                    "sheet_added": 0,
+                    "conflicts": 0,
+                    "invalid": 0,
+                },
+            )
+        ]
         on_sheets = ids_on_sheets(book)
         for title, (rows, with_id) in on_sheets.items():
             if rows != counts[title] or with_id != rows:
@@ -341,25 +352,46 @@ def main(argv: list[str] | None = None) -> int:
 
         edited = edit_owners(book, args.edit_percent)  # outside the timings
         n_edited = sum(edited.values())
-        b = phase("b", f"re-sync, {n_edited} rows edited", "openpyxl read-only read", openpyxl_read_only,
-                  store, book)
+        b = phase(
+            "b",
+            f"re-sync, {n_edited} rows edited",
+            "openpyxl read-only read",
+            openpyxl_read_only,
+            store,
+            book,
+        )
         results.append(b)
-        problems += [f"(b) {p}" for p in check(b, {
-            "store_added": 0, "store_updated": n_edited, "store_archived": 0, "sheet_added": 0,
-            "ids_written": 0, "conflicts": 0, "invalid": 0,
-        })]
+        problems += [
+            f"(b) {p}"
+            for p in check(
+                b,
+                {
+                    "store_added": 0,
+                    "store_updated": n_edited,
+                    "store_archived": 0,
+                    "sheet_added": 0,
+                    "ids_written": 0,
+                    "conflicts": 0,
+                    "invalid": 0,
+                },
+            )
+        ]
 
         c = phase("c", "re-sync, nothing changed", "openpyxl read-only read", openpyxl_read_only, store, book)
         results.append(c)
         if not c["report"].skipped_unchanged or c["report"].changes or c["rewritten"]:
-            problems.append("(c) a sync with nothing changed did work: "
-                            f"skipped={c['report'].skipped_unchanged} changes={c['report'].changes} "
-                            f"rewritten={c['rewritten']}")
+            problems.append(
+                "(c) a sync with nothing changed did work: "
+                f"skipped={c['report'].skipped_unchanged} changes={c['report'].changes} "
+                f"rewritten={c['rewritten']}"
+            )
 
         width = max(len(r["label"]) for r in results)
         bwidth = max(len(r["baseline_label"]) for r in results)
-        print(f"{'':4}{'crmkit':<{width}} {'time':>8}   {'openpyxl':<{bwidth}} {'time':>8}   "
-              f"{'ratio':>6} {'target':>7}  verdict")
+        print(
+            f"{'':4}{'crmkit':<{width}} {'time':>8}   {'openpyxl':<{bwidth}} {'time':>8}   "
+            f"{'ratio':>6} {'target':>7}  verdict"
+        )
         for r in results:
             ratio = r["sync_s"] / r["base_s"]
             target = TARGETS[r["name"]]
@@ -394,7 +426,9 @@ def main(argv: list[str] | None = None) -> int:
             for p in problems:
                 print(f"  {p}")
         else:
-            print("counts: as expected (every row created once, IDs on every row, edits copied, no invalid cells)")
+            print(
+                "counts: as expected (every row created once, IDs on every row, edits copied, no invalid cells)"
+            )
         print(f"peak RSS (process): {peak_rss_mb():.0f} MB")
         print("overall: " + ("PASS" if all(r["pass"] for r in results) and not problems else "FAIL"))
         return 0 if all(r["pass"] for r in results) and not problems else 1
