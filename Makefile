@@ -26,6 +26,7 @@ test: lint
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_store.py
+	$(BIN)/python bench/bench_sync_excel.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache
