@@ -22,8 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
-import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +31,7 @@ from filelock import FileLock, Timeout
 from tinydb.storages import Storage
 
 from crmkit.errors import StoreError, StoreLockedError
+from crmkit.files import fsync_dir, remove_temp_leftovers, temp_beside
 
 __all__ = ["AtomicJSONStorage"]
 
@@ -114,7 +113,7 @@ class AtomicJSONStorage(Storage):
                 self._depth -= 1
             return
         with self._locked():
-            self._remove_stale_temp_files()
+            remove_temp_leftovers(self.path)  # only a lock holder writes them
             self._refresh()
             self._depth = 1
             self._dirty = False
@@ -211,7 +210,7 @@ class AtomicJSONStorage(Storage):
 
     def _write_file(self, data: Tables) -> None:
         text = json.dumps(data, separators=(",", ":")).encode("utf-8")
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        tmp = temp_beside(self.path)
         fd = -1
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
@@ -230,32 +229,10 @@ class AtomicJSONStorage(Storage):
                 os.close(fd)
             tmp.unlink(missing_ok=True)
             raise StoreError(f"cannot write the store {self.path}: {exc.strerror}") from None
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         if fd >= 0:
             self._pin_file(fd, os.fstat(fd))
         else:
             st = os.stat(self.path)
             self._unpin()
             self._stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-
-    def _remove_stale_temp_files(self) -> None:
-        # Only a lock holder writes temporary files, and we hold the lock now:
-        # any that exist were left by a writer that was killed.
-        pattern = re.compile(rf"^\.{re.escape(self.path.name)}\.\d+\.[0-9a-f]{{8}}\.tmp$")
-        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-            if pattern.match(stale.name):
-                stale.unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders can't be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
-import secrets
 from collections.abc import Iterable
 from copy import copy
 from datetime import date, datetime
@@ -30,6 +28,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 from python_calamine import CalamineError, CalamineWorkbook
 
 from crmkit.errors import CrmkitError
+from crmkit.files import fsync_dir, remove_temp_leftovers, temp_beside
 from crmkit.project import TEMPLATE_WORKBOOK, shipped_workbook
 from crmkit.sync.model import SheetChanges, SheetRow, SheetTable
 from crmkit.sync.source import BookChangedError
@@ -82,7 +81,7 @@ class ExcelBook:
             raise CrmkitError(f"{self.path}: only .xlsx workbooks can be synced")
 
     def read(self) -> dict[str, SheetTable]:
-        self._remove_leftovers()
+        remove_temp_leftovers(self.path)  # syncs of a store run one at a time
         self._read_hash = self.fingerprint()
         if self._read_hash is None:
             return {}
@@ -164,16 +163,8 @@ class ExcelBook:
             new_last = row
         _extend_ranges(ws, last, new_last)
 
-    def _remove_leftovers(self) -> None:
-        # A sync killed while saving leaves its temporary file; syncs of one
-        # store run one at a time (the engine's lock), so any such file is a leftover.
-        pattern = re.compile(rf"^\.{re.escape(self.path.name)}\.\d+\.[0-9a-f]{{8}}\.tmp$")
-        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-            if pattern.match(stale.name):
-                stale.unlink(missing_ok=True)
-
     def _save(self, wb: Workbook) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        tmp = temp_beside(self.path)
         try:
             wb.save(tmp)
             with open(tmp, "rb+") as fh:
@@ -182,10 +173,10 @@ class ExcelBook:
                 os.chmod(tmp, os.stat(self.path).st_mode & 0o777)
             os.replace(tmp, self.path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise CrmkitError(f"cannot write {self.path}: {exc.strerror}") from None
         finally:
             tmp.unlink(missing_ok=True)
+        fsync_dir(self.path.parent)
 
 
 def _put(ws: Worksheet, row: int, column: int, value: Any) -> None:
