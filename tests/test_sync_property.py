@@ -76,6 +76,7 @@ Op = tuple[Any, ...]
 class Scenario:
     initial: list[dict[str, str | None]]  # per contact: field -> value both sides agree on
     rounds: list[list[Op]]  # each round: edits on both sides, then a sync
+    typed_on_sheet: list[bool] = field(default_factory=list)  # per contact: first typed on the sheet
 
 
 @st.composite
@@ -83,13 +84,16 @@ def scenarios(draw: st.DrawFn, rounds: int = 1) -> Scenario:
     """Contacts 0..n-1 exist at the start; contacts made later take the next numbers."""
     n = draw(st.integers(min_value=3, max_value=6))
     initial = [{f: draw(values) for f in FIELDS} for _ in range(n)]
+    typed_on_sheet = draw(st.lists(st.booleans(), min_size=n, max_size=n))
     on_sheet = list(range(n))  # contacts with a row on the sheet
     in_store = list(range(n))  # contacts active (not archived) in the store
     total = n
     kinds = st.sampled_from(
-        ["sheet_set", "sheet_set", "store_set", "store_set", "both_set", "both_set"]
-        + ["sheet_new", "store_new", "sheet_delete", "store_archive", "sheet_swap"]
-        + ["sheet_copy", "store_copy", "sheet_revert", "store_revert"]
+        [
+            *("sheet_set", "sheet_set", "store_set", "store_set", "both_set", "both_set"),
+            *("sheet_new", "store_new", "sheet_delete", "store_archive", "sheet_swap"),
+            *("sheet_copy", "store_copy", "sheet_revert", "store_revert"),
+        ]
     )
     all_rounds: list[list[Op]] = []
     for _ in range(rounds):
@@ -144,7 +148,7 @@ def scenarios(draw: st.DrawFn, rounds: int = 1) -> Scenario:
         # After the sync: rows deleted archived their records; new rows and records are on both sides.
         in_store = [i for i in in_store if i in on_sheet] + made
         on_sheet = on_sheet + made
-    return Scenario(initial, all_rounds)
+    return Scenario(initial, all_rounds, typed_on_sheet)
 
 
 # -- reading and writing the two sides -------------------------------------------
@@ -250,6 +254,11 @@ class Model:
     on_sheet: set[int] = field(default_factory=set)
     archived: set[int] = field(default_factory=set)  # archived in the store
 
+    def id(self, i: int) -> str:
+        record_id = self.ids[i]
+        assert record_id is not None, f"contact {i} has no ID yet"
+        return record_id
+
     def add(self, record_id: str | None, name: str, values: dict[str, Any]) -> int:
         self.ids.append(record_id)
         self.names.append(name)
@@ -272,19 +281,35 @@ def set_up(directory: Path, template: Path, scenario: Scenario) -> tuple[Path, P
     book, store_path = directory / "book.xlsx", directory / "crm.json"
     shutil.copy(template, book)
     store = Store(store_path, actor="test")
+    wb = load_workbook(book)
+    ws = wb[SHEET]
+    cols = header_columns(ws)
     model = Model()
     for i, values in enumerate(scenario.initial):
-        name = f"Người {i}"
-        doc = store.add("contacts", {"name": name, "phone": f"+84 90 {i:03d} 4567", **store_payload(values)})
-        model.add(doc["id"], name, {f: norm(v) for f, v in values.items()})
+        name, phone = f"Người {i}", f"+84 90 {i:03d} 4567"
+        if scenario.typed_on_sheet and scenario.typed_on_sheet[i]:
+            # Typed on the sheet, without an ID: the first sync makes the record.
+            number = last_data_row(ws) + 1
+            put(ws, number, cols["Name"], name)
+            put(ws, number, cols["Phone"], phone)
+            for f, value in values.items():
+                put(ws, number, cols[HEADERS[f]], value)
+            record_id = None
+        else:
+            record_id = store.add("contacts", {"name": name, "phone": phone, **store_payload(values)})["id"]
+        model.add(record_id, name, {f: norm(v) for f, v in values.items()})
         model.on_sheet.add(i)
+    wb.save(book)
     first = sync_book(store, ExcelBook(book))
     assert first.book_written and not first.conflicts and not first.invalid, first.as_json()
-    # Both sides agree: the rows crmkit appended hold what the store holds.
+    # Both sides agree: rows typed on the sheet got their IDs, records made in the store got their rows.
     rows = {r.id: r for r in read_sheet(book)}
+    for i, name in enumerate(model.names):
+        [row] = [r for r in rows.values() if r.name == name]
+        assert row.id is not None and model.ids[i] in (None, row.id)
+        model.ids[i] = row.id
+        assert row.values == model.base[i] == store_values(store.get(row.id))
     assert set(rows) == set(model.ids)
-    for i, record_id in enumerate(model.ids):
-        assert rows[record_id].values == model.base[i]
     check_formula_guard(list(rows.values()))
     return book, store_path, model
 
@@ -303,11 +328,11 @@ def apply_edits(book: Path, store_path: Path, ops: list[Op], model: Model) -> Ro
             op = (kind.split("_")[0] + "_set", i, f, source[kind.split("_")[1]][i][f])
         if op[0] == "sheet_set":
             _, i, f, value = op
-            put(ws, find_row(ws, model.ids[i]), cols[HEADERS[f]], value)
+            put(ws, find_row(ws, model.id(i)), cols[HEADERS[f]], value)
             model.sheet[i][f] = norm(value)
         elif op[0] == "store_set":
             _, i, f, value = op
-            store.update(model.ids[i], {STORE_KEYS[f]: value})
+            store.update(model.id(i), {STORE_KEYS[f]: value})
             model.store[i][f] = norm(value)
         elif kind == "sheet_new":
             _, number, where, pick, values = op
@@ -345,7 +370,7 @@ def apply_edits(book: Path, store_path: Path, ops: list[Op], model: Model) -> Ro
                 put(ws, b, c, cells_a[c - 1])
         elif kind == "sheet_delete":
             _, i, how = op
-            row = find_row(ws, model.ids[i])
+            row = find_row(ws, model.id(i))
             if how == "remove":
                 ws.delete_rows(row)
             else:
@@ -355,7 +380,7 @@ def apply_edits(book: Path, store_path: Path, ops: list[Op], model: Model) -> Ro
             done.deleted.append(i)
         elif kind == "store_archive":
             _, i = op
-            store.archive(model.ids[i])
+            store.archive(model.id(i))
             model.archived.add(i)
         else:  # pragma: no cover
             raise AssertionError(op)
@@ -400,16 +425,16 @@ def check_sync(
 
     # (c) New sheet rows became records, their IDs written back on their rows.
     for i in done.sheet_new:
-        [row] = [r for r in rows if r.name == model.names[i]]
-        assert row.id, f"no ID written back on row {row.number} ({model.names[i]})"
-        model.ids[i] = row.id
+        [new] = [r for r in rows if r.name == model.names[i]]
+        assert new.id, f"no ID written back on row {new.number} ({model.names[i]})"
+        model.ids[i] = new.id
     model.on_sheet |= set(done.store_new)  # (c) new records should now have rows
 
-    expected_conflicts = set()
-    expected_archived = []
+    expected_conflicts: set[tuple[Any, ...]] = set()
+    expected_archived: list[str] = []
     agreed: dict[int, dict[str, Any]] = {}  # what both sides hold now, per contact and field
-    for i, record_id in enumerate(model.ids):
-        assert record_id is not None
+    for i in range(len(model.ids)):
+        record_id = model.id(i)
         doc = fresh.get(record_id)  # never destroyed
         stored = store_values(doc)
         row = by_id.get(record_id)
@@ -462,13 +487,13 @@ def check_sync(
 
     contacts = contacts_summary(report)
     assert sorted(contacts.store_archived) == sorted(expected_archived)
-    assert sorted(contacts.store_added) == sorted(model.ids[i] for i in done.sheet_new)
+    assert sorted(contacts.store_added) == sorted(model.id(i) for i in done.sheet_new)
     assert contacts.ids_written == len(done.sheet_new)
-    assert sorted(contacts.sheet_added) == sorted(model.ids[i] for i in done.store_new)
+    assert sorted(contacts.sheet_added) == sorted(model.id(i) for i in done.store_new)
 
     # Nothing else is on either side.
-    assert set(by_id) == {model.ids[i] for i in model.on_sheet}
-    assert {d["id"] for d in fresh.all("contacts")} == {model.ids[i] for i in agreed}
+    assert set(by_id) == {model.id(i) for i in model.on_sheet}
+    assert {d["id"] for d in fresh.all("contacts")} == {model.id(i) for i in agreed}
     check_formula_guard(rows)
 
     event(f"conflicts: {min(len(expected_conflicts), 3)}{'+' if len(expected_conflicts) > 3 else ''}")
@@ -520,7 +545,14 @@ def run_scenario(directory: Path, template: Path, scenario: Scenario, on_conflic
     book, store_path, model = set_up(directory, template, scenario)
     for ops in scenario.rounds:
         done = apply_edits(book, store_path, ops, model)
+        # A dry run tells what the sync will do, and changes neither side.
+        book_bytes, store_bytes = book.read_bytes(), store_path.read_bytes()
+        dry = sync_book(
+            Store(store_path, actor="test"), ExcelBook(book), on_conflict=on_conflict, dry_run=True
+        )
+        assert (book.read_bytes(), store_path.read_bytes()) == (book_bytes, store_bytes)
         report = sync_book(Store(store_path, actor="test"), ExcelBook(book), on_conflict=on_conflict)
+        assert [s.as_json() for s in dry.sheets] == [s.as_json() for s in report.sheets]
         check_sync(book, store_path, model, done, report, on_conflict)
         check_second_sync(book, store_path, model, on_conflict)
 
