@@ -20,7 +20,6 @@ is plain TinyDB JSON, so ``TinyDB(path, storage=AtomicJSONStorage)`` opens it.
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ from tinydb.storages import Storage
 
 from crmkit.errors import StoreError, StoreLockedError
 from crmkit.files import fsync_dir, remove_temp_leftovers, temp_beside
+from crmkit.perf import paused_gc
 
 __all__ = ["AtomicJSONStorage"]
 
@@ -240,13 +240,5 @@ class AtomicJSONStorage(Storage):
 
 
 def _parse(raw: bytes) -> Any:
-    # A large store is hundreds of thousands of small objects: the cyclic
-    # garbage collector would scan the growing heap again and again while they
-    # are made, for nothing (JSON has no cycles).
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with paused_gc():
         return orjson.loads(raw)
-    finally:
-        if enabled:
-            gc.enable()

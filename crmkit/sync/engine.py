@@ -34,6 +34,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from crmkit.errors import CrmkitError, DuplicateError, FieldError, ValidationError
+from crmkit.perf import paused_gc
 from crmkit.records.fields import Field, LinesField, RefField
 from crmkit.records.output import record_output
 from crmkit.records.schema import ACCOUNT, CASE, CONTACT, DEAL, INVOICE, LEAD, RecordType
@@ -791,7 +792,7 @@ def _sync(
     plans: list[_SheetSync] = []
     keep: dict[str, Any] = {}  # the base of sheets left alone this time
     try:
-        with store.transaction():
+        with store.transaction(), paused_gc():
             for rt in SYNCED_TYPES:
                 table = _find_sheet(tables, rt.sheet)
                 if table is None and rt.table not in ALWAYS:

@@ -29,6 +29,7 @@ from python_calamine import CalamineError, CalamineWorkbook
 
 from crmkit.errors import CrmkitError
 from crmkit.files import fsync_dir, remove_temp_leftovers, temp_beside
+from crmkit.perf import paused_gc
 from crmkit.project import TEMPLATE_WORKBOOK, shipped_workbook
 from crmkit.sync.model import SheetChanges, SheetRow, SheetTable
 from crmkit.sync.source import BookChangedError
@@ -89,21 +90,23 @@ class ExcelBook:
             book = CalamineWorkbook.from_path(str(self.path))
         except (CalamineError, OSError, ValueError) as exc:
             raise CrmkitError(f"cannot read {self.path} as an Excel workbook: {exc}") from None
-        tables: dict[str, SheetTable] = {}
-        for name in book.sheet_names:
-            sheet = book.get_sheet_by_name(name)
-            headers: list[str] = []
-            rows: list[SheetRow] = []
-            # skip_empty_area=False: rows and columns are counted from A1.
-            for offset, raw in enumerate(sheet.to_python(skip_empty_area=False)):
-                number = offset + 1
-                cells = [_clean(v) for v in raw]
-                if number == 1:
-                    headers = ["" if c is None else str(c) for c in cells]
-                elif any(c is not None for c in cells):
-                    rows.append(SheetRow(number, cells))
-            tables[name] = SheetTable(name, headers, rows)
-        return tables
+        with paused_gc():
+            return {name: self._read_sheet(book, name) for name in book.sheet_names}
+
+    @staticmethod
+    def _read_sheet(book: CalamineWorkbook, name: str) -> SheetTable:
+        sheet = book.get_sheet_by_name(name)
+        headers: list[str] = []
+        rows: list[SheetRow] = []
+        # skip_empty_area=False: rows and columns are counted from A1.
+        for offset, raw in enumerate(sheet.to_python(skip_empty_area=False)):
+            number = offset + 1
+            cells = [_clean(v) for v in raw]
+            if number == 1:
+                headers = ["" if c is None else str(c) for c in cells]
+            elif any(c is not None for c in cells):
+                rows.append(SheetRow(number, cells))
+        return SheetTable(name, headers, rows)
 
     def write(self, changes: list[SheetChanges]) -> None:
         if self.fingerprint() != self._read_hash:
