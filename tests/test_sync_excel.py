@@ -535,3 +535,20 @@ def test_unchanged_shortcut_never_hides_a_change(store: Store, book: Path) -> No
     assert run_sync(store, book).skipped_unchanged
     edit(book, "Contacts", {"E2": "Boss"})
     assert not run_sync(store, book).skipped_unchanged and store.get("C-1")["title"] == "Boss"
+
+
+def test_invoice_turns_overdue_on_the_sheet_with_the_calendar(store: Store, tmp_path: Path) -> None:
+    path = make_book(
+        tmp_path / "inv.xlsx",
+        {
+            "Invoices": [["ID", "Issue date", "Due date", "Status"], [None, date(2026, 11, 1), date(2026, 11, 30), "sent"]],
+            "Invoice Lines": [["Invoice", "Description", "Unit price"], ["I-1", "Work", 100]],
+        },
+    )
+    run_sync(store, path, today=date(2026, 11, 20))
+    run_sync(store, path, today=date(2026, 11, 20))
+    assert cell(path, "Invoices", "D2") == "sent"
+    report = run_sync(store, path, today=date(2026, 12, 5))  # nothing edited; a later day
+    assert cell(path, "Invoices", "D2") == "overdue" and report.book_written
+    assert store.get("I-1")["status"] == "sent"  # stored as set; overdue follows from the date
+    assert run_sync(store, path, today=date(2026, 12, 5)).changes == 0

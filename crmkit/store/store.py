@@ -293,11 +293,10 @@ class Store:
             if archived or not table[key].get("archived_at")
         ]
 
-    def record_revision(self, record_id: str) -> int | None:
-        """The store revision of a record's last change (None if there is no such record)."""
+    def peek(self, record_id: str) -> Mapping[str, Any] | None:
+        """The stored document itself, not a copy, for hot read-only paths: never change it."""
         rt, number = parse_id(record_id)
-        doc = self._table(rt).get(str(number))
-        return None if doc is None else doc.get("_rev")
+        return self._table(rt).get(str(number))
 
     def count(self, type_name: str, *, archived: bool = False) -> int:
         rt = record_type(type_name)

@@ -24,7 +24,7 @@ The engine knows nothing of Excel or Google: it talks to a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -37,6 +37,7 @@ from crmkit.errors import CrmkitError, DuplicateError, FieldError, ValidationErr
 from crmkit.perf import paused_gc
 from crmkit.records.fields import Field, LinesField, RefField
 from crmkit.records.output import record_output
+from crmkit.records.rules import invoice_status
 from crmkit.records.schema import ACCOUNT, CASE, CONTACT, DEAL, INVOICE, LEAD, RecordType
 from crmkit.store import Store
 from crmkit.sync.model import (
@@ -390,10 +391,17 @@ class _SheetSync:
         known = self.base.get(row.record_id or "")
         if row.link is not None or not known or not known.get("clean") or known.get("h") != row.signature:
             return False
-        if self.rt is INVOICE:
-            return False  # its status can turn overdue with the calendar alone
-        return known.get("rev") is not None and known["rev"] == self.store.record_revision(
-            row.record_id or ""
+        doc = self.store.peek(row.record_id or "")
+        if doc is None or known.get("rev") is None or known["rev"] != doc.get("_rev"):
+            return False
+        if self.rt is not INVOICE:
+            return True
+        # an invoice's lines live on their own sheet, and its status can turn
+        # overdue with the calendar alone
+        return (
+            "lines" not in row.invalid
+            and row.values.get("lines") == known["v"].get("lines")
+            and known.get("status") == _invoice_status_today(doc, self.today)
         )
 
     def _merge_row(self, row: _Row) -> None:
@@ -513,6 +521,8 @@ class _SheetSync:
         clean = not row.invalid and agreed >= {c.key for c in self.columns if not c.readonly}
         signature = row_signature(cells) if cells != row.cells else row.signature
         self.new_base[doc["id"]] = {"h": signature, "v": values, "clean": clean, "rev": doc.get("_rev")}
+        if self.rt is INVOICE:
+            self.new_base[doc["id"]]["status"] = _invoice_status_today(doc, self.today)
 
     def _set(self, cells: list[Any], row: int, column: int, value: Any) -> None:
         self.changes.cells.append(CellChange(row, column, value))
@@ -580,6 +590,8 @@ class _SheetSync:
                 "clean": True,
                 "rev": doc.get("_rev"),
             }
+            if self.rt is INVOICE:
+                self.new_base[doc["id"]]["status"] = _invoice_status_today(doc, self.today)
 
 
 @dataclass
@@ -707,6 +719,20 @@ def _invoice_key(value: Any) -> str | None:
     return text.casefold()
 
 
+def _invoice_status_today(doc: Mapping[str, Any], today: date) -> str:
+    """The status an invoice shows today, from its stored document (cheaply: no full load)."""
+    due = doc.get("due_date")
+    return invoice_status(
+        {
+            "status": doc.get("status"),
+            "total": Decimal(doc.get("total") or 0),
+            "amount_paid": Decimal(doc.get("amount_paid") or 0),
+            "due_date": date.fromisoformat(due) if due else None,
+        },
+        today,
+    )
+
+
 def _readonly_value(column: _Column, row: _Row) -> Any:
     raw = row.cells[column.index] if column.index < len(row.cells) else None
     if column.field is None:
@@ -770,7 +796,7 @@ def _sync(
     report = SyncReport(book=book.display_name, dry_run=dry_run)
     stamps = SyncStamps(store.path)
     fingerprint = book.fingerprint()
-    if stamps.unchanged(book.identity, fingerprint):
+    if stamps.unchanged(book.identity, fingerprint, today.isoformat()):
         report.skipped_unchanged = True
         return report
     state = store.state(STATE, book.identity) or {}
@@ -780,6 +806,7 @@ def _sync(
         and state.get("store_revision") == store.revision
         and not any(state.get("pending", {}).values())
         and not state.get("needs_attention")  # problems are reported again until fixed
+        and state.get("day") == today.isoformat()  # invoices turn overdue with the calendar
     ):
         report.skipped_unchanged = True
         return report
@@ -827,9 +854,9 @@ def _sync(
                 journal = {p.rt.sheet: p.new_ids for p in plans if p.new_ids}
                 store.set_state(STATE, book.identity, {**state, "pending": journal})
             else:  # nothing goes to the workbook: the new base can be saved right away
-                _save_base(store, book, fingerprint, plans, report, keep)
+                _save_base(store, book, fingerprint, plans, report, keep, today)
                 note = None if report.needs_attention else fingerprint
-                store.storage.after_commit(lambda: stamps.record(book.identity, note))
+                store.storage.after_commit(lambda: stamps.record(book.identity, note, today.isoformat()))
     except _DryRun:
         return report
     if writes:
@@ -837,9 +864,9 @@ def _sync(
         report.book_written = True
         written = book.fingerprint()
         with store.transaction():
-            _save_base(store, book, written, plans, report, keep)
+            _save_base(store, book, written, plans, report, keep, today)
             note = None if report.needs_attention else written
-            store.storage.after_commit(lambda: stamps.record(book.identity, note))
+            store.storage.after_commit(lambda: stamps.record(book.identity, note, today.isoformat()))
     return report
 
 
@@ -850,6 +877,7 @@ def _save_base(
     plans: list[_SheetSync],
     report: SyncReport,
     keep: dict[str, Any],
+    today: date,
 ) -> None:
     store.set_state(
         STATE,
@@ -860,6 +888,7 @@ def _save_base(
             "sheets": {**keep, **{p.rt.sheet: p.new_base for p in plans}},
             "pending": {},
             "needs_attention": report.needs_attention,
+            "day": today.isoformat(),
         },
     )
 

@@ -43,15 +43,18 @@ class SyncStamps:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def unchanged(self, book_identity: str, fingerprint: str | None) -> bool:
-        """True when neither the workbook nor the store changed since the last clean sync."""
+    def unchanged(self, book_identity: str, fingerprint: str | None, day: str) -> bool:
+        """True when neither the workbook nor the store changed since a clean sync that same day.
+
+        The day matters: an invoice turns overdue with the calendar alone.
+        """
         if fingerprint is None:
             return False
         entry = self._load().get(book_identity)
         store = _store_identity(self.store_path)
-        return bool(entry) and store is not None and entry == [fingerprint, store]
+        return bool(entry) and store is not None and entry == [fingerprint, store, day]
 
-    def record(self, book_identity: str, fingerprint: str | None) -> None:
+    def record(self, book_identity: str, fingerprint: str | None, day: str) -> None:
         """Note a clean sync (or, with no fingerprint, forget the workbook).
 
         Call it after the store transaction that saves the sync's state is
@@ -63,7 +66,7 @@ class SyncStamps:
         if fingerprint is None or store is None:
             data.pop(book_identity, None)
         else:
-            data[book_identity] = [fingerprint, store]
+            data[book_identity] = [fingerprint, store, day]
         tmp = self.path.with_name(self.path.name + ".tmp")
         with contextlib.suppress(OSError):  # only a shortcut: never fail a sync over it
             tmp.write_text(json.dumps(data), encoding="utf-8")
