@@ -1,9 +1,11 @@
 """The Excel adapter: an .xlsx workbook as a :class:`~crmkit.sync.source.SheetBook`.
 
-Reading uses python-calamine (about ten times faster than openpyxl here);
-writing uses openpyxl on the whole workbook, so that other sheets, column
-widths, number formats, styles, data validation and formulas in cells crmkit
-does not own survive. The new file is written beside the old one and renamed
+Reading uses python-calamine (about ten times faster than openpyxl here).
+Writing patches only the changed sheets inside the .xlsx and copies every
+other part byte for byte (:mod:`crmkit.sync.xlsx_patch`); where it can't
+(a new sheet, say), openpyxl loads and saves the whole workbook. Either way
+other sheets, column widths, number formats, styles, data validation and
+formulas in cells crmkit does not own survive. The new file is written beside the old one and renamed
 over it in one step: a killed sync leaves the old workbook or the new one.
 
 Text crmkit writes is always stored as text: a name or subject beginning with
@@ -15,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from copy import copy
 from datetime import date, datetime
 from decimal import Decimal
@@ -33,6 +35,7 @@ from crmkit.perf import paused_gc
 from crmkit.project import TEMPLATE_WORKBOOK, shipped_workbook
 from crmkit.sync.model import SheetChanges, SheetRow, SheetTable
 from crmkit.sync.source import BookChangedError
+from crmkit.sync.xlsx_patch import patch_workbook
 
 __all__ = ["ExcelBook"]
 
@@ -113,6 +116,10 @@ class ExcelBook:
             raise BookChangedError(
                 f"{self.path} changed while it was being synced; nothing was written to it. Run sync again."
             )
+        # Fast path: patch only the changed sheets inside the file, copying the
+        # rest byte for byte; openpyxl (load and save everything) when it can't.
+        if self.path.exists() and self._replace_with(lambda tmp: patch_workbook(self.path, tmp, changes)):
+            return
         source = self.path if self.path.exists() else shipped_workbook(TEMPLATE_WORKBOOK)
         try:
             wb = load_workbook(source)
@@ -167,9 +174,21 @@ class ExcelBook:
         _extend_ranges(ws, last, new_last)
 
     def _save(self, wb: Workbook) -> None:
+        def save(tmp: Path) -> bool:
+            wb.save(tmp)
+            return True
+
+        self._replace_with(save)
+
+    def _replace_with(self, make: Callable[[Path], bool]) -> bool:
+        """Have ``make`` write a temporary file, then put it in the workbook's place atomically.
+
+        ``make`` returns False when it wrote nothing; the workbook is left as it was.
+        """
         tmp = temp_beside(self.path)
         try:
-            wb.save(tmp)
+            if not make(tmp):
+                return False
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             with contextlib.suppress(FileNotFoundError):
@@ -180,6 +199,7 @@ class ExcelBook:
         finally:
             tmp.unlink(missing_ok=True)
         fsync_dir(self.path.parent)
+        return True
 
 
 def _put(ws: Worksheet, row: int, column: int, value: Any) -> None:
