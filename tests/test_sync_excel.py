@@ -552,3 +552,24 @@ def test_invoice_turns_overdue_on_the_sheet_with_the_calendar(store: Store, tmp_
     assert cell(path, "Invoices", "D2") == "overdue" and report.book_written
     assert store.get("I-1")["status"] == "sent"  # stored as set; overdue follows from the date
     assert run_sync(store, path, today=date(2026, 12, 5)).changes == 0
+
+
+def test_invalid_line_cell_is_reported_and_the_invoice_keeps_its_lines(store: Store, tmp_path: Path) -> None:
+    path = make_book(
+        tmp_path / "inv.xlsx",
+        {
+            "Invoices": [["ID", "Issue date"], [None, date(2026, 11, 1)]],
+            "Invoice Lines": [
+                ["Invoice", "Description", "Quantity", "Unit price"],
+                ["I-1", "Work", 2, 100],
+                ["I-1", "More", "lots", 10],
+            ],
+        },
+    )
+    report = run_sync(store, path, today=date(2026, 11, 2))
+    [bad] = report.invalid
+    assert (bad.sheet, bad.row, bad.column, bad.header, bad.value) == ("Invoice Lines", 3, "C", "Quantity", "lots")
+    assert "lines" not in store.get("I-1")  # not half the lines: none until the cell is fixed
+    edit(path, "Invoice Lines", {"C3": 1})
+    assert not run_sync(store, path, today=date(2026, 11, 2)).needs_attention
+    assert store.get("I-1")["total"] == "210.00"

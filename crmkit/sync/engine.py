@@ -193,14 +193,19 @@ class _SheetSync:
         raw_id = sheet_row.cell(self.id_column)
         if raw_id is not None and str(raw_id).strip():
             text = str(raw_id).strip()
-            try:
-                rt, number = _parse_id(text)
-            except CrmkitError:
-                rt, number = None, 0
-            if rt is not self.rt:
-                self._invalid(row, None, raw_id, f"not a {self.rt.name} id ({self.rt.prefix}-…)")
-                return None
-            row.record_id = f"{rt.prefix}-{number}"
+            prefix = self.rt.prefix + "-"
+            digits = text[len(prefix) :]
+            if text.startswith(prefix) and digits.isdigit() and not digits.startswith("0"):
+                row.record_id = text  # the usual, well-formed id: no need to parse it
+            else:
+                try:
+                    rt, number = _parse_id(text)
+                except CrmkitError:
+                    rt, number = None, 0
+                if rt is not self.rt:
+                    self._invalid(row, None, raw_id, f"not a {self.rt.name} id ({self.rt.prefix}-…)")
+                    return None
+                row.record_id = f"{rt.prefix}-{number}"
         known = self.base.get(row.record_id) if row.record_id else None
         if known and known.get("clean") and known.get("h") == row.signature:
             row.values = dict(known["v"])  # nobody touched the row: skip parsing it
@@ -639,39 +644,45 @@ class _Lines:
                 lines_field.tax_rate,
             )
         }
+        positions = {name: self.index.get(name) for name in subfields}
+        rows_of: dict[str, list[SheetRow]] = {}
         for sheet_row in self.table.rows:
             key = _invoice_key(sheet_row.cell(self.index[INVOICE.name]))
             if key is None:
                 continue
             group = self.groups.setdefault(key, _LineGroup())
             group.rows.append(sheet_row.number)
-            line: dict[str, Any] = {}
-            for name, f in subfields.items():
-                position = self.index.get(name)
-                raw = sheet_row.cell(position) if position is not None else None
-                try:
-                    f.parse(raw)
-                except FieldError as exc:
-                    group.invalid = True
-                    cell = InvalidCell(
-                        self.table.title,
-                        sheet_row.number,
-                        column_letter(position or 0),
-                        f.label,
-                        raw,
-                        exc.problem,
-                    )
-                    self.owner.summary.invalid.append(cell)
-                line[name] = raw
-            group.raw.append(line)
-        for group in self.groups.values():
-            if group.invalid:
-                continue
+            rows_of.setdefault(key, []).append(sheet_row)
+            group.raw.append(
+                {name: sheet_row.cell(at) if at is not None else None for name, at in positions.items()}
+            )
+        for key, group in self.groups.items():
             try:
                 group.value = parse_cell(lines_field, group.raw)
-            except FieldError as exc:
+                continue
+            except FieldError:
                 group.invalid = True
-                self.owner.summary.notes.append(f"{self.table.title} rows {group.rows}: {exc.problem}")
+            # find the very cells to report (the common case above skips this)
+            for sheet_row in rows_of[key]:
+                for name, f in subfields.items():
+                    at = positions[name]
+                    raw = sheet_row.cell(at) if at is not None else None
+                    try:
+                        f.parse(raw)
+                    except FieldError as exc:
+                        cell = InvalidCell(
+                            self.table.title,
+                            sheet_row.number,
+                            column_letter(at or 0),
+                            f.label,
+                            raw,
+                            exc.problem,
+                        )
+                        self.owner.summary.invalid.append(cell)
+            if not any(
+                i.sheet == self.table.title and i.row in group.rows for i in self.owner.summary.invalid
+            ):
+                self.owner.summary.notes.append(f"{self.table.title} rows {group.rows}: lines refused")
 
     def group_for(self, record_id: str | None, number: Any) -> _LineGroup | None:
         for key in (record_id, _invoice_key(number)):
