@@ -53,7 +53,7 @@ from crmkit.sync.model import (
 )
 from crmkit.sync.source import SheetBook
 from crmkit.sync.stamp import SyncStamps
-from crmkit.sync.values import canon, canon_custom, cell_value, parse_cell, row_signature
+from crmkit.sync.values import as_read, canon, canon_custom, cell_value, parse_cell, row_signature
 from crmkit.workbooks import LINES_SHEET, sheet_columns
 
 __all__ = ["ON_CONFLICT", "SYNCED_TYPES", "sync_book"]
@@ -533,7 +533,7 @@ class _SheetSync:
         self.changes.cells.append(CellChange(row, column, value))
         while len(cells) <= column:
             cells.append(None)
-        cells[column] = value
+        cells[column] = as_read(value)
 
     def _archive_deleted(self, on_sheet: dict[str, int], rows: list[_Row]) -> None:
         gone = [
@@ -590,7 +590,7 @@ class _SheetSync:
             self.summary.sheet_added.append(doc["id"])
             writable = {c.key for c in self.columns if not c.readonly}
             self.new_base[doc["id"]] = {
-                "h": row_signature(cells),
+                "h": row_signature([as_read(c) for c in cells]),
                 "v": {k: stored[k] for k in writable},
                 "clean": True,
                 "rev": doc.get("_rev"),

@@ -24,7 +24,7 @@ from crmkit.records.fields import (
     TagsField,
 )
 
-__all__ = ["canon", "canon_custom", "cell_value", "parse_cell", "row_signature"]
+__all__ = ["as_read", "canon", "canon_custom", "cell_value", "parse_cell", "row_signature"]
 
 
 def _plain_decimal(value: Any) -> str:
@@ -93,27 +93,24 @@ def cell_value(field: Field | None, value: Any) -> Any:
     return value
 
 
-def _signature_value(value: Any) -> Any:
-    # What crmkit writes and what a reader hands back must sign alike: numbers
-    # as floats with whole ones as ints (Decimal 1000.50 -> 1000.5, 75.0 -> 75),
-    # a midnight datetime as its date, blank text as nothing.
-    kind = type(value)
-    if kind is str:
-        return value if value.strip() else None
-    if kind is float:
-        return int(value) if value.is_integer() else value
-    if kind is Decimal:
-        number = float(value)
-        return int(number) if number.is_integer() else number
-    if kind is datetime and value.time() == time(0):
-        return value.date()
+def as_read(value: Any) -> Any:
+    """A value as a reader hands it back after crmkit wrote it: numbers come back as floats."""
+    if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and not value.strip():
+        return None
     return value
 
 
 def row_signature(cells: list[Any]) -> str:
-    """A short, stable fingerprint of a row as read, to skip rows nobody touched."""
-    values = [_signature_value(c) for c in cells]
-    while values and values[-1] is None:
-        values.pop()
-    text = repr(values)
+    """A short fingerprint of a row as read, to skip rows nobody touched.
+
+    Rows crmkit writes are signed on :func:`as_read` values, so the next read
+    of an untouched row signs the same. Any difference only costs a full look
+    at the row, never a missed change.
+    """
+    end = len(cells)
+    while end and cells[end - 1] is None:
+        end -= 1
+    text = repr(cells[:end])
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
