@@ -120,10 +120,6 @@ class Config:
     sheets: SheetsSettings = field(default_factory=SheetsSettings)
 
 
-def _where(path: Path) -> str:
-    return str(path)
-
-
 def _check_keys(path: Path, table: str, data: Mapping[str, Any], known: tuple[str, ...]) -> None:
     for key in data:
         if key == "password":
@@ -134,42 +130,42 @@ def _check_keys(path: Path, table: str, data: Mapping[str, Any], known: tuple[st
                 else "set CRMKIT_IMAP_PASSWORD / CRMKIT_SMTP_PASSWORD, or password_command in [imap] / [smtp]"
             )
             raise ConfigError(
-                f"{_where(path)}: {where}: passwords are never read from the config file; {remedy}"
+                f"{path}: {where}: passwords are never read from the config file; {remedy}"
             )
         if key not in known:
             prefix = f"{table}." if table else ""
             hint = difflib.get_close_matches(key, known, n=1)
             suggestion = f" (did you mean {prefix}{hint[0]}?)" if hint else ""
-            raise ConfigError(f"{_where(path)}: unknown key {prefix}{key}{suggestion}")
+            raise ConfigError(f"{path}: unknown key {prefix}{key}{suggestion}")
 
 
 def _expect(path: Path, key: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise ConfigError(f"{_where(path)}: {key} must be {what} (got {value!r})")
+        raise ConfigError(f"{path}: {key} must be {what} (got {value!r})")
     return value
 
 
 def _server(path: Path, protocol: str, data: Mapping[str, Any]) -> MailServer:
     _check_keys(path, protocol, data, _SERVER_KEYS[protocol])
     if "host" not in data:
-        raise ConfigError(f"{_where(path)}: [{protocol}] needs a host")
+        raise ConfigError(f"{path}: [{protocol}] needs a host")
     host = _expect(path, f"{protocol}.host", data["host"], str, "a host name")
     security = _expect(path, f"{protocol}.security", data.get("security", "ssl"), str, "text")
     if security not in SECURITY_MODES:
         raise ConfigError(
-            f"{_where(path)}: {protocol}.security must be one of "
+            f"{path}: {protocol}.security must be one of "
             f"{', '.join(SECURITY_MODES)} (got {security!r})"
         )
     port = _expect(
         path, f"{protocol}.port", data.get("port", _DEFAULT_PORTS[protocol][security]), int, "a number"
     )
     if not 0 < port < 65536:
-        raise ConfigError(f"{_where(path)}: {protocol}.port must be between 1 and 65535 (got {port})")
+        raise ConfigError(f"{path}: {protocol}.port must be between 1 and 65535 (got {port})")
     timeout = _expect(
         path, f"{protocol}.timeout", data.get("timeout", 60), (int, float), "a number of seconds"
     )
     if timeout <= 0:
-        raise ConfigError(f"{_where(path)}: {protocol}.timeout must be more than 0 seconds (got {timeout})")
+        raise ConfigError(f"{path}: {protocol}.timeout must be more than 0 seconds (got {timeout})")
     optional = {}
     for key in ("user", "password_command", "folder", "from"):
         if key in data:
@@ -196,7 +192,7 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
         store = base / _expect(path, "store", data["store"], str, "a file path")
     currency = _expect(path, "default_currency", data.get("default_currency", "USD"), str, "a currency code")
     if not is_currency(currency.upper()):
-        raise ConfigError(f"{_where(path)}: default_currency {currency!r} is not a known currency code")
+        raise ConfigError(f"{path}: default_currency {currency!r} is not a known currency code")
     tables = {}
     for name in ("imap", "smtp", "sheets"):
         if name in data:

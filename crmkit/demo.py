@@ -13,10 +13,11 @@ import shutil
 from pathlib import Path
 
 from crmkit.config import DEFAULT_STORE
-from crmkit.project import SAMPLE_WORKBOOK, WORKBOOK_NAME, shipped_workbook
+from crmkit.project import WORKBOOK_NAME, shipped_workbook
 from crmkit.store import Store
 from crmkit.sync import SyncReport, sync_book
 from crmkit.sync.excel import ExcelBook
+from crmkit.workbooks import SAMPLE_NAME
 
 __all__ = ["build_demo"]
 
@@ -25,7 +26,7 @@ def build_demo(folder: Path, *, workbook: Path | None = None) -> tuple[Store, Ex
     """Copy the sample workbook to ``folder/crm.xlsx`` and sync it into ``folder/crm.json``."""
     folder.mkdir(parents=True, exist_ok=True)
     book_path = folder / WORKBOOK_NAME
-    shutil.copyfile(workbook or shipped_workbook(SAMPLE_WORKBOOK), book_path)
+    shutil.copyfile(workbook or shipped_workbook(SAMPLE_NAME), book_path)
     final = folder / DEFAULT_STORE
     building = folder / f".{DEFAULT_STORE}.building"
     for leftover in (building, *folder.glob(f"*{DEFAULT_STORE}.building*")):

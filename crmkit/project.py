@@ -14,11 +14,10 @@ from crmkit.config import CONFIG_FILE, DEFAULT_STORE
 from crmkit.errors import CrmkitError
 from crmkit.records.money import is_currency
 from crmkit.store import Store
+from crmkit.workbooks import TEMPLATE_NAME
 
-__all__ = ["TEMPLATE_WORKBOOK", "InitResult", "init_project", "shipped_workbook"]
+__all__ = ["InitResult", "init_project", "shipped_workbook"]
 
-TEMPLATE_WORKBOOK = "crmkit-template.xlsx"
-SAMPLE_WORKBOOK = "sample.xlsx"
 WORKBOOK_NAME = "crm.xlsx"
 
 CONFIG_TEMPLATE = """\
@@ -91,6 +90,6 @@ def init_project(folder: Path, *, currency: str = "USD") -> InitResult:
     if workbook.exists():
         result.kept.append(workbook)
     else:
-        shutil.copyfile(shipped_workbook(TEMPLATE_WORKBOOK), workbook)
+        shutil.copyfile(shipped_workbook(TEMPLATE_NAME), workbook)
         result.created.append(workbook)
     return result

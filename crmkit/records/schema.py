@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from decimal import Decimal
@@ -471,7 +471,3 @@ def parse_id(record_id: str) -> tuple[RecordType, int]:
 
 def type_of_id(record_id: str) -> RecordType:
     return parse_id(record_id)[0]
-
-
-def iter_types(names: Iterable[str] | None = None) -> list[RecordType]:
-    return [record_type(n) for n in names] if names else list(RECORD_TYPES.values())

@@ -38,7 +38,7 @@ from crmkit.perf import paused_gc
 from crmkit.records.fields import Field, LinesField, RefField
 from crmkit.records.output import record_output
 from crmkit.records.rules import invoice_status
-from crmkit.records.schema import ACCOUNT, CASE, CONTACT, DEAL, INVOICE, LEAD, RecordType
+from crmkit.records.schema import ACCOUNT, CASE, CONTACT, DEAL, INVOICE, LEAD, RecordType, parse_id
 from crmkit.store import Store
 from crmkit.sync.model import (
     CellChange,
@@ -199,7 +199,7 @@ class _SheetSync:
                 row.record_id = text  # the usual, well-formed id: no need to parse it
             else:
                 try:
-                    rt, number = _parse_id(text)
+                    rt, number = parse_id(text)
                 except CrmkitError:
                     rt, number = None, 0
                 if rt is not self.rt:
@@ -267,9 +267,6 @@ class _SheetSync:
     def _writable(self, row: _Row) -> set[str]:
         """The columns a person edits, less the row's invalid cells."""
         return {c.key for c in self.columns if not c.readonly} - row.invalid
-
-    def _cell(self, column: _Column, value: Any) -> Any:
-        return cell_value(column.field, value)
 
     # -- the sheet, row by row ----------------------------------------------
 
@@ -516,7 +513,7 @@ class _SheetSync:
                     assert self.lines is not None
                     self.lines.write(doc["id"], doc.get("number"), stored[key])
                 else:
-                    self._set(cells, row.number, column.index, self._cell(column, stored[key]))
+                    self._set(cells, row.number, column.index, cell_value(column.field, stored[key]))
                 wrote = True
         if wrote:
             self.summary.sheet_updated.append(doc["id"])
@@ -585,7 +582,7 @@ class _SheetSync:
                     if self.lines is not None and stored["lines"]:
                         self.lines.write(doc["id"], doc.get("number"), stored["lines"])
                     continue
-                cells[column.index] = self._cell(column, stored[column.key])
+                cells[column.index] = cell_value(column.field, stored[column.key])
             self.changes.append.append(cells)
             self.summary.sheet_added.append(doc["id"])
             writable = {c.key for c in self.columns if not c.readonly}
@@ -722,7 +719,7 @@ def _invoice_key(value: Any) -> str | None:
         return None
     text = str(value).strip()
     try:
-        rt, number = _parse_id(text)
+        rt, number = parse_id(text)
         if rt is INVOICE:
             return f"{rt.prefix}-{number}"
     except CrmkitError:
@@ -757,12 +754,6 @@ def _readonly_value(column: _Column, row: _Row) -> Any:
 def _same_id(cells: list[Any], index: int, record_id: str) -> bool:
     value = cells[index] if index < len(cells) else None
     return value is not None and str(value).strip() == record_id
-
-
-def _parse_id(text: str) -> tuple[RecordType, int]:
-    from crmkit.records.schema import parse_id
-
-    return parse_id(text)
 
 
 def _find_sheet(tables: dict[str, SheetTable], title: str) -> SheetTable | None:

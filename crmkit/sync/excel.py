@@ -32,10 +32,11 @@ from python_calamine import CalamineError, CalamineWorkbook
 from crmkit.errors import CrmkitError
 from crmkit.files import fsync_dir, remove_temp_leftovers, temp_beside
 from crmkit.perf import paused_gc
-from crmkit.project import TEMPLATE_WORKBOOK, shipped_workbook
+from crmkit.project import shipped_workbook
 from crmkit.sync.model import SheetChanges, SheetRow, SheetTable
 from crmkit.sync.source import BookChangedError
 from crmkit.sync.xlsx_patch import patch_workbook
+from crmkit.workbooks import TEMPLATE_NAME
 
 __all__ = ["ExcelBook"]
 
@@ -120,7 +121,7 @@ class ExcelBook:
         # rest byte for byte; openpyxl (load and save everything) when it can't.
         if self.path.exists() and self._replace_with(lambda tmp: patch_workbook(self.path, tmp, changes)):
             return
-        source = self.path if self.path.exists() else shipped_workbook(TEMPLATE_WORKBOOK)
+        source = self.path if self.path.exists() else shipped_workbook(TEMPLATE_NAME)
         try:
             wb = load_workbook(source)
         except Exception as exc:  # openpyxl raises many kinds for a damaged file
