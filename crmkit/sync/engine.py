@@ -117,6 +117,7 @@ class _SheetSync:
         today: date,
         progress: Callable[[int], None] | None,
         lines_table: SheetTable | None = None,
+        lines_cache: dict[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.rt = rt
@@ -134,7 +135,7 @@ class _SheetSync:
         self.new_ids: dict[str, Any] = {}
         self.columns: list[_Column] = []
         self.id_column = -1
-        self.lines: _Lines | None = _Lines(lines_table, self) if rt is INVOICE else None
+        self.lines: _Lines | None = _Lines(lines_table, self, lines_cache or {}) if rt is INVOICE else None
 
     # -- columns and cells ------------------------------------------------
 
@@ -607,8 +608,11 @@ class _LineGroup:
 class _Lines:
     """The Invoice Lines sheet: line items grouped by invoice, read and written for the Invoices sheet."""
 
-    def __init__(self, table: SheetTable | None, owner: _SheetSync) -> None:
+    def __init__(self, table: SheetTable | None, owner: _SheetSync, cache: dict[str, Any]) -> None:
         self.owner = owner
+        # group key -> [signature of its raw cells, parsed lines], from the last sync
+        self.cache = cache
+        self.new_cache: dict[str, Any] = {}
         self.changes = SheetChanges(table.title if table else LINES_SHEET.title)
         if table is None:
             headers = [f.label for f in LINES_SHEET.columns]
@@ -654,8 +658,15 @@ class _Lines:
                 {name: sheet_row.cell(at) if at is not None else None for name, at in positions.items()}
             )
         for key, group in self.groups.items():
+            signature = row_signature([list(line.values()) for line in group.raw])
+            cached = self.cache.get(key)
+            if cached and cached[0] == signature:
+                group.value = cached[1]  # nobody touched these lines
+                self.new_cache[key] = cached
+                continue
             try:
                 group.value = parse_cell(lines_field, group.raw)
+                self.new_cache[key] = [signature, group.value]
                 continue
             except FieldError:
                 group.invalid = True
@@ -837,6 +848,7 @@ def _sync(
                     today=today,
                     progress=step,
                     lines_table=_find_sheet(tables, LINES_SHEET.title) if rt is INVOICE else None,
+                    lines_cache=state.get("lines", {}),
                 )
                 try:
                     plan.run()
@@ -888,6 +900,7 @@ def _save_base(
             "fingerprint": fingerprint,
             "store_revision": store.revision,
             "sheets": {**keep, **{p.rt.sheet: p.new_base for p in plans}},
+            "lines": next((p.lines.new_cache for p in plans if p.lines is not None), {}),
             "pending": {},
             "needs_attention": report.needs_attention,
             "day": today.isoformat(),
