@@ -573,3 +573,14 @@ def test_invalid_line_cell_is_reported_and_the_invoice_keeps_its_lines(store: St
     edit(path, "Invoice Lines", {"C3": 1})
     assert not run_sync(store, path, today=date(2026, 11, 2)).needs_attention
     assert store.get("I-1")["total"] == "210.00"
+
+
+def test_column_added_between_syncs(store: Store, book: Path) -> None:
+    run_sync(store, book)
+    edit(book, "Contacts", {"I1": "Segment", "I2": "Enterprise", "E3": "VP"})
+    store.update("C-1", {"owner": "binh"})
+    report = run_sync(store, book)
+    assert not report.needs_attention
+    assert store.get("C-1")["custom"] == {"Region": "South", "Segment": "Enterprise"}
+    assert store.get("C-2")["title"] == "VP" and cell(book, "Contacts", "G2") == "binh"
+    assert run_sync(store, book).changes == 0

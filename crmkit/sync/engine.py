@@ -59,6 +59,9 @@ from crmkit.workbooks import LINES_SHEET, sheet_columns
 __all__ = ["ON_CONFLICT", "SYNCED_TYPES", "sync_book"]
 
 ON_CONFLICT = ("fail", "sheet", "store")
+# The fields of a base entry, and the mark of a value no sync agreed on yet.
+_SIGNATURE, _REVISION, _CLEAN, _VALUES, _STATUS = range(5)
+_ABSENT = "\x00absent"
 #: The record types a workbook may hold, in the order they are synced (links first).
 SYNCED_TYPES: tuple[RecordType, ...] = (ACCOUNT, CONTACT, LEAD, DEAL, INVOICE, CASE)
 #: Sheets created when missing; Accounts and Cases are synced only where present.
@@ -122,7 +125,11 @@ class _SheetSync:
         self.store = store
         self.rt = rt
         self.table = table
-        self.base: dict[str, Any] = base
+        # The base, compact: each record's entry is [row signature, record
+        # revision, clean?, agreed values in the order of `keys`, invoice status].
+        self.base_keys: list[str] = list(base.get("keys", []))
+        self.base: dict[str, list[Any]] = dict(base.get("rows", {}))
+        self.keys: list[str] = []
         self.pending = pending
         self.on_conflict = on_conflict
         self.actor = actor
@@ -208,8 +215,8 @@ class _SheetSync:
                     return None
                 row.record_id = f"{rt.prefix}-{number}"
         known = self.base.get(row.record_id) if row.record_id else None
-        if known and known.get("clean") and known.get("h") == row.signature:
-            row.values = dict(known["v"])  # nobody touched the row: skip parsing it
+        if known and known[_CLEAN] and known[_SIGNATURE] == row.signature:
+            row.values = self._agreed(known)  # nobody touched the row: skip parsing it
             self._add_lines(row)
             return row
         for column in self.columns:
@@ -265,6 +272,30 @@ class _SheetSync:
                 values[column.key] = canon(column.field, out.get(column.key))
         return values
 
+    def _agreed(self, entry: list[Any]) -> dict[str, Any]:
+        """The values a base entry holds, by column key (fields still in conflict left out)."""
+        return {k: v for k, v in zip(self.keys, entry[_VALUES], strict=True) if v != _ABSENT}
+
+    def _entry(self, signature: str, doc: dict[str, Any], clean: bool, values: dict[str, Any]) -> list[Any]:
+        status = _invoice_status_today(doc, self.today) if self.rt is INVOICE else None
+        return [signature, doc.get("_rev"), clean, [values.get(k, _ABSENT) for k in self.keys], status]
+
+    def _rekey_base(self) -> None:
+        """Entries saved under another set of columns (one was added or removed) are re-ordered."""
+        self.keys = [c.key for c in self.columns if not c.readonly]
+        if self.base_keys == self.keys:
+            return
+        for record_id, entry in self.base.items():
+            old = {k: v for k, v in zip(self.base_keys, entry[_VALUES], strict=False)}
+            # a different set of columns is a different row: never take the shortcut on it
+            self.base[record_id] = [
+                None,
+                entry[_REVISION],
+                False,
+                [old.get(k, _ABSENT) for k in self.keys],
+                None,
+            ]
+
     def _writable(self, row: _Row) -> set[str]:
         """The columns a person edits, less the row's invalid cells."""
         return {c.key for c in self.columns if not c.readonly} - row.invalid
@@ -273,6 +304,7 @@ class _SheetSync:
 
     def run(self) -> None:
         self._map_columns()
+        self._rekey_base()
         assert self.table is not None
         rows: list[_Row] = []
         for sheet_row in self.table.rows:
@@ -392,10 +424,10 @@ class _SheetSync:
     def _untouched(self, row: _Row) -> bool:
         """Neither side changed this row since the last sync: nothing to do."""
         known = self.base.get(row.record_id or "")
-        if row.link is not None or not known or not known.get("clean") or known.get("h") != row.signature:
+        if row.link is not None or not known or not known[_CLEAN] or known[_SIGNATURE] != row.signature:
             return False
         doc = self.store.peek(row.record_id or "")
-        if doc is None or known.get("rev") is None or known["rev"] != doc.get("_rev"):
+        if doc is None or known[_REVISION] is None or known[_REVISION] != doc.get("_rev"):
             return False
         if self.rt is not INVOICE:
             return True
@@ -403,8 +435,8 @@ class _SheetSync:
         # overdue with the calendar alone
         return (
             "lines" not in row.invalid
-            and row.values.get("lines") == known["v"].get("lines")
-            and known.get("status") == _invoice_status_today(doc, self.today)
+            and row.values.get("lines") == self._agreed(known).get("lines")
+            and known[_STATUS] == _invoice_status_today(doc, self.today)
         )
 
     def _merge_row(self, row: _Row) -> None:
@@ -431,7 +463,7 @@ class _SheetSync:
             return
         stored = self._store_values(doc)
         known = self.base.get(row.record_id)
-        base_values: dict[str, Any] = known["v"] if known else {}
+        base_values: dict[str, Any] = self._agreed(known) if known else {}
         to_store: dict[str, Any] = {}
         agreed: set[str] = set()
         for column in self.columns:
@@ -523,9 +555,7 @@ class _SheetSync:
             values.update({k: v for k, v in base.items() if k not in agreed and k not in values})
         clean = not row.invalid and agreed >= {c.key for c in self.columns if not c.readonly}
         signature = row_signature(cells) if cells != row.cells else row.signature
-        self.new_base[doc["id"]] = {"h": signature, "v": values, "clean": clean, "rev": doc.get("_rev")}
-        if self.rt is INVOICE:
-            self.new_base[doc["id"]]["status"] = _invoice_status_today(doc, self.today)
+        self.new_base[doc["id"]] = self._entry(signature, doc, clean, values)
 
     def _set(self, cells: list[Any], row: int, column: int, value: Any) -> None:
         self.changes.cells.append(CellChange(row, column, value))
@@ -586,15 +616,8 @@ class _SheetSync:
                 cells[column.index] = cell_value(column.field, stored[column.key])
             self.changes.append.append(cells)
             self.summary.sheet_added.append(doc["id"])
-            writable = {c.key for c in self.columns if not c.readonly}
-            self.new_base[doc["id"]] = {
-                "h": row_signature([as_read(c) for c in cells]),
-                "v": {k: stored[k] for k in writable},
-                "clean": True,
-                "rev": doc.get("_rev"),
-            }
-            if self.rt is INVOICE:
-                self.new_base[doc["id"]]["status"] = _invoice_status_today(doc, self.today)
+            signature = row_signature([as_read(c) for c in cells])
+            self.new_base[doc["id"]] = self._entry(signature, doc, True, {k: stored[k] for k in self.keys})
 
 
 @dataclass
@@ -899,7 +922,7 @@ def _save_base(
         {
             "fingerprint": fingerprint,
             "store_revision": store.revision,
-            "sheets": {**keep, **{p.rt.sheet: p.new_base for p in plans}},
+            "sheets": {**keep, **{p.rt.sheet: {"keys": p.keys, "rows": p.new_base} for p in plans}},
             "lines": next((p.lines.new_cache for p in plans if p.lines is not None), {}),
             "pending": {},
             "needs_attention": report.needs_attention,
