@@ -129,9 +129,7 @@ def _check_keys(path: Path, table: str, data: Mapping[str, Any], known: tuple[st
                 if table in _SERVER_KEYS
                 else "set CRMKIT_IMAP_PASSWORD / CRMKIT_SMTP_PASSWORD, or password_command in [imap] / [smtp]"
             )
-            raise ConfigError(
-                f"{path}: {where}: passwords are never read from the config file; {remedy}"
-            )
+            raise ConfigError(f"{path}: {where}: passwords are never read from the config file; {remedy}")
         if key not in known:
             prefix = f"{table}." if table else ""
             hint = difflib.get_close_matches(key, known, n=1)
@@ -153,8 +151,7 @@ def _server(path: Path, protocol: str, data: Mapping[str, Any]) -> MailServer:
     security = _expect(path, f"{protocol}.security", data.get("security", "ssl"), str, "text")
     if security not in SECURITY_MODES:
         raise ConfigError(
-            f"{path}: {protocol}.security must be one of "
-            f"{', '.join(SECURITY_MODES)} (got {security!r})"
+            f"{path}: {protocol}.security must be one of {', '.join(SECURITY_MODES)} (got {security!r})"
         )
     port = _expect(
         path, f"{protocol}.port", data.get("port", _DEFAULT_PORTS[protocol][security]), int, "a number"
