@@ -15,42 +15,23 @@ import click
 from crmkit.cli import App, pass_app
 from crmkit.cli.output import emit_json, format_value, json_option, print_record, print_table
 from crmkit.contacts import contact_view, merge_contacts
-from crmkit.errors import CrmkitError
 from crmkit.leads import convert_lead
+from crmkit.records.assignments import AssignmentSyntaxError, parse_assignments, parse_line_spec
 from crmkit.records.output import record_output
 from crmkit.records.query import parse_condition
 from crmkit.records.schema import INVOICE, RECORD_TYPES, RecordType
 
-__all__ = ["parse_assignments", "print_contact_view", "register"]
+__all__ = ["print_contact_view", "register"]
 
 
-def parse_assignments(rt: RecordType, items: tuple[str, ...]) -> dict[str, Any]:
-    """``("name=Ana", "custom.Region=North")`` -> ``{"name": "Ana", "Region": "North"}``.
-
-    A key close to a known field (``emial``) is refused with a suggestion
-    rather than quietly kept as a custom field.
-    """
-    values: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise click.UsageError(f"expected field=value, got {item!r}")
-        if key.startswith("custom."):
-            values[key[len("custom.") :]] = value
-            continue
-        field = rt.by_name.get(key) or rt.field_for_header(key)
-        if field is None:
-            hint = rt.suggest(key)
-            if hint:
-                raise CrmkitError(
-                    f"{rt.name} has no field {key!r}; did you mean {hint!r}? "
-                    f"(write custom.{key}=… to keep it as a custom field)"
-                )
-            values[key] = value
-            continue
-        values[field.name] = value
-    return values
+def _assignments(rt: RecordType, items: tuple[str, ...], lines: tuple[str, ...]) -> dict[str, Any]:
+    try:
+        data = parse_assignments(rt, items)
+        if lines:
+            data["lines"] = [parse_line_spec(text) for text in lines]
+    except AssignmentSyntaxError as exc:
+        raise click.UsageError(str(exc)) from None
+    return data
 
 
 def _line_option(rt: RecordType) -> Any:
@@ -63,19 +44,6 @@ def _line_option(rt: RecordType) -> Any:
         metavar="DESC|QTY|PRICE[|TAX%]",
         help="An invoice line, e.g. 'Consulting|10|150|10'. Repeat for more lines; replaces all lines.",
     )
-
-
-def _parse_lines(lines: tuple[str, ...]) -> list[dict[str, str]]:
-    parsed = []
-    for text in lines:
-        parts = [p.strip() for p in text.split("|")]
-        if not 3 <= len(parts) <= 4:
-            raise click.UsageError(f"--line needs DESC|QTY|PRICE[|TAX%], got {text!r}")
-        line = {"description": parts[0], "quantity": parts[1], "unit_price": parts[2]}
-        if len(parts) == 4:
-            line["tax_rate"] = parts[3]
-        parsed.append(line)
-    return parsed
 
 
 def _today() -> date:
@@ -150,10 +118,7 @@ def _record_group(rt: RecordType) -> click.Group:
     def add(
         app: App, values: tuple[str, ...], force: bool, as_json: bool, lines: tuple[str, ...] = ()
     ) -> None:
-        data = parse_assignments(rt, values)
-        if lines:
-            data["lines"] = _parse_lines(lines)
-        doc = app.store().add(rt.table, data, force=force)
+        doc = app.store().add(rt.table, _assignments(rt, values, lines), force=force)
         if as_json:
             emit_json(record_output(doc, today=_today()))
         else:
@@ -180,13 +145,10 @@ def _record_group(rt: RecordType) -> click.Group:
         as_json: bool,
         lines: tuple[str, ...] = (),
     ) -> None:
-        data = parse_assignments(rt, values)
-        if lines:
-            data["lines"] = _parse_lines(lines)
+        data = _assignments(rt, values, lines)
         if not data:
             raise click.UsageError("nothing to change: give FIELD=VALUE")
-        store = app.store(must_exist=True)
-        doc = store.update(store.lookup(rt.table, record_id)["id"], data, force=force)
+        doc = app.store(must_exist=True).update(record_id, data, type_name=rt.table, force=force)
         if as_json:
             emit_json(record_output(doc, today=_today()))
         else:

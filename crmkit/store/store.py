@@ -390,15 +390,19 @@ class Store:
         record_id: str,
         values: Mapping[str, Any],
         *,
+        type_name: str | None = None,
         force: bool = False,
         allow_system: bool = False,
         actor: str | None = None,
     ) -> Doc:
         """Change some fields of a record; an empty value clears a field.
 
-        Returns the record as saved. Nothing is written when nothing changes.
+        With ``type_name``, ``record_id`` may also be what people call the
+        record (an email, an account name). Returns the record as saved;
+        nothing is written when nothing changes.
         """
         with self.transaction():
+            record_id = self._ref(record_id, type_name)
             return self._update(record_id, values, force=force, allow_system=allow_system, actor=actor)
 
     def _ref(self, record_id: str, type_name: str | None) -> str:
