@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from crmkit.config import DEFAULT_STORE
+from crmkit.contacts import contact_view
 from crmkit.project import WORKBOOK_NAME, shipped_workbook
+from crmkit.reports import Pipeline, pipeline
 from crmkit.store import Store
 from crmkit.sync import SyncReport, sync_book
 from crmkit.sync.excel import ExcelBook
 from crmkit.workbooks import SAMPLE_NAME
 
-__all__ = ["build_demo"]
+__all__ = ["Quickstart", "build_demo", "quickstart"]
 
 
 def build_demo(folder: Path, *, workbook: Path | None = None) -> tuple[Store, ExcelBook, SyncReport]:
@@ -37,3 +41,30 @@ def build_demo(folder: Path, *, workbook: Path | None = None) -> tuple[Store, Ex
     for leftover in folder.glob(f"*{DEFAULT_STORE}.building*"):  # its lock and shortcut files
         leftover.unlink(missing_ok=True)
     return Store(final), book, report
+
+
+@dataclass
+class Quickstart:
+    """The demo, built: where it is, what the sync made, the pipeline and one contact's view."""
+
+    store: Store
+    book: ExcelBook
+    imported: dict[str, int]
+    pipeline: Pipeline
+    contact: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "store": str(self.store.path),
+            "workbook": str(self.book.path),
+            "imported": self.imported,
+            "pipeline": [row.as_json() for row in self.pipeline.rows],
+            "contact": self.contact,
+        }
+
+
+def quickstart(folder: Path, *, contact: str = "C-1") -> Quickstart:
+    """Build the demo in ``folder`` and gather what the quickstart shows."""
+    store, book, synced = build_demo(folder)
+    imported = {s.sheet: len(s.store_added) for s in synced.sheets if s.store_added}
+    return Quickstart(store, book, imported, pipeline(store), contact_view(store, contact))

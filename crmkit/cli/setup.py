@@ -8,11 +8,9 @@ import click
 
 from crmkit.cli.output import emit_json, json_option, print_table
 from crmkit.cli.records import print_contact_view
-from crmkit.contacts import contact_view
-from crmkit.demo import build_demo
+from crmkit.demo import quickstart as quickstart_demo
 from crmkit.project import init_project
 from crmkit.records.money import format_money
-from crmkit.reports import pipeline
 
 __all__ = ["register"]
 
@@ -60,22 +58,12 @@ def quickstart(folder: Path, contact: str, as_json: bool) -> None:
         crmkit quickstart
         crmkit --store demo/crm.json deals list
     """
-    store, book, synced = build_demo(folder)
-    counts = {s.sheet: len(s.store_added) for s in synced.sheets if s.store_added}
-    report = pipeline(store)
-    view = contact_view(store, contact)
+    demo = quickstart_demo(folder, contact=contact)
     if as_json:
-        emit_json(
-            {
-                "store": str(store.path),
-                "workbook": str(book.path),
-                "imported": counts,
-                "pipeline": [row.as_json() for row in report.rows],
-                "contact": view,
-            }
-        )
+        emit_json(demo.as_json())
         return
-    summary = ", ".join(f"{n} {sheet.lower()}" for sheet, n in counts.items())
+    summary = ", ".join(f"{n} {sheet.lower()}" for sheet, n in demo.imported.items())
+    store, book, report = demo.store, demo.book, demo.pipeline
     click.echo(f"Synced the sample workbook {book.path} into the demo store {store.path}: {summary}.\n")
     click.echo("Open pipeline (amount and amount × probability):")
     rows = [
@@ -94,7 +82,7 @@ def quickstart(folder: Path, contact: str, as_json: bool) -> None:
         )
     print_table(rows, ["Pipeline", "Stage", "Deals", "Amount", "Weighted"])
     click.echo(f"\n360° view of {contact}:")
-    print_contact_view(view)
+    print_contact_view(demo.contact)
     click.echo(f"\nEdit {book.path}, then: crmkit --store {store.path} sync {book.path}")
 
 
