@@ -1,0 +1,1 @@
+"""Test helpers for crmkit (local stand-ins of external services)."""
