@@ -174,7 +174,7 @@ def _normalized_email(text: str) -> str:
 
 
 class PhoneField(Field):
-    """A phone number as typed; digits, spaces and + - ( ) . only."""
+    """A phone number as typed: digits, spaces, + - ( ) . /, and an extension (ext 12, x12)."""
 
     kind = "phone"
     _allowed = re.compile(r"^\+?[\d\s().\-/]+((ext\.?|x)\s*\d+)?$", re.IGNORECASE)
@@ -182,7 +182,7 @@ class PhoneField(Field):
     def clean(self, value: Any) -> Any:
         text = super().clean(value)
         if not self._allowed.match(text) or len(phone_key(text)) < 5:
-            raise self.error(value, "not a phone number (digits, spaces, + - ( ) only)")
+            raise self.error(value, "not a phone number (digits, spaces, + - ( ) . / and ext only)")
         return text
 
 
