@@ -72,6 +72,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from crmkit.sync.model import column_letter
+
 __all__ = [
     "ApiError",
     "Formula",
@@ -130,14 +132,7 @@ def _not_found() -> ApiError:
 # --------------------------------------------------------------------------- A1 notation
 
 
-def col_to_letters(col: int) -> str:
-    """0-based column index -> letters (0 -> A, 26 -> AA)."""
-    letters = ""
-    col += 1
-    while col:
-        col, rem = divmod(col - 1, 26)
-        letters = chr(65 + rem) + letters
-    return letters
+col_to_letters = column_letter  # 0-based column index -> letters (0 -> A, 26 -> AA)
 
 
 def letters_to_col(letters: str) -> int:
