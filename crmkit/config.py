@@ -61,7 +61,7 @@ _SERVER_KEYS = {
     "imap": ("host", "port", "security", "user", "password_command", "folder", "timeout"),
     "smtp": ("host", "port", "security", "user", "password_command", "from", "timeout"),
 }
-_SHEETS_KEYS = ("credentials", "endpoint")
+_SHEETS_KEYS = ("credentials", "endpoint", "timeout", "retry_deadline")
 
 
 class Secret:
@@ -102,10 +102,12 @@ class MailServer:
 
 @dataclass(frozen=True)
 class SheetsSettings:
-    """Google Sheets: service-account credentials and the API endpoint."""
+    """Google Sheets: credentials, the API endpoint, and how long to wait for it (seconds)."""
 
     credentials: Path | None = None
     endpoint: str = "https://sheets.googleapis.com"
+    timeout: float = 60.0  # one request
+    retry_deadline: float = 120.0  # one request with all its retries (rate limits, server errors)
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,13 @@ def _expect(path: Path, key: str, value: Any, kind: type | tuple[type, ...], wha
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise ConfigError(f"{path}: {key} must be {what} (got {value!r})")
     return value
+
+
+def _seconds(path: Path, key: str, value: Any) -> float:
+    seconds = _expect(path, key, value, (int, float), "a number of seconds")
+    if isinstance(seconds, bool) or seconds <= 0:
+        raise ConfigError(f"{path}: {key} must be a positive number of seconds")
+    return float(seconds)
 
 
 def _server(path: Path, protocol: str, data: Mapping[str, Any]) -> MailServer:
@@ -204,6 +213,10 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
             else None,
             endpoint=_expect(
                 path, "sheets.endpoint", tables["sheets"].get("endpoint", sheets.endpoint), str, "a URL"
+            ),
+            timeout=_seconds(path, "sheets.timeout", tables["sheets"].get("timeout", sheets.timeout)),
+            retry_deadline=_seconds(
+                path, "sheets.retry_deadline", tables["sheets"].get("retry_deadline", sheets.retry_deadline)
             ),
         )
     return Config(

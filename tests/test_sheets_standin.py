@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import date, datetime
+from datetime import time as clock
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import pytest
 
-from crmkit.testing.sheets_standin import Formula, SheetsStandIn, gspread_client
+from crmkit.testing.sheets_standin import Formula, SheetsStandIn, gspread_client, mount_standin
 
 gspread = pytest.importorskip("gspread")
 
@@ -42,16 +49,30 @@ def gc(standin: SheetsStandIn) -> Any:
     return gspread_client(standin.base_url)
 
 
-def _http(standin: SheetsStandIn, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(
-        standin.base_url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+def _http_full(
+    standin: SheetsStandIn,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    *,
+    raw_body: bytes | None = None,
+) -> tuple[int, Any, Any]:
+    data = json.dumps(body).encode() if body is not None else raw_body
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
+    req = urllib.request.Request(standin.base_url + path, data=data, method=method, headers=all_headers)
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
+            return resp.status, json.loads(resp.read()), resp.headers
     except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
+        return err.code, json.loads(err.read()), err.headers
+
+
+def _http(
+    standin: SheetsStandIn, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    status, payload, _ = _http_full(standin, method, path, body, headers)
+    return status, payload
 
 
 def test_open_by_key_and_worksheets(standin: SheetsStandIn, gc: Any, book: str) -> None:
@@ -370,8 +391,6 @@ def test_range_forms(standin: SheetsStandIn) -> None:
     )
 
     def get(rng: str, **params: str) -> Any:
-        from urllib.parse import quote, urlencode
-
         query = ("?" + urlencode(params)) if params else ""
         return _http(standin, "GET", f"/v4/spreadsheets/{sid}/values/{quote(rng)}{query}")
 
@@ -471,3 +490,816 @@ def test_append_with_offset_table_and_update_put(standin: SheetsStandIn, gc: Any
         "updatedData": {"range": "S!E1:E2", "majorDimension": "ROWS", "values": [["p"], ["q"]]},
     }
     assert standin.sheet_values(sid, "S")[4] == [None, "x", "y"]
+
+
+# --------------------------------------------------------------------------- dates and number formats
+
+
+def _values(standin: SheetsStandIn, sid: str, rng: str, **params: str) -> Any:
+    query = ("?" + urlencode(params)) if params else ""
+    status, body = _http(standin, "GET", f"/v4/spreadsheets/{sid}/values/{quote(rng)}{query}")
+    assert status == 200, body
+    return body.get("values", [])
+
+
+def test_user_entered_dates_are_serial_numbers_with_a_date_format(standin: SheetsStandIn, gc: Any) -> None:
+    sid = standin.create_spreadsheet("Dates", {"S": []})
+    ws = gc.open_by_key(sid).worksheet("S")
+    typed = [
+        "2024-01-15",
+        "2024-01-15 10:30",
+        "2024-01-15 10:30:05",
+        "1/5/2024",
+        "'2024-01-15",
+        "2024-02-30",
+        " 2024-3-1 ",
+        "1899-12-30",
+    ]
+    ws.update([typed], "A1", raw=False)
+    serials = [45306, 45306.4375, 45306 + (10 * 3600 + 30 * 60 + 5) / 86400, 45296]
+    assert standin.sheet_values(sid, "S") == [[*serials, "2024-01-15", "2024-02-30", 45352, 0]]
+    assert isinstance(standin.sheet_values(sid, "S")[0][0], int)  # a pure date is a whole number
+    assert [standin.cell_format(sid, "S", 1, c) for c in range(1, 9)] == [
+        {"type": "DATE", "pattern": "yyyy-mm-dd"},
+        {"type": "DATE_TIME", "pattern": "yyyy-mm-dd hh:mm:ss"},
+        {"type": "DATE_TIME", "pattern": "yyyy-mm-dd hh:mm:ss"},
+        {"type": "DATE", "pattern": "M/d/yyyy"},
+        None,  # the apostrophe forced text
+        None,  # no such day: stays text
+        {"type": "DATE", "pattern": "yyyy-mm-dd"},
+        {"type": "DATE", "pattern": "yyyy-mm-dd"},
+    ]
+    shown = [
+        "2024-01-15",
+        "2024-01-15 10:30:00",
+        "2024-01-15 10:30:05",
+        "1/5/2024",
+        "2024-01-15",
+        "2024-02-30",
+        "2024-03-01",
+        "1899-12-30",
+    ]
+    assert ws.get("A1:H1") == [shown]
+    assert ws.get("A1:H1", value_render_option="UNFORMATTED_VALUE") == [
+        [*serials, "2024-01-15", "2024-02-30", 45352, 0]
+    ]
+    assert ws.get("A1:H1", value_render_option="FORMULA") == [
+        [*serials, "2024-01-15", "2024-02-30", 45352, 0]
+    ]
+    for option in ("UNFORMATTED_VALUE", "FORMULA"):
+        got = ws.get("A1:H1", value_render_option=option, date_time_render_option="FORMATTED_STRING")
+        assert got == [shown], option
+    # FORMATTED_VALUE ignores dateTimeRenderOption, as Google documents
+    assert ws.get("A1:D1", date_time_render_option="SERIAL_NUMBER") == [shown[:4]]
+    assert standin.cell_values(sid, "S") == [
+        [
+            date(2024, 1, 15),
+            datetime(2024, 1, 15, 10, 30),
+            datetime(2024, 1, 15, 10, 30, 5),
+            date(2024, 1, 5),
+            "2024-01-15",
+            "2024-02-30",
+            date(2024, 3, 1),
+            date(1899, 12, 30),
+        ]
+    ]
+
+
+def test_raw_never_parses_dates(standin: SheetsStandIn, gc: Any) -> None:
+    sid = standin.create_spreadsheet("Raw dates", {"S": []})
+    ws = gc.open_by_key(sid).worksheet("S")
+    ws.update([["2024-01-15", "1/5/2024", "2024-01-15 10:30"]], "A1", raw=True)
+    assert standin.sheet_values(sid, "S") == [["2024-01-15", "1/5/2024", "2024-01-15 10:30"]]
+    assert standin.cell_format(sid, "S", 1, 1) is None
+    assert ws.get("A1:C1", value_render_option="UNFORMATTED_VALUE") == [
+        ["2024-01-15", "1/5/2024", "2024-01-15 10:30"]
+    ]
+
+
+def test_formats_outlive_values(standin: SheetsStandIn, gc: Any) -> None:
+    sid = standin.create_spreadsheet("Keep", {"S": []})
+    sh = gc.open_by_key(sid)
+    ws = sh.worksheet("S")
+    ws.update([["2024-01-15", "1/5/2024", "2024-01-15 10:30"]], "A1", raw=False)
+    ws.batch_clear(["A1"])
+    sh.values_clear("S!B1")
+    assert standin.sheet_values(sid, "S") == [[None, None, 45306.4375]]
+    assert standin.cell_format(sid, "S", 1, 1) == {"type": "DATE", "pattern": "yyyy-mm-dd"}
+    assert standin.cell_format(sid, "S", 1, "B") == {"type": "DATE", "pattern": "M/d/yyyy"}
+    # a number written later into a cleared date cell shows as a date, even written RAW
+    ws.update([[45307, 45307]], "A1", raw=True)
+    assert ws.get("A1:B1") == [["2024-01-16", "1/16/2024"]]
+    # a cell that already has a date format keeps it when another date spelling arrives
+    ws.update([["2/29/2024", "2024-02-29"]], "A1", raw=False)
+    assert ws.get("A1:B1") == [["2024-02-29", "2/29/2024"]]
+    assert standin.cell_format(sid, "S", 1, 1) == {"type": "DATE", "pattern": "yyyy-mm-dd"}
+    # overwriting with text or an empty string keeps the format too
+    ws.update([["soon", ""]], "A1", raw=False)
+    assert standin.sheet_values(sid, "S") == [["soon", None, 45306.4375]]
+    assert standin.cell_format(sid, "S", 1, 1) == {"type": "DATE", "pattern": "yyyy-mm-dd"}
+    assert standin.cell_format(sid, "S", 1, 2) == {"type": "DATE", "pattern": "M/d/yyyy"}
+    assert standin.cell_values(sid, "S") == [["soon", None, datetime(2024, 1, 15, 10, 30)]]
+
+
+def test_plain_text_cells_keep_what_was_typed(standin: SheetsStandIn, gc: Any) -> None:
+    sid = standin.create_spreadsheet("Text", {"S": []})
+    ws = gc.open_by_key(sid).worksheet("S")
+    ws.format("A:A", {"numberFormat": {"type": "TEXT"}})
+    ws.update([["007", "007"], ["2024-01-15", "2024-01-15"], ["=1+1", "=1+1"]], "A1", raw=False)
+    assert standin.sheet_values(sid, "S") == [["007", 7], ["2024-01-15", 45306], ["=1+1", Formula("=1+1")]]
+    assert standin.cell_format(sid, "S", 2, 1) == {"type": "TEXT"}
+
+
+def test_insert_rows_moves_formats_with_their_rows(standin: SheetsStandIn, gc: Any) -> None:
+    sid = standin.create_spreadsheet(
+        "Move",
+        {"S": [["Name", "Due"], ["a", date(2024, 1, 1)], [], [], [], ["", "", "", date(2024, 6, 1)]]},
+    )
+    ws = gc.open_by_key(sid).worksheet("S")
+    ws.format("B4", {"numberFormat": {"type": "DATE", "pattern": "yyyy-mm-dd"}})  # format only, no value
+    ws.append_rows(
+        [["b", "2024-02-01"], ["c", "3/1/2024"]],
+        value_input_option="USER_ENTERED",
+        insert_data_option="INSERT_ROWS",
+        table_range="A1:B",
+    )
+    assert standin.cell_values(sid, "S") == [
+        ["Name", "Due"],
+        ["a", date(2024, 1, 1)],
+        ["b", date(2024, 2, 1)],
+        ["c", date(2024, 3, 1)],
+        [],
+        [],
+        [],
+        [None, None, None, date(2024, 6, 1)],
+    ]
+    assert standin.cell_format(sid, "S", 4, 2) == {"type": "DATE", "pattern": "M/d/yyyy"}  # the new row's own
+    assert standin.cell_format(sid, "S", 6, 2) == {"type": "DATE", "pattern": "yyyy-mm-dd"}  # moved from B4
+    assert standin.cell_format(sid, "S", 4, 4) is None
+    assert standin.cell_format(sid, "S", 8, 4) == {"type": "DATE", "pattern": "yyyy-mm-dd"}
+    assert ws.get("D8") == [["2024-06-01"]]
+
+
+def test_seeded_dates_cell_values_and_cell_format(standin: SheetsStandIn) -> None:
+    sid = standin.create_spreadsheet(
+        "Seed",
+        {
+            "S": [
+                ["Day", "When", "Midnight", "Flag", "Score", "Formula", "", ""],
+                [
+                    date(2024, 1, 15),
+                    datetime(2024, 1, 15, 10, 30, 5, 250_000),
+                    datetime(2024, 1, 15),
+                    True,
+                    1.5,
+                    Formula("=2*3"),
+                ],
+                [],
+                [None, "", None],
+            ]
+        },
+    )
+    assert standin.sheet_values(sid, "S")[1][:3] == [45306, pytest.approx(45306.43755), 45306]
+    assert standin.cell_values(sid, "S") == [
+        ["Day", "When", "Midnight", "Flag", "Score", "Formula"],
+        [date(2024, 1, 15), datetime(2024, 1, 15, 10, 30, 5, 250_000), datetime(2024, 1, 15), True, 1.5, 6],
+    ]
+    midnight = standin.cell_values(sid, "S")[1][2]
+    assert type(midnight) is datetime  # a DATE_TIME cell gives a datetime even at midnight
+    assert standin.cell_format(sid, "S", 2, 1) == {"type": "DATE", "pattern": "yyyy-mm-dd"}
+    assert standin.cell_format(sid, "S", 2, 2) == {"type": "DATE_TIME", "pattern": "yyyy-mm-dd hh:mm:ss"}
+    assert standin.cell_format(sid, "S", 1, 1) is None
+    assert standin.cell_format(sid, "S", 500, 26) is None
+    with pytest.raises(ValueError, match="1-based"):
+        standin.cell_format(sid, "S", 0, 1)
+    assert _values(standin, sid, "S!A2:C2") == [["2024-01-15", "2024-01-15 10:30:05", "2024-01-15 00:00:00"]]
+
+
+def test_date_patterns_and_defaults(standin: SheetsStandIn, gc: Any) -> None:
+    sid = standin.create_spreadsheet("Patterns", {"S": [[45306.75] * 6 + [45306]]})
+    ws = gc.open_by_key(sid).worksheet("S")
+    ws.batch_format(
+        [
+            {"range": "A1", "format": {"numberFormat": {"type": "DATE"}}},
+            {"range": "B1", "format": {"numberFormat": {"type": "DATE_TIME"}}},
+            {"range": "C1", "format": {"numberFormat": {"type": "TIME"}}},
+            {
+                "range": "D1",
+                "format": {"numberFormat": {"type": "DATE", "pattern": 'dddd, mmmm d, yyyy "at" h:mm am/pm'}},
+            },
+            {"range": "E1", "format": {"numberFormat": {"type": "DATE_TIME", "pattern": "mmm d yy hh:mm"}}},
+            {"range": "F1", "format": {"numberFormat": {"type": "TIME", "pattern": "h:mm:ss.000"}}},
+            {"range": "G1", "format": {"numberFormat": {"type": "NUMBER", "pattern": "0.00"}}},
+        ]
+    )
+    assert ws.get("A1:G1") == [
+        [
+            "1/15/2024",
+            "1/15/2024 18:00:00",
+            "6:00:00 PM",
+            "Monday, January 15, 2024 at 6:00 PM",
+            "Jan 15 24 18:00",
+            "18:00:00.000",
+            "45306",  # NUMBER patterns are stored, not applied
+        ]
+    ]
+    assert standin.cell_values(sid, "S") == [
+        [
+            datetime(2024, 1, 15, 18),
+            datetime(2024, 1, 15, 18),
+            clock(18),
+            datetime(2024, 1, 15, 18),
+            datetime(2024, 1, 15, 18),
+            clock(18),
+            45306,
+        ]
+    ]
+
+
+def test_date_render_options_in_responses_and_validation(standin: SheetsStandIn) -> None:
+    sid = standin.create_spreadsheet("Opts", {"S": []})
+    status, body = _http(
+        standin,
+        "POST",
+        f"/v4/spreadsheets/{sid}/values:batchUpdate",
+        {
+            "valueInputOption": "USER_ENTERED",
+            "includeValuesInResponse": True,
+            "responseValueRenderOption": "UNFORMATTED_VALUE",
+            "responseDateTimeRenderOption": "FORMATTED_STRING",
+            "data": [{"range": "S!A1", "values": [["2024-01-15", 5]]}],
+        },
+    )
+    assert status == 200
+    assert body["responses"][0]["updatedData"]["values"] == [["2024-01-15", 5]]
+    status, body = _http(
+        standin,
+        "PUT",
+        f"/v4/spreadsheets/{sid}/values/S!A2?valueInputOption=USER_ENTERED&includeValuesInResponse=true"
+        "&responseValueRenderOption=UNFORMATTED_VALUE",
+        {"values": [["1/15/2024"]]},
+    )
+    assert body["updatedData"]["values"] == [[45306]]  # SERIAL_NUMBER is the default
+    assert _values(standin, sid, "S!A1:B2", valueRenderOption="UNFORMATTED_VALUE") == [[45306, 5], [45306]]
+    status, body = _http(standin, "GET", f"/v4/spreadsheets/{sid}/values/S!A1?dateTimeRenderOption=NOPE")
+    assert status == 400
+    assert body["error"]["message"] == "Invalid value at 'date_time_render_option', \"NOPE\""
+
+
+# --------------------------------------------------------------------------- batchUpdate
+
+
+def test_add_sheet_honours_grid_properties_and_index(standin: SheetsStandIn) -> None:
+    sid = standin.create_spreadsheet("Add", {"First": [], "Second": []})
+    status, body = _http(
+        standin,
+        "POST",
+        f"/v4/spreadsheets/{sid}:batchUpdate",
+        {
+            "requests": [
+                {
+                    "addSheet": {
+                        "properties": {
+                            "title": "Deals",
+                            "index": 1,
+                            "gridProperties": {"rowCount": 50, "columnCount": 8, "frozenRowCount": 1},
+                        }
+                    }
+                }
+            ]
+        },
+    )
+    assert status == 200
+    assert body == {
+        "spreadsheetId": sid,
+        "replies": [
+            {
+                "addSheet": {
+                    "properties": {
+                        "sheetId": body["replies"][0]["addSheet"]["properties"]["sheetId"],
+                        "title": "Deals",
+                        "index": 1,
+                        "sheetType": "GRID",
+                        "gridProperties": {"rowCount": 50, "columnCount": 8, "frozenRowCount": 1},
+                    }
+                }
+            }
+        ],
+    }
+    _, book = _http(standin, "GET", f"/v4/spreadsheets/{sid}")
+    assert [(s["properties"]["title"], s["properties"]["index"]) for s in book["sheets"]] == [
+        ("First", 0),
+        ("Deals", 1),
+        ("Second", 2),
+    ]
+    status, body = _http(
+        standin,
+        "POST",
+        f"/v4/spreadsheets/{sid}:batchUpdate",
+        {
+            "requests": [
+                {"addSheet": {"properties": {"title": "x"}}},
+                {"addSheet": {"properties": {"title": "DEALS"}}},
+            ]
+        },
+    )
+    assert (status, body) == (
+        400,
+        {
+            "error": {
+                "code": 400,
+                "message": 'Invalid requests[1].addSheet: A sheet with the name "DEALS" already exists. '
+                "Please enter another name.",
+                "status": "INVALID_ARGUMENT",
+            }
+        },
+    )
+    assert standin.sheet_properties(sid, "Deals")["index"] == 1
+    with pytest.raises(KeyError):
+        standin.sheet_properties(sid, "x")  # the batch is atomic: the first request was undone too
+    status, body = _http(
+        standin,
+        "POST",
+        f"/v4/spreadsheets/{sid}:batchUpdate",
+        {
+            "requests": [
+                {
+                    "addSheet": {
+                        "properties": {
+                            "title": "Tiny",
+                            "gridProperties": {"rowCount": 1, "frozenRowCount": 1},
+                        }
+                    }
+                }
+            ]
+        },
+    )
+    assert status == 400 and body["error"]["message"].endswith(
+        "You can't freeze all visible rows on the sheet."
+    )
+
+
+def test_freeze_resize_and_rename_through_gspread(standin: SheetsStandIn, gc: Any, book: str) -> None:
+    sh = gc.open_by_key(book)
+    ws = sh.worksheet("Invoice Lines")
+    ws.freeze(rows=1, cols=1)
+    assert standin.sheet_properties(book, "Invoice Lines")["gridProperties"] == {
+        "rowCount": 1000,
+        "columnCount": 26,
+        "frozenRowCount": 1,
+        "frozenColumnCount": 1,
+    }
+    again = gc.open_by_key(book).worksheet("Invoice Lines")
+    assert (again.frozen_row_count, again.frozen_col_count) == (1, 1)
+    with pytest.raises(gspread.exceptions.APIError, match="can't freeze all visible columns"):
+        ws.resize(cols=1)
+    ws.freeze(rows=0, cols=0)
+    assert "frozenRowCount" not in standin.sheet_properties(book, "Invoice Lines")["gridProperties"]
+    ws.resize(rows=1, cols=1)  # shrinking drops what lies outside
+    assert standin.sheet_values(book, "Invoice Lines") == [["Invoice"]]
+    ws.update_title("Lines")
+    ws.update_index(0)
+    assert [w.title for w in gc.open_by_key(book).worksheets()] == ["Lines", "Leads", "It's"]
+    ws.update_index(2)  # indexes count before the move, as in Google
+    assert [w.title for w in gc.open_by_key(book).worksheets()] == ["Leads", "Lines", "It's"]
+    with pytest.raises(gspread.exceptions.APIError) as info:
+        ws.update_title("leads")
+    assert "already exists" in info.value.error["message"]
+
+
+def test_repeat_cell_sets_formats_with_field_masks(standin: SheetsStandIn, gc: Any) -> None:
+    sid = standin.create_spreadsheet("Fmt", {"S": [["When", 45306], ["x", 45307]]})
+    sh = gc.open_by_key(sid)
+    ws = sh.worksheet("S")
+    ws.format("1:1", {"textFormat": {"bold": True}})
+    ws.format("B:B", {"numberFormat": {"type": "DATE", "pattern": "yyyy-mm-dd"}})
+    assert ws.get_all_values() == [["When", "2024-01-15"], ["x", "2024-01-16"]]
+    sheet_id = ws.id
+    # a narrower mask leaves the rest of the cell's format alone
+    status, _ = _http(
+        standin,
+        "POST",
+        f"/v4/spreadsheets/{sid}:batchUpdate",
+        {
+            "requests": [
+                {
+                    "repeatCell": {
+                        "range": {
+                            "sheetId": sheet_id,
+                            "startRowIndex": 0,
+                            "endRowIndex": 1,
+                            "startColumnIndex": 1,
+                            "endColumnIndex": 2,
+                        },
+                        "cell": {
+                            "userEnteredFormat": {
+                                "numberFormat": {"type": "DATE", "pattern": "M/d/yyyy"},
+                                "textFormat": {"bold": False},
+                            }
+                        },
+                        "fields": "userEnteredFormat.numberFormat",
+                    }
+                }
+            ]
+        },
+    )
+    assert status == 200
+    assert ws.get_all_values() == [["When", "1/15/2024"], ["x", "2024-01-16"]]
+
+    def stored_format(row: int, col: int) -> Any:  # the whole userEnteredFormat (0-based)
+        return standin._spreadsheets[sid].sheets[0].formats.get((row, col))
+
+    assert stored_format(0, 1) == {
+        "textFormat": {"bold": True},
+        "numberFormat": {"type": "DATE", "pattern": "M/d/yyyy"},
+    }
+    # a field named in the mask but absent from the cell is cleared
+    sh.batch_update(
+        {
+            "requests": [
+                {
+                    "repeatCell": {
+                        "range": {"sheetId": sheet_id, "startColumnIndex": 1},
+                        "cell": {},
+                        "fields": "userEnteredFormat/numberFormat",
+                    }
+                }
+            ]
+        }
+    )
+    assert standin.cell_format(sid, "S", 1, 2) is None
+    assert ws.get_all_values() == [["When", "45306"], ["x", "45307"]]
+    assert stored_format(0, 1) == {"textFormat": {"bold": True}}
+    assert stored_format(1, 1) is None
+
+    def bad(request: dict[str, Any]) -> str:
+        status, body = _http(standin, "POST", f"/v4/spreadsheets/{sid}:batchUpdate", {"requests": [request]})
+        assert status == 400, body
+        return str(body["error"]["message"])
+
+    assert "No grid with id: 99" in bad(
+        {"repeatCell": {"range": {"sheetId": 99}, "cell": {}, "fields": "userEnteredFormat"}}
+    )
+    assert "exceeds grid limits" in bad(
+        {
+            "repeatCell": {
+                "range": {"sheetId": sheet_id, "endRowIndex": 5000},
+                "cell": {},
+                "fields": "userEnteredFormat",
+            }
+        }
+    )
+    assert "NumberFormatType" in bad(
+        {
+            "repeatCell": {
+                "range": {"sheetId": sheet_id},
+                "cell": {"userEnteredFormat": {"numberFormat": {"type": "DATES"}}},
+                "fields": "userEnteredFormat.numberFormat",
+            }
+        }
+    )
+    assert "supports only addSheet" in bad({"mergeCells": {"range": {"sheetId": sheet_id}}})
+
+
+def test_batch_update_is_atomic_across_kinds(standin: SheetsStandIn) -> None:
+    sid = standin.create_spreadsheet("Atomic", {"S": [["a"]]})
+    status, body = _http(
+        standin,
+        "POST",
+        f"/v4/spreadsheets/{sid}:batchUpdate",
+        {
+            "requests": [
+                {"addSheet": {"properties": {"title": "New", "sheetId": 7}}},
+                {
+                    "updateSheetProperties": {
+                        "properties": {"sheetId": 0, "gridProperties": {"frozenRowCount": 1}},
+                        "fields": "gridProperties.frozenRowCount",
+                    }
+                },
+                {
+                    "repeatCell": {
+                        "range": {"sheetId": 7},
+                        "cell": {"userEnteredFormat": {"numberFormat": {"type": "DATE"}}},
+                        "fields": "userEnteredFormat.numberFormat",
+                    }
+                },
+                {
+                    "updateSheetProperties": {
+                        "properties": {"sheetId": 0, "title": "S2", "gridProperties": {"rowCount": 2}},
+                        "fields": "title,gridProperties(rowCount)",
+                    }
+                },
+                {"repeatCell": {"range": {"sheetId": 0}, "cell": {}, "fields": "userEnteredValue"}},
+            ]
+        },
+    )
+    assert status == 400
+    assert body["error"]["message"].startswith(
+        "Invalid requests[4].repeatCell: the stand-in supports only userEnteredFormat"
+    )
+    _, book = _http(standin, "GET", f"/v4/spreadsheets/{sid}")
+    assert [s["properties"] for s in book["sheets"]] == [
+        {
+            "sheetId": 0,
+            "title": "S",
+            "index": 0,
+            "sheetType": "GRID",
+            "gridProperties": {"rowCount": 1000, "columnCount": 26},
+        }
+    ]
+    # the same requests without the bad one all apply, replies in order
+    status, body = _http(
+        standin,
+        "POST",
+        f"/v4/spreadsheets/{sid}:batchUpdate",
+        {
+            "requests": [
+                {"addSheet": {"properties": {"title": "New", "sheetId": 7}}},
+                {
+                    "repeatCell": {
+                        "range": {"sheetId": 7, "endRowIndex": 1, "endColumnIndex": 1},
+                        "cell": {"userEnteredFormat": {"numberFormat": {"type": "DATE"}}},
+                        "fields": "userEnteredFormat.numberFormat",
+                    }
+                },
+                {
+                    "updateSheetProperties": {
+                        "properties": {"sheetId": 0, "title": "S2", "gridProperties": {"rowCount": 2}},
+                        "fields": "title,gridProperties(rowCount)",
+                    }
+                },
+            ]
+        },
+    )
+    assert status == 200
+    assert [list(r) for r in body["replies"]] == [["addSheet"], [], []]
+    assert standin.cell_format(sid, "New", 1, 1) == {"type": "DATE"}
+    assert standin.sheet_properties(sid, "S2")["gridProperties"] == {"rowCount": 2, "columnCount": 26}
+
+
+# --------------------------------------------------------------------------- authentication
+
+EMAIL = "crm-sync@demo-project.iam.gserviceaccount.com"
+SCOPES = ["https://www.googleapis.com/auth/spreadsheets"]
+
+
+@pytest.fixture(scope="module")
+def auth_standin() -> Iterator[SheetsStandIn]:
+    with SheetsStandIn(require_auth=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def private_key_pem() -> str:
+    pytest.importorskip("cryptography")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def _service_account_file(tmp_path: Path, pem: str, token_uri: str, email: str = EMAIL) -> Path:
+    path = tmp_path / "service-account.json"
+    info = {
+        "type": "service_account",
+        "project_id": "demo-project",
+        "private_key_id": "0f1e2d3c4b5a69788796a5b4c3d2e1f001234567",
+        "private_key": pem,
+        "client_email": email,
+        "client_id": "100000000000000000001",
+        "token_uri": token_uri,
+    }
+    path.write_text(json.dumps(info))
+    return path
+
+
+def test_service_account_credentials_open_a_sheet(
+    auth_standin: SheetsStandIn, private_key_pem: str, tmp_path: Path
+) -> None:
+    service_account = pytest.importorskip("google.oauth2.service_account")
+    from google.auth.transport.requests import AuthorizedSession
+
+    path = _service_account_file(tmp_path, private_key_pem, auth_standin.token_uri)
+    creds = service_account.Credentials.from_service_account_file(str(path), scopes=SCOPES)
+    session = mount_standin(AuthorizedSession(creds), auth_standin.base_url)
+    client = gspread.Client(auth=creds, session=session)
+    sid = auth_standin.create_spreadsheet(
+        "Private", {"Leads": [["Name"], ["Ada"]]}, shared_with=[EMAIL.upper()]
+    )
+    auth_standin.reset_counts()
+    ws = client.open_by_key(sid).worksheet("Leads")
+    assert ws.get_all_values() == [["Name"], ["Ada"]]
+    assert auth_standin.token_request_count == 1
+    # /token is not an API request
+    assert list(auth_standin.method_counts.elements()) == ["spreadsheets.get"] * 2 + [
+        "spreadsheets.values.get"
+    ]
+    assert auth_standin.request_count == 3
+    assert creds.valid and creds.token.startswith("ya29.")
+    # tokens revoked: the session gets a 401, fetches a new token and retries
+    auth_standin.revoke_tokens()
+    assert ws.acell("A2").value == "Ada"
+    assert auth_standin.token_request_count == 2
+    assert auth_standin.request_count == 5  # the refused request, then its retry
+    # gspread_client builds the same thing
+    other = gspread_client(auth_standin.base_url, credentials=creds)
+    assert other.open_by_key(sid).title == "Private"
+
+
+def test_token_endpoint_decodes_the_assertion(auth_standin: SheetsStandIn) -> None:
+    def b64(obj: Any) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    def token(form: dict[str, str]) -> tuple[int, Any, Any]:
+        return _http_full(
+            auth_standin,
+            "POST",
+            "/token",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            raw_body=urlencode(form).encode(),
+        )
+
+    jwt = (
+        b64({"alg": "RS256", "typ": "JWT"})
+        + "."
+        + b64({"iss": "robot@example.iam.gserviceaccount.com"})
+        + ".c2ln"
+    )
+    before_api, before_tokens = auth_standin.request_count, auth_standin.token_request_count
+    status, body, _ = token({"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": jwt})
+    assert status == 200
+    assert set(body) == {"access_token", "expires_in", "token_type"}
+    assert (body["expires_in"], body["token_type"]) == (3599, "Bearer")
+    sid = auth_standin.create_spreadsheet(
+        "Tok", {"S": [["x"]]}, shared_with=["robot@example.iam.gserviceaccount.com"]
+    )
+    assert (
+        _http(
+            auth_standin,
+            "GET",
+            f"/v4/spreadsheets/{sid}",
+            headers={"Authorization": f"Bearer {body['access_token']}"},
+        )[0]
+        == 200
+    )
+    status, body, _ = token(
+        {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": "not-a-jwt"}
+    )
+    assert status == 400 and body["error"] == "invalid_grant" and body["error_description"]
+    status, body, _ = token(
+        {
+            "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+            "assertion": b64({}) + "." + b64({}) + ".x",
+        }
+    )
+    assert status == 400 and body["error"] == "invalid_grant"
+    status, body, _ = token({"grant_type": "client_credentials", "assertion": jwt})
+    assert (status, body) == (
+        400,
+        {"error": "unsupported_grant_type", "error_description": "Invalid grant_type: client_credentials"},
+    )
+    assert auth_standin.token_request_count == before_tokens + 4
+    assert auth_standin.request_count == before_api + 1
+
+
+def test_missing_or_unknown_token_is_401(auth_standin: SheetsStandIn) -> None:
+    sid = auth_standin.create_spreadsheet("Locked", {"S": [["x"]]})
+    expected = {
+        "error": {
+            "code": 401,
+            "message": "Request had invalid authentication credentials. Expected OAuth 2 access token, "
+            "login cookie or other valid authentication credential. "
+            "See https://developers.google.com/identity/sign-in/web/devconsole-project.",
+            "status": "UNAUTHENTICATED",
+        }
+    }
+    status, body, headers = _http_full(auth_standin, "GET", f"/v4/spreadsheets/{sid}")
+    assert (status, body) == (401, expected)
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+    assert _http(
+        auth_standin, "GET", f"/v4/spreadsheets/{sid}", headers={"Authorization": "Bearer ya29.made-up"}
+    ) == (401, expected)
+    assert _http(
+        auth_standin, "GET", "/v4/spreadsheets/nope/values/S!A1", headers={"Authorization": "Basic eDp5"}
+    ) == (401, expected)
+    token = auth_standin.issue_token("anyone@example.com")
+    assert (
+        _http(
+            auth_standin,
+            "GET",
+            f"/v4/spreadsheets/{sid}/values/S!A1",
+            headers={"Authorization": f"Bearer {token}"},
+        )[0]
+        == 200
+    )
+    # gspread without credentials sends no token
+    with pytest.raises(gspread.exceptions.APIError) as info:
+        gspread_client(auth_standin.base_url).open_by_key(sid)
+    assert info.value.code == 401 and info.value.error["status"] == "UNAUTHENTICATED"
+
+
+def test_spreadsheet_not_shared_with_caller_is_403(
+    auth_standin: SheetsStandIn, private_key_pem: str, tmp_path: Path
+) -> None:
+    service_account = pytest.importorskip("google.oauth2.service_account")
+    sid = auth_standin.create_spreadsheet("Theirs", {"S": [["x"]]}, shared_with=["someone-else@example.com"])
+    path = _service_account_file(tmp_path, private_key_pem, auth_standin.token_uri)
+    creds = service_account.Credentials.from_service_account_file(str(path), scopes=SCOPES)
+    client = gspread_client(auth_standin.base_url, credentials=creds)
+    with pytest.raises(PermissionError):  # gspread turns the 403 of open_by_key into PermissionError
+        client.open_by_key(sid)
+    token = auth_standin.issue_token(EMAIL)
+    for method, path_ in (
+        ("GET", f"/v4/spreadsheets/{sid}"),
+        ("PUT", f"/v4/spreadsheets/{sid}/values/S!A1?valueInputOption=RAW"),
+    ):
+        status, body = _http(
+            auth_standin,
+            method,
+            path_,
+            {"values": [["y"]]} if method == "PUT" else None,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert (status, body) == (
+            403,
+            {
+                "error": {
+                    "code": 403,
+                    "message": "The caller does not have permission",
+                    "status": "PERMISSION_DENIED",
+                }
+            },
+        )
+    assert auth_standin.sheet_values(sid, "S") == [["x"]]
+    other = auth_standin.issue_token("Someone-Else@example.com")
+    assert (
+        _http(auth_standin, "GET", f"/v4/spreadsheets/{sid}", headers={"Authorization": f"Bearer {other}"})[0]
+        == 200
+    )
+
+
+def test_shared_with_is_ignored_without_require_auth(standin: SheetsStandIn, gc: Any) -> None:
+    sid = standin.create_spreadsheet("Open", {"S": [["x"]]}, shared_with=["someone@example.com"])
+    assert gc.open_by_key(sid).sheet1.acell("A1").value == "x"
+
+
+# --------------------------------------------------------------------------- failures, latency, log
+
+
+def test_fail_next_filters_by_method_and_path(standin: SheetsStandIn, gc: Any, book: str) -> None:
+    ws = gc.open_by_key(book).worksheet("Leads")
+    standin.fail_next(1, 500, method="PUT")
+    standin.fail_next(2, 503, path_contains=":append")
+    standin.fail_next(1, 429, path_contains="!A1:B1")  # matched after percent-decoding too
+    try:
+        assert ws.acell("B1").value == "Email"  # a GET: passes
+        with pytest.raises(gspread.exceptions.APIError) as info:
+            ws.update([["x"]], "F1")
+        assert info.value.code == 500
+        ws.update([["x"]], "F1")  # the rule was used up
+        for _ in range(2):
+            with pytest.raises(gspread.exceptions.APIError) as info:
+                ws.append_row(["y"])
+            assert info.value.code == 503
+        ws.append_row(["y"])
+        with pytest.raises(gspread.exceptions.APIError) as info:
+            ws.get("A1:B1")
+        assert info.value.code == 429
+        assert ws.get("A1:B1") == [["Name", "Email"]]
+    finally:
+        standin.clear_failures()
+
+
+def test_requests_log_and_latency(standin: SheetsStandIn, gc: Any, book: str) -> None:
+    ws = gc.open_by_key(book).worksheet("Leads")
+    standin.reset_counts()
+    ws.get("A1:B2", value_render_option="UNFORMATTED_VALUE")
+    ws.update([["z"]], "H1", raw=False)
+    assert standin.requests_log == [
+        (
+            "GET",
+            f"/v4/spreadsheets/{book}/values/'Leads'!A1:B2",
+            {"valueRenderOption": ["UNFORMATTED_VALUE"]},
+        ),
+        ("PUT", f"/v4/spreadsheets/{book}/values/'Leads'!H1", {"valueInputOption": ["USER_ENTERED"]}),
+    ]
+    assert standin.request_count == 2
+    standin.latency = 0.2
+    try:
+        started = time.monotonic()
+        ws.acell("A1")
+        assert time.monotonic() - started >= 0.2
+        # requests wait side by side, not one after the other
+        threads = [threading.Thread(target=ws.acell, args=("A1",)) for _ in range(4)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert 0.2 <= time.monotonic() - started < 0.75
+    finally:
+        standin.latency = 0.0
+    assert SheetsStandIn(latency=0.5).latency == 0.5

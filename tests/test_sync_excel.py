@@ -500,6 +500,9 @@ class DiesBeforeWriting:
     def read(self):
         return self.book.read()
 
+    def read_back(self, value: Any) -> Any:
+        return self.book.read_back(value)
+
     def write(self, changes) -> None:
         raise KeyboardInterrupt("killed")
 

@@ -28,11 +28,25 @@ NEEDS_ATTENTION = 3
     help="A field changed on both sides: fail (change neither, report, exit 3), "
     "or let the sheet or the store win.",
 )
+@click.option(
+    "--credentials",
+    type=click.Path(dir_okay=False),
+    help="Google service-account key file for a gsheet: workbook "
+    "[default: [sheets] credentials in crmkit.toml, or GOOGLE_APPLICATION_CREDENTIALS].",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would change on each side; write nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only problems (for cron).")
 @json_option
 @pass_app
-def sync(app: App, workbook: str, on_conflict: str, dry_run: bool, quiet: bool, as_json: bool) -> None:
+def sync(
+    app: App,
+    workbook: str,
+    on_conflict: str,
+    credentials: str | None,
+    dry_run: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """Two-way sync of WORKBOOK's Leads, Contacts, Deals and Invoices sheets (and Invoice Lines,
     Accounts and Cases where present) with the store.
 
@@ -42,16 +56,19 @@ def sync(app: App, workbook: str, on_conflict: str, dry_run: bool, quiet: bool, 
     typed. Exit codes: 0 in sync, 3 done but conflicts or invalid cells need a
     person, 1 failed (nothing half-written).
 
+    WORKBOOK is an .xlsx file, or a Google spreadsheet as gsheet:KEY (or its
+    URL), shared with the service account whose key --credentials names.
+
     \b
     Example:
         crmkit sync crm.xlsx --dry-run
         crmkit sync crm.xlsx --on-conflict sheet --quiet
+        crmkit sync gsheet:1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms --credentials key.json
     """
+    book = open_book(workbook, sheets=app.config.sheets, credentials=credentials)
     bar = _ProgressBar(enabled=not (quiet or as_json) and sys.stderr.isatty())
     try:
-        report = sync_book(
-            app.store(), open_book(workbook), on_conflict=on_conflict, dry_run=dry_run, progress=bar.advance
-        )
+        report = sync_book(app.store(), book, on_conflict=on_conflict, dry_run=dry_run, progress=bar.advance)
     finally:
         bar.close()
     if as_json:

@@ -50,10 +50,19 @@ from crmkit.sync.model import (
     SheetTable,
     SyncReport,
     column_letter,
+    key_text,
 )
-from crmkit.sync.source import SheetBook
+from crmkit.sync.source import BookChangedError, SheetBook
 from crmkit.sync.stamp import SyncStamps
-from crmkit.sync.values import as_read, canon, canon_custom, cell_value, parse_cell, row_signature
+from crmkit.sync.values import (
+    as_read,
+    canon,
+    canon_custom,
+    cell_value,
+    date_from_serial,
+    parse_cell,
+    row_signature,
+)
 from crmkit.workbooks import LINES_SHEET, sheet_columns
 
 __all__ = ["ON_CONFLICT", "SYNCED_TYPES", "sync_book"]
@@ -119,6 +128,7 @@ class _SheetSync:
         actor: str,
         today: date,
         progress: Callable[[int], None] | None,
+        read_back: Callable[[Any], Any] = as_read,
         lines_table: SheetTable | None = None,
         lines_cache: dict[str, Any] | None = None,
     ) -> None:
@@ -135,7 +145,9 @@ class _SheetSync:
         self.actor = actor
         self.today = today
         self.progress = progress
+        self.read_back = read_back  # how the workbook will hand back a value crmkit writes
         self.title = table.title if table else rt.sheet
+        self.serial_dates = table is not None and table.serial_dates
         self.summary = SheetSummary(self.title)
         self.changes = SheetChanges(self.title)
         self.new_base: dict[str, Any] = {}
@@ -223,6 +235,8 @@ class _SheetSync:
             if column.readonly or column.key == "lines":
                 continue
             raw = sheet_row.cell(column.index)
+            if self.serial_dates and column.field is not None:
+                raw = date_from_serial(column.field, raw)
             if column.field is None:
                 row.values[column.key] = canon_custom(raw)
                 continue
@@ -337,6 +351,7 @@ class _SheetSync:
                 self.progress(500)
         self._archive_deleted(on_sheet, rows)
         self._append_new(on_sheet)
+        _expect_keys(self.changes, self.table, self.id_column)
 
     def _link(self, row: _Row, on_sheet: dict[str, int]) -> None:
         """Tie a row without an ID to its record: from the journal of a killed run, or by email."""
@@ -540,7 +555,11 @@ class _SheetSync:
             key = column.key
             if key in row.invalid or not (column.readonly or key in agreed):
                 continue
-            current = row.values.get(key) if not column.readonly else _readonly_value(column, row)
+            current = (
+                row.values.get(key)
+                if not column.readonly
+                else _readonly_value(column, row, serial_dates=self.serial_dates)
+            )
             if stored[key] != current:
                 if key == "lines":
                     assert self.lines is not None
@@ -561,7 +580,7 @@ class _SheetSync:
         self.changes.cells.append(CellChange(row, column, value))
         while len(cells) <= column:
             cells.append(None)
-        cells[column] = as_read(value)
+        cells[column] = self.read_back(value)
 
     def _archive_deleted(self, on_sheet: dict[str, int], rows: list[_Row]) -> None:
         gone = [
@@ -616,7 +635,7 @@ class _SheetSync:
                 cells[column.index] = cell_value(column.field, stored[column.key])
             self.changes.append.append(cells)
             self.summary.sheet_added.append(doc["id"])
-            signature = row_signature([as_read(c) for c in cells])
+            signature = row_signature([self.read_back(c) for c in cells])
             self.new_base[doc["id"]] = self._entry(signature, doc, True, {k: stored[k] for k in self.keys})
 
 
@@ -649,6 +668,7 @@ class _Lines:
                 self.index[f.name] = position
         self.groups: dict[str, _LineGroup] = {}
         self._next_row = max((r.number for r in table.rows), default=1) + 1
+        _expect_keys(self.changes, table, self.index.get(INVOICE.name, -1))
         if INVOICE.name not in self.index:
             owner.summary.notes.append(
                 f"{table.title} has no {INVOICE.name.capitalize()} column; lines not synced"
@@ -748,6 +768,13 @@ class _Lines:
                     self.changes.cells.append(CellChange(row, self.index[name], None))
 
 
+def _expect_keys(changes: SheetChanges, table: SheetTable, column: int) -> None:
+    """Tell the adapter what the key column held when read, so it can tell if rows moved since."""
+    changes.key_column = column
+    if column >= 0:
+        changes.expected_keys = {r.number: k for r in table.rows if (k := key_text(r.cell(column)))}
+
+
 def _invoice_key(value: Any) -> str | None:
     if value is None or not str(value).strip():
         return None
@@ -775,10 +802,12 @@ def _invoice_status_today(doc: Mapping[str, Any], today: date) -> str:
     )
 
 
-def _readonly_value(column: _Column, row: _Row) -> Any:
+def _readonly_value(column: _Column, row: _Row, *, serial_dates: bool) -> Any:
     raw = row.cells[column.index] if column.index < len(row.cells) else None
     if column.field is None:
         return canon_custom(raw)
+    if serial_dates:
+        raw = date_from_serial(column.field, raw)
     try:
         return parse_cell(column.field, raw)
     except FieldError:
@@ -811,8 +840,44 @@ def sync_book(
     if on_conflict not in ON_CONFLICT:
         raise CrmkitError(f"on_conflict must be one of {', '.join(ON_CONFLICT)} (got {on_conflict!r})")
     today = today or date.today()
+    earlier: list[SyncReport] = []
     with _sync_lock(store):
-        return _sync(store, book, on_conflict=on_conflict, dry_run=dry_run, progress=progress, today=today)
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                report = _sync(
+                    store, book, on_conflict=on_conflict, dry_run=dry_run, progress=progress, today=today
+                )
+            except BookChangedError as exc:
+                # People edit a shared sheet while it syncs. The store already holds this
+                # attempt's changes and the journal its new rows, so reading again and
+                # planning again is safe; it only must not go on for ever.
+                if attempt == _ATTEMPTS or exc.report is None:
+                    raise
+                earlier.append(exc.report)
+                continue
+            for before in earlier:
+                _carry_store_side(before, report)
+            return report
+    raise AssertionError("unreachable")
+
+
+#: Reads of a workbook that keeps changing while it is synced, before giving up.
+_ATTEMPTS = 3
+
+
+def _carry_store_side(before: SyncReport, report: SyncReport) -> None:
+    """Count in ``report`` what an attempt cut short by a changed workbook did to the store."""
+    for old in before.sheets:
+        new = next((s for s in report.sheets if s.sheet == old.sheet), None)
+        if new is None:
+            continue
+        for mine, theirs in (
+            (new.store_added, old.store_added),
+            (new.store_updated, old.store_updated),
+            (new.store_archived, old.store_archived),
+        ):
+            mine[:0] = [i for i in theirs if i not in mine]
+        new.notes.append("the workbook changed while it was synced; read it again and synced the rest")
 
 
 @contextmanager
@@ -870,6 +935,7 @@ def _sync(
                     actor=actor,
                     today=today,
                     progress=step,
+                    read_back=book.read_back,
                     lines_table=_find_sheet(tables, LINES_SHEET.title) if rt is INVOICE else None,
                     lines_cache=state.get("lines", {}),
                 )
@@ -897,7 +963,11 @@ def _sync(
     except _DryRun:
         return report
     if writes:
-        book.write(writes)
+        try:
+            book.write(writes)
+        except BookChangedError as exc:
+            exc.report = report
+            raise
         report.book_written = True
         written = book.fingerprint()
         with store.transaction():

@@ -35,6 +35,7 @@ from crmkit.perf import paused_gc
 from crmkit.project import shipped_workbook
 from crmkit.sync.model import SheetChanges, SheetRow, SheetTable
 from crmkit.sync.source import BookChangedError
+from crmkit.sync.values import as_read
 from crmkit.sync.xlsx_patch import patch_workbook
 from crmkit.workbooks import TEMPLATE_NAME
 
@@ -84,6 +85,9 @@ class ExcelBook:
             )
         if self.path.suffix.lower() not in (".xlsx", ".xlsm"):
             raise CrmkitError(f"{self.path}: only .xlsx workbooks can be synced")
+
+    def read_back(self, value: Any) -> Any:
+        return as_read(value)
 
     def read(self) -> dict[str, SheetTable]:
         remove_temp_leftovers(self.path)  # syncs of a store run one at a time

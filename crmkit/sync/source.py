@@ -6,16 +6,19 @@ Excel file or a Google spreadsheet.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from crmkit.errors import CrmkitError
-from crmkit.sync.model import SheetChanges, SheetTable
+from crmkit.sync.model import SheetChanges, SheetTable, SyncReport
 
 __all__ = ["BookChangedError", "SheetBook"]
 
 
 class BookChangedError(CrmkitError):
     """The workbook changed between reading and writing; nothing was written to it."""
+
+    #: What the interrupted sync had done to the store (set by the engine).
+    report: SyncReport | None = None
 
 
 class SheetBook(Protocol):
@@ -41,6 +44,14 @@ class SheetBook(Protocol):
 
     def read(self) -> dict[str, SheetTable]:
         """Every sheet, by title: headers and non-empty data rows, values unformatted."""
+        ...
+
+    def read_back(self, value: Any) -> Any:
+        """What :meth:`read` will hand back for a cell this adapter wrote ``value`` into.
+
+        The engine signs rows it writes with these values, so that an untouched
+        row is recognised on the next read without parsing it.
+        """
         ...
 
     def write(self, changes: list[SheetChanges]) -> None:

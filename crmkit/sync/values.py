@@ -9,7 +9,7 @@ amount), empty text and "no" read as nothing, and spreadsheet quirks smoothed
 from __future__ import annotations
 
 import hashlib
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -24,7 +24,44 @@ from crmkit.records.fields import (
     TagsField,
 )
 
-__all__ = ["as_read", "canon", "canon_custom", "cell_value", "parse_cell", "row_signature"]
+__all__ = [
+    "as_read",
+    "canon",
+    "canon_custom",
+    "cell_value",
+    "date_from_serial",
+    "parse_cell",
+    "row_signature",
+    "serial_from_date",
+]
+
+#: Day 0 of the serial numbers spreadsheets keep dates as (Google Sheets; Excel after 1900-03-01).
+_SERIAL_EPOCH = datetime(1899, 12, 30)
+_LAST_SERIAL = 2958466  # 10000-01-01
+
+
+def date_from_serial(field: Field, value: Any) -> Any:
+    """A date or date-time cell that a reader handed over as its serial number, as a date or datetime.
+
+    Anything else (text, a number out of range, a column of another kind) is returned as it was.
+    """
+    if (
+        not isinstance(field, (DateField, DateTimeField))
+        or isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 1 <= value < _LAST_SERIAL
+    ):
+        return value
+    moment = _SERIAL_EPOCH + timedelta(days=value)
+    moment = moment.replace(microsecond=0) + timedelta(seconds=round(moment.microsecond / 1e6))
+    return moment.date() if isinstance(field, DateField) else moment
+
+
+def serial_from_date(value: date) -> float:
+    """The serial number a spreadsheet keeps for a date or a (naive) date and time."""
+    if not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    return (value.replace(tzinfo=None) - _SERIAL_EPOCH).total_seconds() / 86400
 
 
 def _plain_decimal(value: Any) -> str:

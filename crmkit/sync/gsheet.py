@@ -1,0 +1,439 @@
+"""The Google Sheets adapter: a spreadsheet as a :class:`~crmkit.sync.source.SheetBook`.
+
+Few requests, whatever the number of rows (the API allows about 60 a minute):
+
+* read: the spreadsheet's metadata, then one ``values:batchGet`` for every sheet;
+* write: one ``values:batchGet`` re-reading the key columns (see below), one
+  ``batchUpdate`` only when sheets are added or grids must grow, then one
+  ``values:batchUpdate`` for the values (split past 2 MB, Google's advice)
+  and one more for dates.
+
+Values are read unformatted, so text stays text ("007" stays "007") and
+numbers stay numbers; dates arrive as serial numbers, which date fields
+read. Values are written RAW: text is stored as typed, so a name or subject
+beginning with ``=`` never becomes a formula. Dates go in their own
+USER_ENTERED batch as ISO text crmkit formats itself from a date, so they
+land as real dates, in the cell's own date format if it has one.
+
+A spreadsheet cannot be locked while it is synced. Before writing, the key
+column of every sheet written (ID, or Invoice on Invoice Lines) is read again
+and compared with what was read, and the rows below the table must still be
+empty: a row that a person inserted, deleted or added meanwhile stops the
+write with :class:`~crmkit.sync.source.BookChangedError`, and the engine
+re-reads and plans again. A write that stops halfway (a rate-limit storm
+past the deadline) leaves cells that already agree with the store, and the
+next run completes it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+from google.auth.credentials import Credentials
+from google.auth.exceptions import GoogleAuthError
+from gspread.exceptions import APIError
+
+from crmkit.errors import CrmkitError
+from crmkit.sync.google import PatientHTTPClient, describe_auth_error
+from crmkit.sync.model import SheetChanges, SheetRow, SheetTable, column_letter, key_text
+from crmkit.sync.source import BookChangedError
+from crmkit.sync.values import as_read, serial_from_date
+
+__all__ = ["GoogleSheetBook", "parse_spreadsheet_key", "quote_title"]
+
+_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_URL_KEY = re.compile(r"/spreadsheets/d/([A-Za-z0-9_-]+)")
+#: Google advises keeping a request's payload under 2 MB.
+_MAX_PAYLOAD = 2_000_000
+_READ = {
+    "valueRenderOption": "UNFORMATTED_VALUE",
+    "dateTimeRenderOption": "SERIAL_NUMBER",
+    "majorDimension": "ROWS",
+}
+
+
+def parse_spreadsheet_key(text: str) -> str:
+    """The key of a spreadsheet from its key or its URL (``https://docs.google.com/spreadsheets/d/KEY/...``)."""
+    text = text.strip()
+    if text.startswith(("http://", "https://")):
+        match = _URL_KEY.search(urlsplit(text).path)
+        if match:
+            return match.group(1)
+        raise CrmkitError(f"{text} is not a Google spreadsheet URL (…/spreadsheets/d/KEY/…)")
+    if not _KEY.match(text):
+        raise CrmkitError(f"{text!r} is not a Google spreadsheet key (the long id in its URL)")
+    return text
+
+
+def quote_title(title: str) -> str:
+    """A sheet title as A1 notation needs it: ``'Invoice Lines'``, with ``'`` doubled."""
+    return "'" + title.replace("'", "''") + "'"
+
+
+def _first_row(a1: str) -> int:
+    """The first row of a range Google answered with (``'Leads'!A1:Z1000`` -> 1)."""
+    cells = a1.rpartition("!")[2]
+    digits = re.match(r"[A-Z]*(\d*)", cells)
+    return int(digits.group(1)) if digits and digits.group(1) else 1
+
+
+def _cell_in(value: Any) -> Any:
+    """A value as the API answered it, as the engine reads cells: numbers as floats, "" as nothing."""
+    if value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _cell_out(value: Any) -> Any:
+    """A value to write RAW; None empties the cell."""
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def _iso(value: date) -> str:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
+    return value.isoformat()
+
+
+@dataclass
+class _SheetInfo:
+    title: str
+    sheet_id: int
+    rows: int  # the grid's size
+    columns: int
+    last_row: int = 0  # the last row that held anything when read
+
+
+def _sheet_info(props: dict[str, Any]) -> _SheetInfo:
+    grid = props.get("gridProperties", {})
+    rows, columns = grid.get("rowCount", 1000), grid.get("columnCount", 26)
+    return _SheetInfo(props["title"], props["sheetId"], rows, columns)
+
+
+@dataclass
+class _Plan:
+    """The requests one write needs."""
+
+    structure: list[dict[str, Any]]
+    raw: list[dict[str, Any]]
+    dates: list[dict[str, Any]]
+
+
+class GoogleSheetBook:
+    """A Google spreadsheet, reached through a (patient) gspread HTTP client."""
+
+    def __init__(self, key: str, client: PatientHTTPClient, credentials: Credentials | None = None) -> None:
+        self.key = parse_spreadsheet_key(key)
+        self.client = client
+        self.credentials = credentials
+        self._title: str | None = None
+        self._sheets: dict[str, _SheetInfo] = {}
+
+    @property
+    def identity(self) -> str:
+        return f"gsheet:{self.key}"
+
+    @property
+    def display_name(self) -> str:
+        return f"gsheet:{self.key}"
+
+    @property
+    def title(self) -> str | None:
+        """The spreadsheet's title, once read."""
+        return self._title
+
+    def fingerprint(self) -> str | None:
+        return None  # the Sheets API has no cheap revision; every sync reads
+
+    def check_writable(self) -> None:
+        return None  # a missing Editor share shows on the first write, with what to do
+
+    def read_back(self, value: Any) -> Any:
+        if isinstance(value, date):
+            return serial_from_date(value)
+        return as_read(value)
+
+    # -- reading --------------------------------------------------------------
+
+    def read(self) -> dict[str, SheetTable]:
+        self._load_metadata()
+        if not self._sheets:
+            return {}
+        titles = list(self._sheets)
+        ranges = [quote_title(t) for t in titles]
+        answer = self._call(self.client.values_batch_get, self.key, ranges, dict(_READ))
+        tables: dict[str, SheetTable] = {}
+        for title, value_range in zip(titles, answer.get("valueRanges", []), strict=True):
+            first = _first_row(value_range.get("range", ""))
+            headers: list[str] = []
+            rows: list[SheetRow] = []
+            last = 0
+            for offset, raw in enumerate(value_range.get("values", [])):
+                number = first + offset
+                cells = [_cell_in(v) for v in raw]
+                if number == 1:
+                    headers = ["" if c is None else str(c) for c in cells]
+                if any(c is not None for c in cells):
+                    last = number
+                    if number > 1:
+                        rows.append(SheetRow(number, cells))
+            self._sheets[title].last_row = last
+            tables[title] = SheetTable(title, headers, rows, serial_dates=True)
+        return tables
+
+    def _load_metadata(self) -> None:
+        params = {"fields": "properties.title,sheets.properties"}
+        meta = self._call(self.client.fetch_sheet_metadata, self.key, params)
+        self._title = meta.get("properties", {}).get("title")
+        self._sheets = {}
+        for sheet in meta.get("sheets", []):
+            props = sheet.get("properties", {})
+            if props.get("sheetType", "GRID") != "GRID":
+                continue  # charts and other non-grid sheets hold no rows
+            self._sheets[props["title"]] = _sheet_info(props)
+
+    # -- writing --------------------------------------------------------------
+
+    def write(self, changes: list[SheetChanges]) -> None:
+        self._check_rows_did_not_move(changes)
+        plan = self._plan(changes)
+        if plan.structure:
+            try:
+                answer = self.client.batch_update(self.key, {"requests": plan.structure})
+            except APIError as exc:
+                if exc.code == 400 and "already exists" in exc.error.get("message", ""):
+                    raise BookChangedError(
+                        f"a sheet was added to {self.key} while it was being synced; nothing was written"
+                    ) from None
+                raise CrmkitError(self._explain(exc)) from None
+            for reply in answer.get("replies", []):
+                props = reply.get("addSheet", {}).get("properties")
+                if props:
+                    self._sheets[props["title"]] = _sheet_info(props)
+        for chunk in _chunks(plan.raw):
+            body = {"valueInputOption": "RAW", "data": chunk}
+            self._call(self.client.values_batch_update, self.key, body)
+        for chunk in _chunks(plan.dates):
+            body = {"valueInputOption": "USER_ENTERED", "data": chunk}
+            self._call(self.client.values_batch_update, self.key, body)
+
+    def _check_rows_did_not_move(self, changes: list[SheetChanges]) -> None:
+        """Re-read the key columns and the rows below each table; raise if any row moved."""
+        ranges: list[str] = []
+        checks: list[tuple[str, str, SheetChanges | None]] = []
+        for change in changes:
+            info = self._find(change.title)
+            if info is None:
+                continue
+            quoted = quote_title(info.title)
+            if 0 <= change.key_column < info.columns and info.last_row >= 2:
+                letter = column_letter(change.key_column)
+                ranges.append(f"{quoted}!{letter}2:{letter}{info.last_row}")
+                checks.append(("keys", info.title, change))
+            if info.last_row < info.rows:
+                ranges.append(f"{quoted}!A{info.last_row + 1}:{column_letter(info.columns - 1)}{info.rows}")
+                checks.append(("tail", info.title, None))
+        if not ranges:
+            return
+        params = {"valueRenderOption": "UNFORMATTED_VALUE", "majorDimension": "ROWS"}
+        answer = self._call(self.client.values_batch_get, self.key, ranges, params)
+        for (kind, title, checked), value_range in zip(checks, answer.get("valueRanges", []), strict=True):
+            values = value_range.get("values", [])
+            if kind == "tail":
+                if any(v not in ("", None) for row in values for v in row):
+                    raise BookChangedError(
+                        f"rows were added to {title} while it was being synced; nothing was written to it"
+                    )
+                continue
+            assert checked is not None
+            first = _first_row(value_range.get("range", "")) if value_range.get("range") else 2
+            now = {first + i: key_text(_cell_in(row[0]) if row else None) for i, row in enumerate(values)}
+            info = self._sheets[title]
+            for number in range(2, info.last_row + 1):
+                if now.get(number, "") != checked.expected_keys.get(number, ""):
+                    raise BookChangedError(
+                        f"rows of {title} moved while it was being synced (row {number}); "
+                        "nothing was written to it"
+                    )
+
+    def _find(self, title: str) -> _SheetInfo | None:
+        wanted = title.strip().casefold()
+        return next((s for t, s in self._sheets.items() if t.strip().casefold() == wanted), None)
+
+    def _plan(self, changes: list[SheetChanges]) -> _Plan:
+        plan = _Plan([], [], [])
+        for change in changes:
+            info = self._find(change.title)
+            title = info.title if info else change.title
+            rows: dict[int, dict[int, Any]] = {}
+            if info is None:
+                headers = change.create_headers or []
+                rows[1] = dict(enumerate(headers))
+                first_free = 2
+            else:
+                first_free = max(info.last_row, 1) + 1
+            for cell in change.cells:
+                rows.setdefault(cell.row, {})[cell.column] = cell.value
+            for offset, values in enumerate(change.append):
+                rows[first_free + offset] = {i: v for i, v in enumerate(values) if v is not None}
+            height = max(rows, default=1)
+            width = max((c + 1 for r in rows.values() for c in r), default=1)
+            if info is None:
+                taken = {s.sheet_id for s in self._sheets.values()}
+                plan.structure += _add_sheet(title, height, width, len(change.create_headers or []), taken)
+            elif height > info.rows or width > info.columns:
+                plan.structure.append(_grow(info, height, width))
+            raw, dates = _value_ranges(title, rows)
+            plan.raw += raw
+            plan.dates += dates
+        return plan
+
+    def _call(self, method: Any, *args: Any) -> Any:
+        """Call the API, turning its refusals into one line a person can act on."""
+        try:
+            return method(*args)
+        except APIError as exc:
+            raise CrmkitError(self._explain(exc)) from None
+        except GoogleAuthError as exc:
+            raise CrmkitError(describe_auth_error(exc, self.credentials)) from None  # type: ignore[arg-type]
+
+    def _explain(self, exc: APIError) -> str:
+        who = getattr(self.credentials, "service_account_email", None)
+        message = exc.error.get("message", "")
+        if exc.code == 404:
+            return f"no Google spreadsheet with key {self.key} (check the key or URL)"
+        if exc.code == 403:
+            share = f"share it with {who} as Editor" if who else "share it with your Google account as Editor"
+            return f"Google refused access to spreadsheet {self.key}: {message}; {share}"
+        if exc.code == 401:
+            return f"Google did not accept the credentials: {message}"
+        return f"Google Sheets answered {exc.code} for spreadsheet {self.key}: {message}"
+
+
+def _add_sheet(
+    title: str, height: int, width: int, header_width: int, taken: set[int]
+) -> list[dict[str, Any]]:
+    # The id is ours to choose, so that the header's format can go in the same request.
+    sheet_id = zlib.crc32(title.encode()) & 0x7FFFFFFF
+    while sheet_id in taken:
+        sheet_id = (sheet_id + 1) & 0x7FFFFFFF
+    taken.add(sheet_id)
+    return [
+        {
+            "addSheet": {
+                "properties": {
+                    "sheetId": sheet_id,
+                    "title": title,
+                    "gridProperties": {
+                        "rowCount": max(1000, height),
+                        "columnCount": max(26, width),
+                        "frozenRowCount": 1,
+                    },
+                }
+            }
+        },
+        {
+            "repeatCell": {
+                "range": {
+                    "sheetId": sheet_id,
+                    "startRowIndex": 0,
+                    "endRowIndex": 1,
+                    "startColumnIndex": 0,
+                    "endColumnIndex": max(1, header_width),
+                },
+                "cell": {"userEnteredFormat": {"textFormat": {"bold": True}}},
+                "fields": "userEnteredFormat.textFormat.bold",
+            }
+        },
+    ]
+
+
+def _grow(info: _SheetInfo, height: int, width: int) -> dict[str, Any]:
+    # Writing values past the grid is refused ("exceeds grid limits"), so the grid grows first.
+    info.rows, info.columns = max(info.rows, height), max(info.columns, width)
+    return {
+        "updateSheetProperties": {
+            "properties": {
+                "sheetId": info.sheet_id,
+                "gridProperties": {"rowCount": info.rows, "columnCount": info.columns},
+            },
+            "fields": "gridProperties.rowCount,gridProperties.columnCount",
+        }
+    }
+
+
+def _value_ranges(
+    title: str, rows: dict[int, dict[int, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The RAW and the date value ranges for these rows: one range per run of consecutive rows.
+
+    Cells a row does not change are sent as null, which leaves them as they are.
+    """
+    quoted = quote_title(title)
+    raw: list[dict[str, Any]] = []
+    dates: list[dict[str, Any]] = []
+    for start, block in _runs(rows):
+        for out, want_dates in ((raw, False), (dates, True)):
+            columns = sorted(
+                {c for cells in block for c, v in cells.items() if isinstance(v, date) == want_dates}
+            )
+            if not columns:
+                continue
+            first, last = columns[0], columns[-1]
+            values = []
+            for cells in block:
+                line: list[Any] = []
+                for column in range(first, last + 1):
+                    if column not in cells or isinstance(cells[column], date) != want_dates:
+                        line.append(None)
+                    else:
+                        value = cells[column]
+                        line.append(_iso(value) if want_dates else _cell_out(value))
+                values.append(line)
+            a1 = f"{quoted}!{column_letter(first)}{start}:{column_letter(last)}{start + len(block) - 1}"
+            out.append({"range": a1, "majorDimension": "ROWS", "values": values})
+    return raw, dates
+
+
+def _runs(rows: dict[int, dict[int, Any]]) -> Iterator[tuple[int, list[dict[int, Any]]]]:
+    """Consecutive row numbers grouped: (first row, the rows' cells)."""
+    start = previous = -1
+    block: list[dict[int, Any]] = []
+    for number in sorted(rows):
+        if block and number != previous + 1:
+            yield start, block
+            block = []
+        if not block:
+            start = number
+        block.append(rows[number])
+        previous = number
+    if block:
+        yield start, block
+
+
+def _chunks(ranges: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    size = 0
+    for value_range in ranges:
+        length = len(json.dumps(value_range, default=str))
+        if chunk and size + length > _MAX_PAYLOAD:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(value_range)
+        size += length
+    if chunk:
+        yield chunk
