@@ -42,6 +42,7 @@ from google.auth.exceptions import GoogleAuthError
 from gspread.exceptions import APIError
 
 from crmkit.errors import CrmkitError
+from crmkit.perf import paused_gc
 from crmkit.sync.google import PatientHTTPClient, describe_auth_error
 from crmkit.sync.model import SheetChanges, SheetRow, SheetTable, column_letter, key_text
 from crmkit.sync.source import BookChangedError
@@ -53,6 +54,7 @@ _KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _URL_KEY = re.compile(r"/spreadsheets/d/([A-Za-z0-9_-]+)")
 #: Google advises keeping a request's payload under 2 MB.
 _MAX_PAYLOAD = 2_000_000
+_SPARE_ROWS = 1000
 _READ = {
     "valueRenderOption": "UNFORMATTED_VALUE",
     "dateTimeRenderOption": "SERIAL_NUMBER",
@@ -175,7 +177,11 @@ class GoogleSheetBook:
             return {}
         titles = list(self._sheets)
         ranges = [quote_title(t) for t in titles]
-        answer = self._call(self.client.values_batch_get, self.key, ranges, dict(_READ))
+        with paused_gc():  # parsing builds many small objects and no cycles
+            answer = self._call(self.client.values_batch_get, self.key, ranges, dict(_READ))
+            return self._tables(titles, answer)
+
+    def _tables(self, titles: list[str], answer: dict[str, Any]) -> dict[str, SheetTable]:
         tables: dict[str, SheetTable] = {}
         for title, value_range in zip(titles, answer.get("valueRanges", []), strict=True):
             first = _first_row(value_range.get("range", ""))
@@ -184,10 +190,12 @@ class GoogleSheetBook:
             last = 0
             for offset, raw in enumerate(value_range.get("values", [])):
                 number = first + offset
-                cells = [_cell_in(v) for v in raw]
+                # as the engine reads cells: numbers as floats, "" as nothing (inlined: 20k rows)
+                cells = [None if v == "" else float(v) if type(v) is int else v for v in raw]
                 if number == 1:
                     headers = ["" if c is None else str(c) for c in cells]
-                if any(c is not None for c in cells):
+                # Google leaves out a row's trailing empty cells, so its last cell tells
+                if cells and (cells[-1] is not None or any(c is not None for c in cells)):
                     last = number
                     if number > 1:
                         rows.append(SheetRow(number, cells))
@@ -363,8 +371,11 @@ def _add_sheet(
 
 
 def _grow(info: _SheetInfo, height: int, width: int) -> dict[str, Any]:
-    # Writing values past the grid is refused ("exceeds grid limits"), so the grid grows first.
-    info.rows, info.columns = max(info.rows, height), max(info.columns, width)
+    # Writing values past the grid is refused ("exceeds grid limits"), so the grid grows first,
+    # with room to spare so that the next syncs' new rows fit without another request.
+    if height > info.rows:
+        info.rows = height + _SPARE_ROWS
+    info.columns = max(info.columns, width)
     return {
         "updateSheetProperties": {
             "properties": {
