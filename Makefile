@@ -27,6 +27,7 @@ test: lint
 bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_sync_excel.py
+	$(BIN)/python bench/bench_sync_gsheet.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache

@@ -207,10 +207,10 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
     if "sheets" in tables:
         _check_keys(path, "sheets", tables["sheets"], _SHEETS_KEYS)
         creds = tables["sheets"].get("credentials")
+        if creds:
+            creds = base / Path(_expect(path, "sheets.credentials", creds, str, "a file path")).expanduser()
         sheets = SheetsSettings(
-            credentials=base / _expect(path, "sheets.credentials", creds, str, "a file path")
-            if creds
-            else None,
+            credentials=creds or None,
             endpoint=_expect(
                 path, "sheets.endpoint", tables["sheets"].get("endpoint", sheets.endpoint), str, "a URL"
             ),

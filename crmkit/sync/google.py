@@ -135,13 +135,8 @@ def load_credentials(
 ) -> Credentials:
     """The Google credentials to use; see the module docstring for where they come from."""
     env = os.environ if env is None else env
-    source = (
-        Path(path)
-        if path
-        else Path(env["GOOGLE_APPLICATION_CREDENTIALS"])
-        if env.get("GOOGLE_APPLICATION_CREDENTIALS")
-        else None
-    )
+    named = path or env.get("GOOGLE_APPLICATION_CREDENTIALS")
+    source = Path(named).expanduser() if named else None
     if source is None:
         stored = _config_home(env) / "gspread" / "authorized_user.json"
         if stored.is_file():
