@@ -477,3 +477,64 @@ def test_cli_against_the_standin_served_by_python_m(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+_KILLED_SYNC = """
+import sys
+from crmkit.config import SheetsSettings
+from crmkit.store import Store
+from crmkit.sync import open_book, sync_book
+book = open_book("gsheet:" + sys.argv[2], sheets=SheetsSettings(endpoint=sys.argv[3]))
+print("start", flush=True)
+sync_book(Store(sys.argv[1]), book)
+print("done", flush=True)
+"""
+
+
+def test_a_killed_sync_is_completed_by_the_next_run(standin: SheetsStandIn, tmp_path: Path) -> None:
+    import random
+    import signal
+
+    count = 300
+    sheets = {
+        "Contacts": [["ID", "Name", "Email", "Title"]]
+        + [[None, f"Person {i}", f"p{i}@example.com", f"T{i}"] for i in range(count)]
+    }
+
+    def child(store_path: Path, sid: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-c", _KILLED_SYNC, str(store_path), sid, standin.base_url],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    timing = child(tmp_path / "timing.json", standin.create_spreadsheet("CRM", sheets))
+    assert timing.stdout is not None
+    timing.stdout.readline()
+    started = time.monotonic()
+    assert "done" in timing.stdout.read() and timing.wait() == 0
+    duration = time.monotonic() - started
+    rng = random.Random()
+    interrupted = 0
+    for round_ in range(20):
+        if round_ >= 6 and interrupted >= 3:
+            break
+        sid = standin.create_spreadsheet("CRM", sheets)
+        store_path = tmp_path / f"r{round_}.json"
+        proc = child(store_path, sid)
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        time.sleep(rng.uniform(0.0, duration))
+        proc.send_signal(signal.SIGKILL)
+        interrupted += "done" not in proc.stdout.read()
+        proc.wait()
+        store = Store(store_path)
+        report = sync(store, standin, sid)
+        assert not report.needs_attention
+        got = rows(standin, sid, "Contacts")
+        ids = [r["ID"] for r in got]
+        assert len(ids) == count and len(set(ids)) == count and None not in ids, f"round {round_}"
+        assert store.count("contacts") == count, f"round {round_}"
+        assert all(store.get(r["ID"])["email"] == r["Email"] for r in got)
+        assert sync(store, standin, sid).changes == 0
+    assert interrupted >= 3, "the kills should land inside the sync"
