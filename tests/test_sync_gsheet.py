@@ -538,3 +538,48 @@ def test_a_killed_sync_is_completed_by_the_next_run(standin: SheetsStandIn, tmp_
         assert all(store.get(r["ID"])["email"] == r["Email"] for r in got)
         assert sync(store, standin, sid).changes == 0
     assert interrupted >= 3, "the kills should land inside the sync"
+
+
+def test_a_person_signs_in_once_through_an_oauth_client(tmp_path: Path) -> None:
+    from google.oauth2.credentials import Credentials as UserCredentials
+
+    from crmkit.sync.google import load_credentials
+
+    client = tmp_path / "client.json"
+    client.write_text(
+        json.dumps(
+            {
+                "installed": {
+                    "client_id": "123.apps.googleusercontent.com",
+                    "client_secret": "shh",
+                    "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+                    "token_uri": "https://oauth2.googleapis.com/token",
+                    "redirect_uris": ["http://localhost"],
+                }
+            }
+        )
+    )
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
+    # under cron (no terminal) there is no browser to sign in with: say so, do not hang
+    with pytest.raises(ConfigError, match="needs a browser once"):
+        load_credentials(client, endpoint="https://sheets.googleapis.com", env=env)
+    # once signed in, the stored token is used, from the user's config folder
+    token = tmp_path / "config" / "crmkit" / "google-authorized-user.json"
+    token.parent.mkdir(parents=True)
+    token.write_text(
+        json.dumps(
+            {
+                "type": "authorized_user",
+                "client_id": "123.apps.googleusercontent.com",
+                "client_secret": "shh",
+                "refresh_token": "1//refresh",
+            }
+        )
+    )
+    creds = load_credentials(client, endpoint="https://sheets.googleapis.com", env=env)
+    assert isinstance(creds, UserCredentials) and creds.refresh_token == "1//refresh"
+    # and so is gspread's own stored sign-in, when nothing else is given
+    gspread_dir = tmp_path / "config" / "gspread"
+    gspread_dir.mkdir()
+    (gspread_dir / "authorized_user.json").write_text(token.read_text())
+    assert isinstance(load_credentials(None, endpoint="https://sheets.googleapis.com", env=env), UserCredentials)
