@@ -583,3 +583,22 @@ def test_a_person_signs_in_once_through_an_oauth_client(tmp_path: Path) -> None:
     gspread_dir.mkdir()
     (gspread_dir / "authorized_user.json").write_text(token.read_text())
     assert isinstance(load_credentials(None, endpoint="https://sheets.googleapis.com", env=env), UserCredentials)
+
+
+def test_new_rows_shifted_by_a_person_mid_sync_are_not_made_twice(standin: SheetsStandIn, store: Store) -> None:
+    sid = standin.create_spreadsheet(
+        "CRM", {"Deals": [["ID", "Title", "Amount"], [None, "Alpha", 10], [None, "Beta", 20], [None, "Beta", 30]]}
+    )
+
+    def insert_row_at_top() -> None:
+        ws = gspread_client(standin.base_url).open_by_key(sid).worksheet("Deals")
+        ws.insert_row([None, "Gamma", 40], 2, value_input_option="USER_ENTERED")
+
+    report = sync_book(store, PersonEditsDuringSync(open_sheet(standin, sid), insert_row_at_top))
+    assert not report.needs_attention
+    got = [(r["ID"], r["Title"], r["Amount"]) for r in rows(standin, sid, "Deals")]
+    # deals have no email to match by: the journal of the refused write ties the shifted rows
+    # to the records the first attempt made, by title and in order
+    assert got == [("D-4", "Gamma", 40), ("D-1", "Alpha", 10), ("D-2", "Beta", 20), ("D-3", "Beta", 30)]
+    assert store.count("deals") == 4
+    assert [store.get(f"D-{i}")["amount"] for i in range(1, 5)] == ["10.00", "20.00", "30.00", "40.00"]

@@ -337,6 +337,7 @@ class _SheetSync:
                 row.link = "skip"
             else:
                 on_sheet[row.record_id] = row.number
+        self._link_journal([r for r in rows if r.record_id is None and r.link is None], on_sheet)
         for row in rows:
             if row.record_id is None and row.link is None:
                 self._link(row, on_sheet)
@@ -353,19 +354,47 @@ class _SheetSync:
         self._append_new(on_sheet)
         _expect_keys(self.changes, self.table, self.id_column)
 
-    def _link(self, row: _Row, on_sheet: dict[str, int]) -> None:
-        """Tie a row without an ID to its record: from the journal of a killed run, or by email."""
-        journal = self.pending.get(str(row.number))
-        if (
-            journal
-            and journal[1] == self._journal_key(row)
-            and journal[0] not in on_sheet
-            and self.store.exists(journal[0])
-        ):
-            row.record_id, row.link = journal[0], "journal"
-            self.new_ids[str(row.number)] = journal  # still owed to the sheet if this run dies too
-            on_sheet[row.record_id] = row.number
+    def _link_journal(self, rows: list[_Row], on_sheet: dict[str, int]) -> None:
+        """Tie rows without an ID to the records an interrupted run made for them.
+
+        The journal names each such row by its number, its title and its cells.
+        Rows may have moved since (a person inserted or deleted rows above
+        them), so a row is matched by title, first to an entry with the very
+        same cells, then to the next entry with its title in row order, which
+        inserting or deleting other rows does not change.
+        """
+        entries = sorted(
+            (
+                (int(number), entry)
+                for number, entry in self.pending.items()
+                if entry[0] not in on_sheet and self.store.exists(entry[0])
+            ),
+            key=lambda item: item[0],
+        )
+        if not entries:
             return
+        free: dict[Any, list[list[Any]]] = {}
+        for _, entry in entries:
+            free.setdefault(entry[1], []).append(entry)
+
+        def claim(row: _Row, entry: list[Any]) -> None:
+            free[entry[1]].remove(entry)
+            row.record_id, row.link = entry[0], "journal"
+            self.new_ids[str(row.number)] = [*entry[:2], row.signature]  # still owed if this run dies too
+            on_sheet[entry[0]] = row.number
+
+        for same_cells in (True, False):
+            for row in rows:
+                if row.record_id is not None:
+                    continue
+                candidates = free.get(self._journal_key(row), [])
+                if same_cells:
+                    candidates = [e for e in candidates if len(e) > 2 and e[2] == row.signature]
+                if candidates:
+                    claim(row, candidates[0])
+
+    def _link(self, row: _Row, on_sheet: dict[str, int]) -> None:
+        """Tie a row without an ID to its record by email (importing a list twice makes no duplicates)."""
         email = row.values.get("email")
         if not email or self.rt not in (CONTACT, LEAD):
             return
@@ -433,7 +462,7 @@ class _SheetSync:
             return
         row.record_id = doc["id"]
         self.summary.store_added.append(doc["id"])
-        self.new_ids[str(row.number)] = [doc["id"], self._journal_key(row)]
+        self.new_ids[str(row.number)] = [doc["id"], self._journal_key(row), row.signature]
         self._write_back(row, doc, agreed=self._writable(row), base=None)
 
     def _untouched(self, row: _Row) -> bool:
