@@ -1,0 +1,358 @@
+"""A raw email, parsed from bytes into what the CRM needs. Pure: no I/O.
+
+Mail in a support inbox is often broken: undeclared or wrong charsets, bad
+MIME, missing headers. :func:`parse_message` never raises on such mail: it
+reads what it can and lists what it could not in ``problems``. Charsets
+Python knows (windows-1258, koi8-r, gb2312 read as its superset gb18030, ...)
+decode as declared; undeclared 8-bit text is tried as UTF-8, then as
+windows-1252.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage, Message
+from email.utils import getaddresses, parseaddr, parsedate_to_datetime
+from typing import Any
+
+from crmkit.mail.text import html_to_text, strip_quoted
+
+__all__ = [
+    "Attachment",
+    "ParsedMessage",
+    "automatic_reason",
+    "parse_message",
+    "safe_filename",
+]
+
+#: Attachments larger than this are listed but not kept.
+MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+#: Text bodies are cut here; a 100 MB "text" part is an attack or a mistake.
+MAX_TEXT_CHARS = 200_000
+_MSGID = re.compile(r"<[^<>\s]+>")
+_CHARSET_STAND_INS = {"gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "ks_c_5601-1987": "cp949"}
+_AUTO_SENDERS = re.compile(r"^(mailer-daemon|postmaster|no-?reply|do-?not-?reply|bounces?)([+@.-]|$)", re.I)
+_AUTO_SUBJECTS = re.compile(
+    r"^(auto(matic)?[ -]?(reply|response)|out of (the )?office|abwesenheit|r[ée]ponse automatique|"
+    r"undeliver(ed|able)|delivery status notification|mail delivery (failed|system)|returned mail)",
+    re.I,
+)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file sent with a message; ``data`` is None when it was over the size cap."""
+
+    filename: str  # safe to use as a file name: no folders, no control characters
+    content_type: str
+    size: int
+    data: bytes | None
+
+
+@dataclass
+class ParsedMessage:
+    """What the CRM reads from one message."""
+
+    message_id: str | None
+    in_reply_to: list[str]
+    references: list[str]
+    sender: str | None  # the address, lower-cased
+    sender_name: str
+    to: list[str]
+    cc: list[str]
+    reply_to: str | None
+    date: datetime | None  # aware, UTC
+    subject: str
+    text: str
+    attachments: list[Attachment] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)  # lower-cased names, first value
+    content_type: str = "text/plain"
+    problems: list[str] = field(default_factory=list)
+    bounced: list[str] = field(default_factory=list)  # recipients a delivery report says failed
+
+    @property
+    def new_text(self) -> str:
+        """The text without the quoted history of a reply."""
+        return strip_quoted(self.text)
+
+    @property
+    def thread_ids(self) -> list[str]:
+        """Message-IDs this message answers: In-Reply-To first, then References, newest first."""
+        seen: list[str] = []
+        for mid in [*self.in_reply_to, *reversed(self.references)]:
+            if mid not in seen:
+                seen.append(mid)
+        return seen
+
+
+def safe_filename(name: str | None, fallback: str) -> str:
+    """A file name that cannot leave its folder or surprise a shell: the last path part, cleaned."""
+    if not name:
+        return fallback
+    name = unicodedata.normalize("NFC", name)
+    name = re.split(r"[\\/]", name)[-1]
+    name = "".join(ch for ch in name if ch.isprintable() and ch not in '<>:"|?*').strip().strip(".")
+    if not name:
+        return fallback
+    stem, dot, ext = name.rpartition(".")
+    if len(name.encode()) > 150:  # file systems allow 255 bytes; leave room for a prefix
+        keep = ext[:20] if dot else ""
+        stem = (stem if dot else name).encode()[: 150 - len(keep.encode()) - 1].decode("utf-8", "ignore")
+        name = f"{stem}.{keep}" if keep else stem
+    return name
+
+
+def _header(msg: Message, name: str, problems: list[str]) -> str:
+    try:
+        value = msg.get(name)
+    except Exception as exc:  # a header the parser cannot even split
+        problems.append(f"unreadable {name} header ({type(exc).__name__})")
+        return ""
+    if value is None:
+        return ""
+    try:
+        text = str(value)
+    except Exception:
+        problems.append(f"unreadable {name} header")
+        return ""
+    if "\ufffd" in text:
+        # Raw 8-bit bytes in a header (undeclared charset): the parser replaced them; decode
+        # the header's original bytes ourselves, as UTF-8 or else windows-1252.
+        original = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), None)
+        if isinstance(original, str) and re.search("[\udc80-\udcff]", original):
+            data = original.encode("ascii", "surrogateescape")
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                text = data.decode("cp1252", errors="replace")
+                problems.append(f"undeclared 8-bit {name} header read as windows-1252")
+    return unicodedata.normalize("NFC", re.sub(r"\s+", " ", text).strip())
+
+
+def _addresses(msg: Message, name: str, problems: list[str]) -> list[tuple[str, str]]:
+    raw = _header(msg, name, problems)
+    if not raw:
+        return []
+    pairs = []
+    for display, address in getaddresses([raw]):
+        address = address.strip().strip("<>").lower()
+        if "@" in address:
+            pairs.append((display.strip(), address))
+    return pairs
+
+
+def _message_ids(value: str) -> list[str]:
+    return _MSGID.findall(value)
+
+
+def _decode(payload: bytes, charset: str | None, problems: list[str]) -> str:
+    # NFC: windows-1258 (Vietnamese) spells tone marks as combining characters
+    return unicodedata.normalize("NFC", _decode_bytes(payload, charset, problems))
+
+
+def _decode_bytes(payload: bytes, charset: str | None, problems: list[str]) -> str:
+    if charset:
+        charset = _CHARSET_STAND_INS.get(charset.lower(), charset)
+        try:
+            return payload.decode(charset)
+        except LookupError:
+            problems.append(f"unknown charset {charset!r}")
+        except UnicodeDecodeError:
+            problems.append(f"text is not valid {charset}")
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        if charset is None:
+            problems.append("undeclared 8-bit text read as windows-1252")
+        return payload.decode("cp1252", errors="replace")
+
+
+def _part_text(part: Message, problems: list[str]) -> str:
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:
+        problems.append("a text part could not be decoded")
+        return ""
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset()
+    return _decode(payload, charset, problems)
+
+
+def _walk(msg: Message, problems: list[str]) -> tuple[str, str, list[Attachment]]:
+    """The plain text, the HTML and the attachments of a message."""
+    plain: list[str] = []
+    html: list[str] = []
+    attachments: list[Attachment] = []
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        ctype = part.get_content_type()
+        try:
+            disposition = (part.get_content_disposition() or "").lower()
+        except Exception:
+            disposition = ""
+        filename = None
+        try:
+            filename = part.get_filename()
+        except Exception:
+            problems.append("an attachment's file name could not be read")
+        if disposition == "attachment" or filename or not ctype.startswith(("text/", "message/")):
+            if ctype.startswith("multipart/"):
+                continue
+            try:
+                data = part.get_payload(decode=True)
+            except Exception:
+                data = None
+            if not isinstance(data, bytes):
+                raw = part.get_payload()
+                data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
+            fallback = f"attachment-{len(attachments) + 1}{_extension(ctype)}"
+            attachments.append(
+                Attachment(
+                    filename=safe_filename(filename, fallback),
+                    content_type=ctype,
+                    size=len(data),
+                    data=data if len(data) <= MAX_ATTACHMENT_BYTES else None,
+                )
+            )
+            continue
+        if ctype == "text/html":
+            html.append(_part_text(part, problems))
+        elif ctype.startswith("text/"):
+            plain.append(_part_text(part, problems))
+    return "\n\n".join(plain), "\n\n".join(html), attachments
+
+
+def _extension(ctype: str) -> str:
+    return {
+        "application/pdf": ".pdf",
+        "image/png": ".png",
+        "image/jpeg": ".jpg",
+        "image/gif": ".gif",
+        "message/rfc822": ".eml",
+        "message/delivery-status": ".txt",
+        "text/calendar": ".ics",
+    }.get(ctype, ".bin")
+
+
+def _bounced(msg: Message) -> list[str]:
+    """Recipients a delivery status notification (RFC 3464) says could not be reached."""
+    failed: list[str] = []
+    header = msg.get("X-Failed-Recipients")
+    if header:
+        failed += [a.lower() for _, a in getaddresses([str(header)]) if "@" in a]
+    if msg.get_content_type() != "multipart/report":
+        return failed
+    for part in msg.walk():
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        payload = part.get_payload()
+        blocks: list[Any] = payload if isinstance(payload, list) else []
+        texts: list[Any] = [str(b) for b in blocks] if blocks else [part.get_payload(decode=True) or b""]
+        for block in texts:
+            text = block.decode("utf-8", "replace") if isinstance(block, bytes) else str(block)
+            for recipient in re.split(r"\n\s*\n", text):
+                action = re.search(r"^Action:\s*(\S+)", recipient, re.I | re.M)
+                final = re.search(r"^(?:Final|Original)-Recipient:\s*[^;]*;\s*(\S+)", recipient, re.I | re.M)
+                if action and final and action.group(1).lower() == "failed":
+                    address = final.group(1).strip("<>").lower()
+                    if address not in failed:
+                        failed.append(address)
+    return failed
+
+
+def automatic_reason(parsed: ParsedMessage) -> str | None:
+    """Why a message was sent by a machine (RFC 3834 and common practice), or None for a person's mail.
+
+    Such mail is logged but opens no case, and is never answered automatically.
+    """
+    headers = parsed.headers
+    auto = headers.get("auto-submitted", "").lower()
+    if auto and auto != "no":
+        return f"Auto-Submitted: {auto}"
+    precedence = headers.get("precedence", "").lower()
+    if precedence in ("bulk", "junk", "list", "auto_reply"):
+        return f"Precedence: {precedence}"
+    if headers.get("list-id"):
+        return "mailing list (List-Id)"
+    for name in ("x-autoreply", "x-autorespond", "x-auto-response-suppress"):
+        value = headers.get(name, "").lower()
+        if value and (name != "x-auto-response-suppress" or "all" in value or "oof" in value):
+            return f"{name} header"
+    if parsed.sender and _AUTO_SENDERS.match(parsed.sender.split("@")[0]):
+        return f"sent by {parsed.sender}"
+    if _AUTO_SUBJECTS.match(parsed.subject):
+        return f"automatic subject {parsed.subject[:40]!r}"
+    if parsed.content_type == "multipart/report":
+        return "delivery report"
+    return None
+
+
+def parse_message(raw: bytes) -> ParsedMessage:
+    """Everything the CRM reads from a message's bytes; never raises on malformed mail."""
+    problems: list[str] = []
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    problems += [f"MIME: {type(d).__name__}" for d in getattr(msg, "defects", [])][:5]
+    headers: dict[str, str] = {}
+    for name in ("auto-submitted", "precedence", "list-id", "x-autoreply", "x-autorespond",
+                 "x-auto-response-suppress", "importance", "x-priority", "priority", "x-msmail-priority",
+                 "list-unsubscribe"):  # fmt: skip
+        value = _header(msg, name, problems)
+        if value:
+            headers[name] = value
+    senders = _addresses(msg, "From", problems) or _addresses(msg, "Sender", problems)
+    sender_name, sender = senders[0] if senders else ("", None)
+    if sender is None:
+        fallback = parseaddr(_header(msg, "Return-Path", problems))[1].lower()
+        sender = fallback if "@" in fallback else None
+        if sender is None:
+            problems.append("no sender address")
+    message_id = next(iter(_message_ids(_header(msg, "Message-ID", problems))), None)
+    if message_id is None:
+        problems.append("no Message-ID")
+    date = None
+    date_text = _header(msg, "Date", problems)
+    if date_text:
+        try:
+            date = parsedate_to_datetime(date_text)
+            date = (date if date.tzinfo else date.replace(tzinfo=UTC)).astimezone(UTC)
+        except (TypeError, ValueError, IndexError):
+            problems.append(f"unreadable Date {date_text[:40]!r}")
+    plain, html, attachments = _walk(msg, problems)
+    text = plain if plain.strip() else html_to_text(html) if html else ""
+    if len(text) > MAX_TEXT_CHARS:
+        text = text[:MAX_TEXT_CHARS]
+        problems.append(f"text cut at {MAX_TEXT_CHARS} characters")
+    reply_to = _addresses(msg, "Reply-To", problems)
+    try:
+        content_type = msg.get_content_type()
+    except Exception:
+        content_type = "text/plain"
+    parsed = ParsedMessage(
+        message_id=message_id,
+        in_reply_to=_message_ids(_header(msg, "In-Reply-To", problems)),
+        references=_message_ids(_header(msg, "References", problems)),
+        sender=sender,
+        sender_name=sender_name,
+        to=[a for _, a in _addresses(msg, "To", problems)],
+        cc=[a for _, a in _addresses(msg, "Cc", problems)],
+        reply_to=reply_to[0][1] if reply_to else None,
+        date=date,
+        subject=_header(msg, "Subject", problems),
+        text=text.replace("\r\n", "\n").strip(),
+        attachments=attachments,
+        headers=headers,
+        content_type=content_type,
+        problems=problems,
+    )
+    try:
+        parsed.bounced = _bounced(msg) if isinstance(msg, (EmailMessage, Message)) else []
+    except Exception:
+        problems.append("unreadable delivery report")
+    return parsed
