@@ -1037,6 +1037,172 @@ def test_batch_update_is_atomic_across_kinds(standin: SheetsStandIn) -> None:
     assert standin.sheet_properties(sid, "S2")["gridProperties"] == {"rowCount": 2, "columnCount": 26}
 
 
+# --------------------------------------------------------------------------- rows and columns
+
+
+def _grid(standin: SheetsStandIn, sid: str, title: str) -> dict[str, Any]:
+    return dict(standin.sheet_properties(sid, title)["gridProperties"])
+
+
+def _batch(standin: SheetsStandIn, sid: str, *requests: dict[str, Any]) -> tuple[int, Any]:
+    return _http(standin, "POST", f"/v4/spreadsheets/{sid}:batchUpdate", {"requests": list(requests)})
+
+
+def _dim(dimension: str, start: int, end: int | None = None, sheet_id: int = 0) -> dict[str, Any]:
+    rng: dict[str, Any] = {"sheetId": sheet_id, "dimension": dimension, "startIndex": start}
+    if end is not None:
+        rng["endIndex"] = end
+    return rng
+
+
+def test_delete_rows_and_columns_move_values_and_formats(standin: SheetsStandIn, gc: Any) -> None:
+    sid = standin.create_spreadsheet(
+        "Delete",
+        {
+            "S": [
+                ["Name", "Due", "Note"],
+                ["a", date(2024, 1, 1), "x"],
+                ["b", date(2024, 2, 1), "y"],
+                ["c", date(2024, 3, 1), "z"],
+            ]
+        },
+    )
+    ws = gc.open_by_key(sid).worksheet("S")
+    ws.format("C4", {"numberFormat": {"type": "TEXT"}})
+    standin.reset_counts()
+    ws.delete_rows(2)  # one deleteDimension request
+    assert standin.method_counts == {"spreadsheets.batchUpdate": 1}
+    assert standin.sheet_values(sid, "S") == [["Name", "Due", "Note"], ["b", 45323, "y"], ["c", 45352, "z"]]
+    assert standin.cell_values(sid, "S")[1:] == [["b", date(2024, 2, 1), "y"], ["c", date(2024, 3, 1), "z"]]
+    assert standin.cell_format(sid, "S", 3, "C") == {"type": "TEXT"}  # moved up from C4
+    assert standin.cell_format(sid, "S", 4, "B") is None and standin.cell_format(sid, "S", 4, "C") is None
+    assert _grid(standin, sid, "S") == {"rowCount": 999, "columnCount": 26}
+    assert ws.get("B2:B3") == [["2024-02-01"], ["2024-03-01"]]
+    # columns A and B go; C moves to A with its format
+    ws.delete_columns(1, 2)
+    assert standin.sheet_values(sid, "S") == [["Note"], ["y"], ["z"]]
+    assert standin.cell_format(sid, "S", 3, "A") == {"type": "TEXT"}
+    assert standin.cell_format(sid, "S", 2, "A") is None  # the dates' formats went with column B
+    assert _grid(standin, sid, "S") == {"rowCount": 999, "columnCount": 24}
+    # several rows at once; a range without endIndex runs to the grid's end
+    ws.delete_rows(2, 3)
+    assert standin.sheet_values(sid, "S") == [["Note"]]
+    assert _grid(standin, sid, "S")["rowCount"] == 997
+    status, body = _batch(standin, sid, {"deleteDimension": {"range": _dim("ROWS", 10, sheet_id=ws.id)}})
+    assert (status, body["replies"]) == (200, [{}])
+    assert _grid(standin, sid, "S") == {"rowCount": 10, "columnCount": 24}
+
+
+def test_insert_rows_and_columns_take_their_neighbours_formats(standin: SheetsStandIn, gc: Any) -> None:
+    sid = standin.create_spreadsheet("Insert", {"S": [["Name", "Due"], ["a", date(2024, 1, 1)], ["b", 5]]})
+    ws = gc.open_by_key(sid).worksheet("S")
+    ws.format("A3:B3", {"numberFormat": {"type": "TEXT"}})
+    # gspread's insert_rows: insertDimension, then an append at the new, empty row
+    res = ws.insert_rows(
+        [["m", "2024-01-15"]], row=3, value_input_option="USER_ENTERED", inherit_from_before=True
+    )
+    assert res["updates"]["updatedRange"] == "S!A3:B3" and "tableRange" not in res
+    assert standin.cell_values(sid, "S") == [
+        ["Name", "Due"],
+        ["a", date(2024, 1, 1)],
+        ["m", date(2024, 1, 15)],
+        ["b", 5],
+    ]
+    assert standin.cell_format(sid, "S", 3, "B") == {"type": "DATE", "pattern": "yyyy-mm-dd"}  # row before's
+    assert standin.cell_format(sid, "S", 3, "A") is None
+    assert standin.cell_format(sid, "S", 4, "B") == {"type": "TEXT"}  # b's row moved down with its formats
+    assert _grid(standin, sid, "S") == {"rowCount": 1001, "columnCount": 26}
+    # without inheritFromBefore the new row takes the formats of the row after it: text here
+    ws.insert_rows([["n", "007"]], row=4, value_input_option="USER_ENTERED")
+    assert standin.sheet_values(sid, "S")[3:] == [["n", "007"], ["b", 5]]
+    assert standin.cell_format(sid, "S", 4, "A") == {"type": "TEXT"}
+    # a column before B takes B's formats (the column after it); B's values and formats move to C
+    ws.insert_cols([["Owner", "ana"]], col=2)
+    assert standin.sheet_values(sid, "S") == [
+        ["Name", "Owner", "Due"],
+        ["a", "ana", 45292],
+        ["m", None, 45306],
+        ["n", None, "007"],
+        ["b", None, 5],
+    ]
+    assert standin.cell_format(sid, "S", 2, "C") == {"type": "DATE", "pattern": "yyyy-mm-dd"}
+    assert standin.cell_format(sid, "S", 2, "B") == {"type": "DATE", "pattern": "yyyy-mm-dd"}
+    assert standin.cell_format(sid, "S", 5, "B") == {"type": "TEXT"}
+    assert _grid(standin, sid, "S") == {"rowCount": 1002, "columnCount": 27}
+    # an append to a whole sheet stops at the first empty row, as Google's table detection does
+    ws.update([["gap"]], "A8")
+    res = ws.append_row(["after"])
+    assert res["tableRange"] == "S!A1:C5" and res["updates"]["updatedRange"] == "S!A6"
+
+
+def test_dimension_requests_are_refused_as_google_refuses_them(standin: SheetsStandIn) -> None:
+    sid = standin.create_spreadsheet("Refuse", {"S": [["h"], ["1"], ["2"]]})
+    grid = {"rowCount": 3, "columnCount": 2, "frozenRowCount": 1, "frozenColumnCount": 1}
+    status, _ = _batch(
+        standin,
+        sid,
+        {
+            "updateSheetProperties": {
+                "properties": {"sheetId": 0, "gridProperties": grid},
+                "fields": "gridProperties",
+            }
+        },
+    )
+    assert status == 200
+
+    def refused(*requests: dict[str, Any]) -> str:
+        status, body = _batch(standin, sid, *requests)
+        assert status == 400, body
+        return str(body["error"]["message"])
+
+    delete = "Invalid requests[0].deleteDimension: "
+    insert = "Invalid requests[0].insertDimension: "
+    assert refused({"deleteDimension": {"range": _dim("ROWS", 1, 3)}}) == (
+        delete + "Sorry, it is not possible to delete all non-frozen rows."
+    )
+    assert refused({"deleteDimension": {"range": _dim("ROWS", 0)}}) == (
+        delete + "You can't delete all the rows on the sheet."
+    )
+    assert refused({"deleteDimension": {"range": _dim("COLUMNS", 1, 2)}}) == (
+        delete + "Sorry, it is not possible to delete all non-frozen columns."
+    )
+    assert refused({"deleteDimension": {"range": _dim("ROWS", 1, 4)}}) == (
+        delete + "Range (S!A2:B4) exceeds grid limits. Max rows: 3, max columns: 2"
+    )
+    assert refused({"deleteDimension": {"range": _dim("ROWS", -1, 1)}}) == (
+        delete + "DimensionRange indexes must be >= 0"
+    )
+    assert "greater than range.startIndex" in refused({"deleteDimension": {"range": _dim("ROWS", 2, 2)}})
+    assert refused({"insertDimension": {"range": _dim("ROWS", 3, 4)}}) == (
+        insert + "range.startIndex must be less than the grid size (3) if inheritFromBefore is false."
+    )
+    assert refused({"insertDimension": {"range": _dim("ROWS", 0, 1), "inheritFromBefore": True}}) == (
+        insert + "range.startIndex must be greater than 0 if inheritFromBefore is true."
+    )
+    assert "range.endIndex is required" in refused({"insertDimension": {"range": _dim("ROWS", 1)}})
+    assert "No grid with id: 5" in refused({"deleteDimension": {"range": _dim("ROWS", 1, 2, sheet_id=5)}})
+    assert "google.apps.sheets.v4.Dimension" in refused({"deleteDimension": {"range": _dim("ROW", 1, 2)}})
+    assert "TYPE_BOOL" in refused(
+        {"insertDimension": {"range": _dim("ROWS", 1, 2), "inheritFromBefore": "yes"}}
+    )
+    # a batch is atomic: the deletes and inserts before a bad request are undone
+    assert "No grid with id: 5" in refused(
+        {"deleteDimension": {"range": _dim("COLUMNS", 0, 1)}},
+        {"insertDimension": {"range": _dim("ROWS", 1, 3)}},
+        {"deleteDimension": {"range": _dim("ROWS", 1, 2, sheet_id=5)}},
+    )
+    assert standin.sheet_values(sid, "S") == [["h"], ["1"], ["2"]]
+    assert _grid(standin, sid, "S") == grid
+    # deleting the frozen row unfreezes it; inserting inside the frozen columns freezes the new one
+    assert _batch(standin, sid, {"deleteDimension": {"range": _dim("ROWS", 0, 1)}})[0] == 200
+    assert standin.sheet_values(sid, "S") == [["1"], ["2"]]
+    assert _grid(standin, sid, "S") == {"rowCount": 2, "columnCount": 2, "frozenColumnCount": 1}
+    assert _batch(standin, sid, {"insertDimension": {"range": _dim("COLUMNS", 0, 1)}})[0] == 200
+    assert standin.sheet_values(sid, "S") == [[None, "1"], [None, "2"]]
+    assert _grid(standin, sid, "S") == {"rowCount": 2, "columnCount": 3, "frozenColumnCount": 2}
+    assert standin.sheet_titles(sid) == ["S"]
+
+
 # --------------------------------------------------------------------------- authentication
 
 EMAIL = "crm-sync@demo-project.iam.gserviceaccount.com"

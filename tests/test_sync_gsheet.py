@@ -62,7 +62,12 @@ def sync(store: Store, standin: SheetsStandIn, sid: str, **kwargs: Any) -> SyncR
 def rows(standin: SheetsStandIn, sid: str, title: str) -> list[dict[str, Any]]:
     values = standin.cell_values(sid, title)
     headers = [str(h) for h in values[0]]
-    return [dict(zip(headers, r, strict=False)) for r in values[1:] if any(v is not None for v in r)]
+    width = len(headers)  # the API leaves out a row's trailing empty cells
+    return [
+        dict(zip(headers, [*r, *[None] * (width - len(r))], strict=False))
+        for r in values[1:]
+        if any(v is not None for v in r)
+    ]
 
 
 def person_types(standin: SheetsStandIn, sid: str, title: str, a1: str, values: list[list[Any]]) -> None:

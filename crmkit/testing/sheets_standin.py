@@ -13,7 +13,8 @@ Endpoints (base path ``/v4/spreadsheets``), request/response shapes follow Googl
 
 * ``GET  {id}``                        spreadsheets.get (``fields`` / ``includeGridData`` ignored)
 * ``POST {id}:batchUpdate``            spreadsheets.batchUpdate: ``addSheet``,
-  ``updateSheetProperties`` and ``repeatCell`` requests (atomic: one bad request applies none)
+  ``updateSheetProperties``, ``repeatCell``, ``insertDimension`` and ``deleteDimension``
+  requests (atomic: one bad request applies none)
 * ``GET  {id}/values/{range}``         spreadsheets.values.get
 * ``PUT  {id}/values/{range}``         spreadsheets.values.update
 * ``GET  {id}/values:batchGet``        spreadsheets.values.batchGet
@@ -70,10 +71,15 @@ Fidelity notes (where this differs from, or simplifies, the real service):
   read range is clamped to the grid. Writes grow the grid as needed.
 * Ranges without a sheet name: an existing sheet title wins, otherwise A1 notation on the
   first sheet. Named ranges and R1C1 notation are not supported (400 "Unable to parse range").
-* append: the "table" is the rows at or below the range's first row that have a non-empty cell
-  within the range's columns; values are written at the range's first column in the row after
-  the table's last row. INSERT_ROWS inserts whole rows there (rowCount grows by the number of
-  rows); OVERWRITE (the default, as in Google) writes in place, growing the grid if needed.
+* append: the "table" is the first block of consecutive rows that have a non-empty cell within
+  the range's columns, starting at or below the range's first row (within the range's rows; for
+  a single-cell range only if that cell has data, so that gspread's ``insert_rows`` /
+  ``insert_cols``, an insertDimension then an append at the new empty cell, write there as
+  against Google); values are written at the range's first column in the row after the table's
+  last row, or at the range's first row when no table is found. An empty row ends the table:
+  rows below it are not looked at.
+  INSERT_ROWS inserts whole rows there (rowCount grows by the number of rows); OVERWRITE (the
+  default, as in Google) writes in place, growing the grid if needed.
 * batchUpdate: ``addSheet`` honours ``title``, ``sheetId``, ``index`` and ``gridProperties``
   (rowCount, columnCount, frozenRowCount, frozenColumnCount); ``updateSheetProperties``
   supports the ``fields`` title, index and gridProperties.{rowCount, columnCount,
@@ -81,6 +87,19 @@ Fidelity notes (where this differs from, or simplifies, the real service):
   ``repeatCell`` supports fields under ``userEnteredFormat`` only. Field masks may use ``.`` or
   ``/`` and ``a(b,c)`` groups (gspread sends ``gridProperties/frozenRowCount``). Any other
   request kind answers 400. Each request's reply is ``{}`` except addSheet's.
+* ``deleteDimension`` / ``insertDimension`` (ROWS or COLUMNS; gspread's ``delete_rows``,
+  ``delete_columns``, ``insert_rows``, ``insert_cols``): the values and formats that follow move
+  up / left or down / right, and rowCount / columnCount shrink or grow. A deleteDimension range
+  without ``endIndex`` runs to the grid's end; deleting every row (column) answers Google's
+  "You can't delete all the rows on the sheet.", leaving only frozen ones "Sorry, it is not
+  possible to delete all non-frozen rows."; deleted frozen rows (columns) unfreeze. Inserted
+  cells are empty and take the formats of the row (column) before them with
+  ``inheritFromBefore`` true, else of the one after (none after the grid's end); inserting at
+  ``startIndex == rowCount`` needs ``inheritFromBefore`` true, at 0 false, as in Google.
+  Inserting inside the frozen rows (columns) freezes the new ones too. Not modelled: row
+  heights, column widths and other dimension properties, and what formulas refer to (formulas
+  keep their text; only constant formulas are computed anyway). Error messages for empty or
+  out-of-grid ranges are the stand-in's own wording.
 * Authentication (``require_auth=True``): ``/token`` decodes the JWT assertion without checking
   its signature or times and issues an opaque access token (``expires_in`` 3599) for the
   assertion's ``iss``; tokens never expire unless :meth:`SheetsStandIn.revoke_tokens` is called.
@@ -680,12 +699,21 @@ class Sheet:
         fmt["numberFormat"] = dict(number_format)
         self.formats[(r, c)] = fmt
 
-    def last_data_row(self, start_row: int, c0: int, c1: int) -> int | None:
-        for r in range(len(self.cells) - 1, start_row - 1, -1):
-            row = self.cells[r]
-            if any(v is not None for v in row[c0 : c1 + 1]):
-                return r
-        return None
+    def row_has_data(self, r: int, c0: int, c1: int) -> bool:
+        return r < len(self.cells) and any(v is not None for v in self.cells[r][c0 : c1 + 1])
+
+    def find_table(self, r0: int, r1: int, c0: int, c1: int) -> tuple[int, int] | None:
+        """The first and last row of the first block of consecutive rows with data in columns
+        ``c0..c1`` whose first row lies in ``r0..r1`` (the block may run on below ``r1``)."""
+        first = next(
+            (r for r in range(r0, min(r1, len(self.cells) - 1) + 1) if self.row_has_data(r, c0, c1)), None
+        )
+        if first is None:
+            return None
+        last = first
+        while self.row_has_data(last + 1, c0, c1):
+            last += 1
+        return first, last
 
     def insert_rows(self, at: int, count: int) -> None:
         if at < len(self.cells):
@@ -693,6 +721,63 @@ class Sheet:
         if any(r >= at for r, _ in self.formats):
             self.formats = {((r + count if r >= at else r), c): f for (r, c), f in self.formats.items()}
         self.row_count += count
+
+    def delete_dimension(self, dimension: str, start: int, end: int) -> None:
+        """Delete rows (``"ROWS"``) or columns ``[start, end)``: what follows moves up / left with
+        its formats, the grid shrinks, and frozen rows / columns that are deleted unfreeze.
+
+        Never changes a row list in place (see :meth:`Spreadsheet.snapshot`)."""
+        count = end - start
+        if dimension == "ROWS":
+            self.cells = self.cells[:start] + self.cells[end:]
+            self.formats = {
+                ((r - count if r >= end else r), c): f
+                for (r, c), f in self.formats.items()
+                if not start <= r < end
+            }
+            self.frozen_row_count -= max(0, min(end, self.frozen_row_count) - start)
+            self.row_count -= count
+        else:
+            self.cells = [row[:start] + row[end:] if len(row) > start else row for row in self.cells]
+            self.formats = {
+                (r, (c - count if c >= end else c)): f
+                for (r, c), f in self.formats.items()
+                if not start <= c < end
+            }
+            self.frozen_column_count -= max(0, min(end, self.frozen_column_count) - start)
+            self.column_count -= count
+
+    def insert_dimension(self, dimension: str, start: int, end: int, inherit_from_before: bool) -> None:
+        """Insert empty rows (``"ROWS"``) or columns at ``[start, end)``; what was there moves down /
+        right with its formats, the grid grows. The new cells take the formats of the row / column
+        before (``inherit_from_before``) or after them; inserting inside the frozen rows / columns
+        freezes the new ones too.
+
+        Never changes a row list in place (see :meth:`Spreadsheet.snapshot`)."""
+        count = end - start
+        source = start - 1 if inherit_from_before else start  # index before the insertion
+        if dimension == "ROWS":
+            if start < len(self.cells):
+                self.cells = self.cells[:start] + [[] for _ in range(count)] + self.cells[start:]
+            formats = {((r + count if r >= start else r), c): f for (r, c), f in self.formats.items()}
+            for (r, c), f in self.formats.items():
+                if r == source:
+                    formats.update({(new, c): f for new in range(start, end)})
+            if start < self.frozen_row_count:
+                self.frozen_row_count += count
+            self.row_count += count
+        else:
+            self.cells = [
+                row[:start] + [None] * count + row[start:] if len(row) > start else row for row in self.cells
+            ]
+            formats = {(r, (c + count if c >= start else c)): f for (r, c), f in self.formats.items()}
+            for (r, c), f in self.formats.items():
+                if c == source:
+                    formats.update({(r, new): f for new in range(start, end)})
+            if start < self.frozen_column_count:
+                self.frozen_column_count += count
+            self.column_count += count
+        self.formats = formats
 
     def resize(self, rows: int, cols: int) -> None:
         """Set the grid size; values and formats outside the new grid are dropped."""
@@ -1077,6 +1162,11 @@ class SheetsStandIn:
             number_format = self._sheet(spreadsheet_id, title).number_format(row - 1, c)
             return copy.deepcopy(number_format) if number_format else None
 
+    def sheet_titles(self, spreadsheet_id: str) -> list[str]:
+        """The titles of a spreadsheet's sheets, in their order."""
+        with self._lock:
+            return [sheet.title for sheet in self._spreadsheets[spreadsheet_id].sheets]
+
     def sheet_properties(self, spreadsheet_id: str, title: str) -> dict[str, Any]:
         with self._lock:
             return self._sheet(spreadsheet_id, title).properties()
@@ -1328,6 +1418,8 @@ class SheetsStandIn:
             "addSheet": self._add_sheet,
             "updateSheetProperties": self._update_sheet_properties,
             "repeatCell": self._repeat_cell,
+            "insertDimension": self._insert_dimension,
+            "deleteDimension": self._delete_dimension,
         }
         # reject unsupported kinds before anything is applied
         for i, req in enumerate(requests):
@@ -1458,6 +1550,96 @@ class SheetsStandIn:
             # after S2 the index is 2
             target = new["index"] - 1 if new["index"] > sheet.index else new["index"]
             book.move_sheet(sheet, target)
+        return {}
+
+    def _dimension_range(
+        self, book: Spreadsheet, i: int, kind: str, body: dict[str, Any], *, bounded: bool
+    ) -> tuple[Sheet, str, int, int | None]:
+        """Validate a request's DimensionRange -> (sheet, dimension, start, end or None)."""
+
+        def error(message: str) -> ApiError:
+            return ApiError(400, f"Invalid requests[{i}].{kind}: {message}")
+
+        where = f"requests[{i}].{_snake(kind)}.range"
+        rng = body.get("range")
+        if not isinstance(rng, dict):
+            raise error("range is required.")
+        sheet_id = _int_field(rng.get("sheetId", 0), f"{where}.sheet_id")
+        dimension = rng.get("dimension")
+        if dimension not in (None, "DIMENSION_UNSPECIFIED", "ROWS", "COLUMNS"):
+            raise ApiError(
+                400,
+                f"Invalid value at '{where}.dimension' "
+                f'(type.googleapis.com/google.apps.sheets.v4.Dimension), "{dimension}"',
+            )
+        sheet = book.sheet_by_id(sheet_id)
+        if sheet is None:
+            raise error(f"No grid with id: {sheet_id}")
+        if dimension not in ("ROWS", "COLUMNS"):
+            raise error("range.dimension must be ROWS or COLUMNS.")
+        start = _int_field(rng.get("startIndex", 0), f"{where}.start_index")
+        end = None if rng.get("endIndex") is None else _int_field(rng["endIndex"], f"{where}.end_index")
+        if start < 0 or (end is not None and end < 0):
+            raise error("DimensionRange indexes must be >= 0")
+        if end is None and bounded:
+            raise error("range.endIndex is required.")
+        if end is not None and end <= start:
+            raise error("range.endIndex must be greater than range.startIndex.")
+        return sheet, dimension, start, end
+
+    def _delete_dimension(self, book: Spreadsheet, i: int, body: dict[str, Any]) -> dict[str, Any]:
+        def error(message: str) -> ApiError:
+            return ApiError(400, f"Invalid requests[{i}].deleteDimension: {message}")
+
+        sheet, dimension, start, maybe_end = self._dimension_range(
+            book, i, "deleteDimension", body, bounded=False
+        )
+        rows = dimension == "ROWS"
+        size = sheet.row_count if rows else sheet.column_count
+        end = size if maybe_end is None else maybe_end
+        if start >= end:  # an open range starting at or past the grid's end
+            raise error("range.endIndex must be greater than range.startIndex.")
+        if end > size:
+            last_row, last_col = sheet.row_count - 1, sheet.column_count - 1
+            box = (start, 0, end - 1, last_col) if rows else (0, start, last_row, end - 1)
+            raise error(
+                f"Range ({format_a1(sheet.title, *box)}) exceeds grid limits. "
+                f"Max rows: {sheet.row_count}, max columns: {sheet.column_count}"
+            )
+        what = "rows" if rows else "columns"
+        frozen = sheet.frozen_row_count if rows else sheet.frozen_column_count
+        frozen_left = frozen - max(0, min(end, frozen) - start)
+        left = size - (end - start)
+        if left == 0:
+            raise error(f"You can't delete all the {what} on the sheet.")
+        if frozen_left and left <= frozen_left:
+            raise error(f"Sorry, it is not possible to delete all non-frozen {what}.")
+        sheet.delete_dimension(dimension, start, end)
+        return {}
+
+    def _insert_dimension(self, book: Spreadsheet, i: int, body: dict[str, Any]) -> dict[str, Any]:
+        def error(message: str) -> ApiError:
+            return ApiError(400, f"Invalid requests[{i}].insertDimension: {message}")
+
+        sheet, dimension, start, end = self._dimension_range(book, i, "insertDimension", body, bounded=True)
+        assert end is not None
+        inherit = body.get("inheritFromBefore", False)
+        if not isinstance(inherit, bool):
+            raise ApiError(
+                400,
+                f"Invalid value at 'requests[{i}].insert_dimension.inherit_from_before' (TYPE_BOOL), "
+                f"{json.dumps(inherit)}",
+            )
+        size = sheet.row_count if dimension == "ROWS" else sheet.column_count
+        if start > size:
+            raise error(f"range.startIndex must be less than or equal to the grid size ({size}).")
+        if start == size and not inherit:
+            raise error(
+                f"range.startIndex must be less than the grid size ({size}) if inheritFromBefore is false."
+            )
+        if start == 0 and inherit:
+            raise error("range.startIndex must be greater than 0 if inheritFromBefore is true.")
+        sheet.insert_dimension(dimension, start, end, inherit)
         return {}
 
     def _repeat_cell(self, book: Spreadsheet, i: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -1789,19 +1971,21 @@ class SheetsStandIn:
         sheet, bounds = book.resolve(rng)
         bounds = bounds or A1Range(0, 0, None, None)
         c1 = bounds.c1 if bounds.c1 is not None and not bounds.single_cell else sheet.column_count - 1
-        last = sheet.last_data_row(bounds.r0, bounds.c0, c1)
+        # a single cell finds a table only if it holds data; a range, the first table within it
+        if bounds.single_cell:
+            found = sheet.get(bounds.r0, bounds.c0) is not None
+            table = sheet.find_table(bounds.r0, bounds.r0, bounds.c0, c1) if found else None
+        else:
+            r1 = sheet.row_count - 1 if bounds.r1 is None else bounds.r1
+            table = sheet.find_table(bounds.r0, r1, bounds.c0, c1)
         values = payload.get("values") or []
         major = payload.get("majorDimension") or "ROWS"
         # validate before changing anything
         self._write(book, "", values, major, option, anchor=(sheet, bounds.r0, bounds.c0), dry_run=True)
         result: dict[str, Any] = {"spreadsheetId": book.spreadsheet_id}
-        if last is not None:
-            first = bounds.r0
-            while first < last and not any(
-                v is not None
-                for v in (sheet.cells[first] if first < len(sheet.cells) else [])[bounds.c0 : c1 + 1]
-            ):
-                first += 1
+        last = None
+        if table is not None:
+            first, last = table
             width_end = max(
                 (len(sheet.cells[r]) - 1 for r in range(first, last + 1) if r < len(sheet.cells)),
                 default=bounds.c0,
