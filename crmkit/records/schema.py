@@ -206,6 +206,14 @@ SYSTEM_TAIL: tuple[Field, ...] = (
 _owner = TextField("owner", "Owner", aliases=("assigned to", "sales rep"), help="who is responsible")
 _email = EmailField("email", "Email", aliases=("e-mail", "email address", "mail"))
 _phone = PhoneField("phone", "Phone", aliases=("phone number", "tel", "telephone", "mobile"))
+_source = ChoiceField(
+    "source",
+    "Source",
+    choices=("web", "referral", "campaign", "import", "email", "event", "partner", "phone", "other"),
+    choice_aliases={"website": "web", "web form": "web", "trade show": "event", "cold call": "phone"},
+    aliases=("lead source",),
+    help="where the person came from (email: the support inbox)",
+)
 
 LEAD = RecordType(
     name="lead",
@@ -220,13 +228,7 @@ LEAD = RecordType(
         TextField("company", "Company", aliases=("organisation", "organization", "account", "company name")),
         _email,
         _phone,
-        ChoiceField(
-            "source",
-            "Source",
-            choices=("web", "referral", "campaign", "import", "email", "event", "partner", "phone", "other"),
-            choice_aliases={"website": "web", "web form": "web", "trade show": "event", "cold call": "phone"},
-            aliases=("lead source",),
-        ),
+        _source,
         ChoiceField(
             "status",
             "Status",
@@ -263,6 +265,7 @@ CONTACT = RecordType(
             "account", "Account", target="accounts", aliases=("company", "organisation", "organization")
         ),
         _owner,
+        _source,
         BoolField("opt_out", "Opt out", aliases=("opted out", "unsubscribed", "do not email"), default=False),
         ChoiceField("email_status", "Email status", choices=("ok", "bounced"), default="ok"),
         TagsField("tags", "Tags", aliases=("labels",)),
@@ -433,6 +436,12 @@ ACTIVITY = RecordType(
         TextField("subject", "Subject"),
         TextField("body", "Body", aliases=("text", "notes")),
         DateTimeField("date", "Date"),
+        # mail: who wrote to whom, the Message-ID that threads replies, and what was kept of it
+        TextField("sender", "From"),
+        TextField("recipients", "To"),
+        TextField("message_id", "Message-ID", aliases=("message id",)),
+        JSONField("attachments", "Attachments", system=True),
+        TextField("raw_message", "Raw message", system=True, help="the .eml kept beside the store"),
         RefField("contact", "Contact", target="contacts"),
         RefField("lead", "Lead", target="leads"),
         RefField("account", "Account", target="accounts"),

@@ -74,6 +74,7 @@ INDEXES: dict[str, dict[str, Callable[[Doc], list[str]]]] = {
         "domain": lambda d: _one(d.get("domain"), domain_key),
     },
     "invoices": {"number": lambda d: _one(d.get("number"), str.casefold)},
+    "activities": {"message_id": lambda d: _one(d.get("message_id"), str.strip)},
 }
 
 #: How a unique field's value is turned into its index key.
@@ -305,6 +306,10 @@ class Store:
     def find_by_email(self, type_name: str, email: str, *, archived: bool = False) -> list[Doc]:
         """Active records with this address (any case), by index; archived ones with ``archived``."""
         return self._by_index(record_type(type_name).table, "email", email_key(email), archived)
+
+    def find_by_message_id(self, message_id: str, *, archived: bool = False) -> list[Doc]:
+        """Activities (mail in or out) that carry this Message-ID, by index."""
+        return self._by_index("activities", "message_id", message_id.strip(), archived)
 
     def find_accounts(self, *, name: str | None = None, domain: str | None = None) -> list[Doc]:
         """Active accounts whose name (legal form ignored) or domain matches."""
