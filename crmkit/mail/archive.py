@@ -1,0 +1,136 @@
+"""Where mail is kept on disk, beside the store: raw messages, attachments, and the quarantine.
+
+``crm.json`` keeps its mail in ``crm-mail/``:
+
+* ``eml/ab/<sha256>.eml``: every message as received, named by its content, so
+  keeping one twice is a no-op;
+* ``attachments/<sha256 prefix>/<n>-<safe name>``: the files, under names
+  crmkit makes (never a path from the mail);
+* ``quarantine/<id>.eml`` and ``<id>.json``: messages that could not be
+  filed, with why and where they came from, until replayed.
+
+Every file is written to a temporary name and renamed, so a killed poller
+never leaves half a file under a real name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from crmkit.files import fsync_dir, temp_beside
+from crmkit.mail.message import Attachment
+
+__all__ = ["MailArchive", "QuarantinedMessage", "raw_digest"]
+
+
+def raw_digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+@dataclass(frozen=True)
+class QuarantinedMessage:
+    """A message set aside because it could not be filed."""
+
+    id: str
+    path: Path  # the .eml
+    reason: str
+    origin: str  # where it came from, e.g. "imap://support@mail.example.com/INBOX uid 42"
+    at: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "path": str(self.path),
+            "reason": self.reason,
+            "origin": self.origin,
+            "at": self.at,
+        }
+
+
+class MailArchive:
+    """The mail folder of one store."""
+
+    def __init__(self, store_path: str | os.PathLike[str]) -> None:
+        store_path = Path(store_path)
+        self.root = store_path.parent / f"{store_path.stem}-mail"
+
+    def _write(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_beside(path)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        fsync_dir(path.parent)
+
+    def relative(self, path: Path) -> str:
+        """How records name a kept file: relative to the store's folder, so the pair can move together."""
+        return str(path.relative_to(self.root.parent))
+
+    def keep_raw(self, raw: bytes) -> str:
+        """Keep a message's bytes; returns the path records refer to it by."""
+        digest = raw_digest(raw)
+        path = self.root / "eml" / digest[:2] / f"{digest}.eml"
+        if not path.exists():
+            self._write(path, raw)
+        return self.relative(path)
+
+    def keep_attachments(self, raw: bytes, attachments: list[Attachment]) -> list[dict[str, Any]]:
+        """Keep a message's attachments under names crmkit chooses; describe each for the activity."""
+        folder = self.root / "attachments" / raw_digest(raw)[:16]
+        kept: list[dict[str, Any]] = []
+        for number, attachment in enumerate(attachments, start=1):
+            entry: dict[str, Any] = {
+                "name": attachment.filename,
+                "content_type": attachment.content_type,
+                "size": attachment.size,
+                "path": None,
+            }
+            if attachment.data is not None:
+                path = folder / f"{number}-{attachment.filename}"
+                if not path.exists():
+                    self._write(path, attachment.data)
+                entry["path"] = self.relative(path)
+            kept.append(entry)
+        return kept
+
+    def quarantine(self, raw: bytes, *, reason: str, origin: str) -> QuarantinedMessage:
+        """Set a message aside with why; the same message quarantined twice is kept once."""
+        qid = raw_digest(raw)[:16]
+        path = self.root / "quarantine" / f"{qid}.eml"
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        if not path.exists():
+            self._write(path, raw)
+        note = {"reason": reason, "origin": origin, "at": at}
+        self._write(path.with_suffix(".json"), json.dumps(note, ensure_ascii=False, indent=1).encode())
+        return QuarantinedMessage(qid, path, reason, origin, at)
+
+    def quarantined(self) -> list[QuarantinedMessage]:
+        folder = self.root / "quarantine"
+        items = []
+        for path in sorted(folder.glob("*.eml")) if folder.is_dir() else []:
+            try:
+                note = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                note = {}
+            items.append(
+                QuarantinedMessage(
+                    path.stem, path, note.get("reason", "?"), note.get("origin", "?"), note.get("at", "?")
+                )
+            )
+        return items
+
+    def release(self, item: QuarantinedMessage) -> None:
+        """Forget a quarantined message once it has been filed."""
+        item.path.unlink(missing_ok=True)
+        item.path.with_suffix(".json").unlink(missing_ok=True)
