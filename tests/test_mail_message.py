@@ -273,3 +273,27 @@ def test_raw_utf8_headers_as_smtputf8_clients_send_them() -> None:
     )
     assert (parsed.sender_name, parsed.subject, parsed.text) == ("Nguyễn Thị Hoa", "Máy in hỏng", "xin giúp")
     assert not [p for p in parsed.problems if "windows-1252" in p]
+
+
+def test_encoded_word_file_names_as_outlook_sends_them() -> None:
+    data = raw(
+        "From: a@example.com",
+        'Content-Type: multipart/mixed; boundary="b"',
+        "",
+        "--b",
+        "Content-Type: text/plain",
+        "",
+        "x",
+        "--b",
+        'Content-Type: application/pdf; name="=?utf-8?B?SMOzYSDEkcahbi5wZGY=?="',
+        'Content-Disposition: attachment; filename="=?utf-8?B?SMOzYSDEkcahbi5wZGY=?="',
+        "",
+        "pdf",
+        "--b--",
+    )
+    assert [a.filename for a in parse_message(data).attachments] == ["Hóa đơn.pdf"]
+
+
+def test_a_comma_in_an_encoded_display_name_does_not_split_the_address() -> None:
+    parsed = parse_message(raw("From: =?utf-8?Q?Nguy=E1=BB=85n=2C_Hoa?= <hoa@saomai.vn>", "", "x"))
+    assert (parsed.sender_name, parsed.sender) == ("Nguyễn, Hoa", "hoa@saomai.vn")

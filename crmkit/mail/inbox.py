@@ -247,8 +247,8 @@ def file_message(
         filed.activity = _log(store, parsed, filed, None, raw_message, attachments, actor, now)["id"]
         return filed
 
-    senders = {k: v for k, v in (store.state(STATE, "senders") or {}).items() if k != "key"}
-    history = senders.get(sender or "", {})
+    state_key = f"sender:{sender}"
+    history = {k: v for k, v in (store.state(STATE, state_key) or {}).items() if k != "key"} if sender else {}
     if case_id is not None:
         case = store.get(case_id)
         if case.get("status") in _CLOSED:
@@ -284,7 +284,7 @@ def file_message(
                 filed.acknowledge = True
                 history["ack"] = now.isoformat()
     if sender and history:
-        store.set_state(STATE, "senders", {**senders, sender: history})
+        store.set_state(STATE, state_key, history)
     filed.activity = _log(store, parsed, filed, filed.case, raw_message, attachments, actor, now)["id"]
     return filed
 

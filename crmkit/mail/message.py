@@ -11,11 +11,11 @@ windows-1252.
 from __future__ import annotations
 
 import email
-import email.policy
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.header import decode_header
 from email.message import EmailMessage, Message
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 from typing import Any
@@ -35,6 +35,7 @@ MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 #: Text bodies are cut here; a 100 MB "text" part is an attack or a mistake.
 MAX_TEXT_CHARS = 200_000
 _MSGID = re.compile(r"<[^<>\s]+>")
+_SURROGATES = re.compile("[\udc80-\udcff]")
 _CHARSET_STAND_INS = {"gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "ks_c_5601-1987": "cp949"}
 _AUTO_SENDERS = re.compile(r"^(mailer-daemon|postmaster|no-?reply|do-?not-?reply|bounces?)([+@.-]|$)", re.I)
 _AUTO_SUBJECTS = re.compile(
@@ -107,42 +108,56 @@ def safe_filename(name: str | None, fallback: str) -> str:
     return name
 
 
-def _header(msg: Message, name: str, problems: list[str]) -> str:
-    try:
-        value = msg.get(name)
-    except Exception as exc:  # a header the parser cannot even split
-        problems.append(f"unreadable {name} header ({type(exc).__name__})")
-        return ""
+def _raw_header(msg: Message, name: str, problems: list[str]) -> str:
+    """A header's text as sent: undeclared 8-bit bytes decoded, RFC 2047 encoded words left as they are."""
+    wanted = name.lower()
+    value = next((v for k, v in msg.raw_items() if k.lower() == wanted), None)
     if value is None:
         return ""
+    text = value if isinstance(value, str) else str(value)
+    if _SURROGATES.search(text):  # raw 8-bit bytes: no charset was declared for them
+        data = text.encode("ascii", "surrogateescape")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = data.decode("cp1252", errors="replace")
+            problems.append(f"undeclared 8-bit {name} header read as windows-1252")
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _decode_words(text: str, problems: list[str]) -> str:
+    """RFC 2047 encoded words (``=?utf-8?B?...?=``) decoded; unknown charsets read as UTF-8."""
+    if "=?" not in text:
+        return text
     try:
-        text = str(value)
+        parts = decode_header(text)
     except Exception:
-        problems.append(f"unreadable {name} header")
-        return ""
-    if "\ufffd" in text:
-        # Raw 8-bit bytes in a header (undeclared charset): the parser replaced them; decode
-        # the header's original bytes ourselves, as UTF-8 or else windows-1252.
-        original = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), None)
-        if isinstance(original, str) and re.search("[\udc80-\udcff]", original):
-            data = original.encode("ascii", "surrogateescape")
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError:
-                text = data.decode("cp1252", errors="replace")
-                problems.append(f"undeclared 8-bit {name} header read as windows-1252")
-    return unicodedata.normalize("NFC", re.sub(r"\s+", " ", text).strip())
+        problems.append("unreadable encoded words in a header")
+        return text
+    out = []
+    for chunk, charset in parts:
+        if isinstance(chunk, str):
+            out.append(chunk)
+        else:
+            out.append(_decode_bytes(chunk, charset or "ascii", problems))
+    return "".join(out)
+
+
+def _header(msg: Message, name: str, problems: list[str]) -> str:
+    return unicodedata.normalize("NFC", _decode_words(_raw_header(msg, name, problems), problems))
 
 
 def _addresses(msg: Message, name: str, problems: list[str]) -> list[tuple[str, str]]:
-    raw = _header(msg, name, problems)
+    # split the addresses first: a decoded display name may hold a comma
+    raw = _raw_header(msg, name, problems)
     if not raw:
         return []
     pairs = []
     for display, address in getaddresses([raw]):
         address = address.strip().strip("<>").lower()
         if "@" in address:
-            pairs.append((display.strip(), address))
+            name_text = unicodedata.normalize("NFC", _decode_words(display, problems)).strip()
+            pairs.append((name_text, address))
     return pairs
 
 
@@ -200,6 +215,8 @@ def _walk(msg: Message, problems: list[str]) -> tuple[str, str, list[Attachment]
         filename = None
         try:
             filename = part.get_filename()
+            if filename:  # Outlook sends RFC 2047 encoded words in file names, too
+                filename = unicodedata.normalize("NFC", _decode_words(filename, problems))
         except Exception:
             problems.append("an attachment's file name could not be read")
         if disposition == "attachment" or filename or not ctype.startswith(("text/", "message/")):
@@ -297,7 +314,9 @@ def automatic_reason(parsed: ParsedMessage) -> str | None:
 def parse_message(raw: bytes) -> ParsedMessage:
     """Everything the CRM reads from a message's bytes; never raises on malformed mail."""
     problems: list[str] = []
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    # compat32, the default policy, is about seven times faster than policy.default here;
+    # headers are decoded by hand (_raw_header, _decode_words)
+    msg = email.message_from_bytes(raw)
     problems += [f"MIME: {type(d).__name__}" for d in getattr(msg, "defects", [])][:5]
     headers: dict[str, str] = {}
     for name in ("auto-submitted", "precedence", "list-id", "x-autoreply", "x-autorespond",

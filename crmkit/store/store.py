@@ -139,6 +139,7 @@ class Store:
         self.clock = clock or (lambda: datetime.now(UTC))
         self._indexes: dict[tuple[str, str, bool], dict[str, list[str]]] = {}
         self._index_generation = -1
+        self._state_index: dict[str, dict[str, str]] = {}
 
     @property
     def path(self) -> Path:
@@ -162,6 +163,7 @@ class Store:
         if self._index_generation != self.storage.generation:
             _check_layout(self.path, data)
             self._indexes = {}
+            self._state_index = {}
             self._index_generation = self.storage.generation
         return data
 
@@ -223,24 +225,34 @@ class Store:
         meta = self._tables().get(META_TABLE, {}).get("1", {})
         return int(meta.get("revision", 0))
 
+    def _state_keys(self, name: str) -> dict[str, str]:
+        """Bookkeeping document ids by key, per table (the poller keeps one per sender)."""
+        tables = self._tables()
+        keys = self._state_index.get(name)
+        if keys is None:
+            keys = {doc.get("key"): doc_id for doc_id, doc in tables.get(f"_{name}", {}).items()}
+            self._state_index[name] = keys
+        return keys
+
     def state(self, name: str, key: str) -> dict[str, Any] | None:
         """crmkit's own bookkeeping document ``key`` in the table ``_name`` (e.g. sync state)."""
-        for doc in self._tables().get(f"_{name}", {}).values():
-            if doc.get("key") == key:
-                return doc
-        return None
+        doc_id = self._state_keys(name).get(key)
+        return None if doc_id is None else self._tables().get(f"_{name}", {}).get(doc_id)
 
     def set_state(self, name: str, key: str, value: dict[str, Any] | None) -> None:
         """Save (or, with None, drop) a bookkeeping document; joins or opens a transaction."""
         with self.transaction():
             table = self._tables().setdefault(f"_{name}", {})
-            found = next((k for k, doc in table.items() if doc.get("key") == key), None)
+            keys = self._state_keys(name)
+            found = keys.get(key)
             if value is None:
                 if found is not None:
                     del table[found]
+                    del keys[key]
             else:
-                doc_id = found or str(max((int(k) for k in table), default=0) + 1)
+                doc_id = found or _free_doc_id(table)
                 table[doc_id] = {**value, "key": key}
+                keys[key] = doc_id
             self.storage.write(self._tables())
 
     # -- reading ----------------------------------------------------------
@@ -594,6 +606,13 @@ class Store:
                 errors.append(FieldError(name, value, str(exc)))
         if errors:
             raise ValidationError(rt.name, errors)
+
+
+def _free_doc_id(table: dict[str, Any]) -> str:
+    number = len(table) + 1  # ids are 1..n unless some were dropped: then look a little further
+    while str(number) in table:
+        number += 1
+    return str(number)
 
 
 def _check_layout(path: Path, data: Tables) -> None:

@@ -1,0 +1,675 @@
+"""The support inbox over IMAP: fetch new mail, file it, leave the mailbox as configured.
+
+:func:`poll_once` reads what arrived since the last run (for cron);
+:func:`poll_idle` stays connected and reacts at once (IMAP IDLE).
+:func:`replay_quarantined` files set-aside messages again.
+
+Never twice, never lost: progress is kept in the store per account and folder
+(``store.state("imap", "user@host:port/folder")`` holds ``uidvalidity``,
+``last_uid`` and ``acted_uid``). Each message is kept on disk, filed, and
+``last_uid`` advanced in ONE store transaction, so a run killed at any point
+re-reads at most the message it was filing; Message-ID dedupe in
+:func:`~crmkit.mail.inbox.file_message` is the second guard (a message
+without a Message-ID gets one made from its bytes). The mailbox action
+(``\\Seen``, move) follows the commit; ``acted_uid`` records how far it got,
+so a run finishes what a killed one left undone.
+
+A message whose filing fails goes to the quarantine and the run goes on. A
+store or disk that cannot be written stops the run instead: that is no fault
+of the message, and quarantining every message behind it would only make
+work for a person.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import imaplib
+import logging
+import re
+import signal
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from imapclient import IMAPClient
+from imapclient.exceptions import CapabilityError, LoginError
+
+from crmkit.config import MailServer, Secret
+from crmkit.errors import ConfigError, CrmkitError, NotFoundError, StoreError
+from crmkit.mail.archive import MailArchive
+from crmkit.mail.inbox import Filed, InboxRules, file_message
+from crmkit.mail.message import ParsedMessage, parse_message
+from crmkit.store import Store
+
+__all__ = [
+    "AFTER_ACTIONS",
+    "ImapConnectionError",
+    "PollReport",
+    "connect",
+    "file_raw",
+    "mailbox_key",
+    "poll_idle",
+    "poll_once",
+    "replay_quarantined",
+    "synthetic_message_id",
+]
+
+log = logging.getLogger(__name__)
+
+STATE = "imap"
+ACTOR = "poller"
+AFTER_ACTIONS = ("seen", "move", "none")
+#: RFC 2177: a server may log out a client idle for 30 minutes; IDLE is re-issued before that.
+IDLE_RENEW_SECONDS = 25 * 60
+_BODY = b"BODY[]"
+
+OnFiled = Callable[[Filed, ParsedMessage], None]
+
+
+class ImapConnectionError(CrmkitError):
+    """The server could not be reached or the connection broke: worth trying again later."""
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PollReport:
+    """What one poll (or replay) did."""
+
+    mailbox: str  # user@host:port/folder
+    uidvalidity: int | None = None
+    last_uid: int = 0
+    uidvalidity_changed: bool = False
+    counts: dict[str, int] = field(default_factory=dict)  # per filing action, and "quarantined"
+    mailbox_actions: dict[str, int] = field(default_factory=dict)  # "seen" / "moved": messages
+    filed: list[Filed] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)  # quarantine ids
+
+    @property
+    def messages(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def needs_attention(self) -> bool:
+        """Some messages were quarantined: a person should look (exit code 3)."""
+        return bool(self.quarantined)
+
+    def add(self, filed: Filed) -> None:
+        self.filed.append(filed)
+        self.counts[filed.action] = self.counts.get(filed.action, 0) + 1
+
+    def add_quarantined(self, qid: str) -> None:
+        if qid not in self.quarantined:
+            self.quarantined.append(qid)
+        self.counts["quarantined"] = self.counts.get("quarantined", 0) + 1
+
+    def merge(self, other: PollReport) -> None:
+        """Add a later round's results (``poll_idle`` reports every round together)."""
+        for filed in other.filed:
+            self.add(filed)
+        for qid in other.quarantined:
+            self.add_quarantined(qid)
+        for action, n in other.mailbox_actions.items():
+            self.mailbox_actions[action] = self.mailbox_actions.get(action, 0) + n
+        self.uidvalidity = other.uidvalidity or self.uidvalidity
+        self.last_uid = max(self.last_uid, other.last_uid)
+        self.uidvalidity_changed = self.uidvalidity_changed or other.uidvalidity_changed
+
+    def summary(self) -> str:
+        """One line for people: how many messages and what became of them."""
+        parts = ", ".join(f"{n} {action.replace('_', ' ')}" for action, n in sorted(self.counts.items()))
+        line = f"{self.mailbox}: {self.messages} messages" + (f" ({parts})" if parts else "")
+        if self.mailbox_actions:
+            line += "; " + ", ".join(f"{n} {a}" for a, n in sorted(self.mailbox_actions.items()))
+        return line
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "mailbox": self.mailbox,
+            "uidvalidity": self.uidvalidity,
+            "last_uid": self.last_uid,
+            "uidvalidity_changed": self.uidvalidity_changed,
+            "messages": self.messages,
+            "counts": dict(sorted(self.counts.items())),
+            "mailbox_actions": self.mailbox_actions,
+            "filed": [f.as_json() for f in self.filed],
+            "quarantined": self.quarantined,
+        }
+
+
+# -- filing one message -------------------------------------------------------------------------
+
+
+def synthetic_message_id(raw: bytes) -> str:
+    """A stable Message-ID for a message that has none, so re-reading it is still a duplicate."""
+    return f"<{hashlib.sha256(raw).hexdigest()}@crmkit>"
+
+
+def file_raw(
+    store: Store,
+    archive: MailArchive,
+    raw: bytes,
+    *,
+    rules: InboxRules,
+    in_transaction: Callable[[], None] | None = None,
+) -> tuple[Filed, ParsedMessage]:
+    """Keep a message's bytes and attachments and file it, in one store transaction.
+
+    ``in_transaction`` runs inside that transaction, after the filing: the
+    poller advances its progress there, so both are committed or neither.
+    Raises whatever the filing raised (nothing is written to the store then).
+    """
+    parsed = parse_message(raw)
+    if parsed.message_id is None:
+        parsed.message_id = synthetic_message_id(raw)
+    # Files first, outside the store's lock: they are named by their content, so a
+    # message kept twice (a rerun after a kill) is kept once.
+    raw_path = archive.keep_raw(raw)
+    attachments = archive.keep_attachments(raw, parsed.attachments)
+    with store.transaction():
+        filed = file_message(
+            store,
+            parsed,
+            raw_message=raw_path,
+            attachments=attachments,
+            rules=rules,
+            now=store.clock(),
+            actor=ACTOR,
+        )
+        if in_transaction is not None:
+            in_transaction()
+    return filed, parsed
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+
+
+def _file_or_quarantine(
+    store: Store,
+    archive: MailArchive,
+    raw: bytes,
+    *,
+    rules: InboxRules,
+    origin: str,
+    report: PollReport,
+    in_transaction: Callable[[], None] | None = None,
+) -> tuple[Filed, ParsedMessage] | None:
+    """File one message; on failure set it aside and return None. Store and disk errors stop the run."""
+    try:
+        filed, parsed = file_raw(store, archive, raw, rules=rules, in_transaction=in_transaction)
+    except OSError as exc:  # the archive folder: disk full, permissions
+        raise CrmkitError(f"cannot keep mail in {archive.root}: {exc.strerror or exc}") from None
+    except StoreError:  # the store cannot be read or written: no message can be filed
+        raise
+    except Exception as exc:  # a bug or an unforeseen message: set it aside, go on
+        _quarantine(archive, raw, exc, origin, report)
+        return None
+    report.add(filed)
+    return filed, parsed
+
+
+def _quarantine(archive: MailArchive, raw: bytes, exc: Exception, origin: str, report: PollReport) -> None:
+    item = archive.quarantine(raw, reason=_reason(exc), origin=origin)
+    log.warning("quarantined %s as %s: %s", origin, item.id, item.reason)
+    report.add_quarantined(item.id)
+
+
+# -- the connection -----------------------------------------------------------------------------
+
+
+def mailbox_key(server: MailServer) -> str:
+    """How progress is named in the store: ``user@host:port/folder``."""
+    return f"{server.user}@{server.host}:{server.port}/{server.folder}"
+
+
+def _where(server: MailServer) -> str:
+    return f"IMAP {server.user}@{server.host}:{server.port}"
+
+
+def tls_context(server: MailServer) -> ssl.SSLContext:
+    """Certificates verified against the system CAs, or against ``cafile`` for a private CA."""
+    if server.cafile is None:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=str(server.cafile))
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(
+            f"[imap] cafile {server.cafile}: cannot be read as a CA certificate ({reason})"
+        ) from None
+
+
+def _one_line(text: str, password: Secret | None) -> str:
+    if password is not None and password.reveal():
+        text = text.replace(password.reveal(), "***")  # a server echoing it back must not leak it
+    text = re.sub(r"""^b(['"])(.*)\1$""", r"\2", text.strip())  # imaplib shows answers as b'...'
+    return " ".join(text.split())
+
+
+@contextlib.contextmanager
+def _imap_errors(where: str, password: Secret | None) -> Iterator[None]:
+    """Turn what the network, TLS and the server raise into one-line crmkit errors."""
+    try:
+        yield
+    except CrmkitError:
+        raise
+    except ssl.SSLCertVerificationError as exc:
+        raise CrmkitError(
+            f"{where}: the server's TLS certificate could not be verified ({exc.verify_message}); "
+            "for a server with a private CA set [imap] cafile"
+        ) from None
+    except LoginError as exc:
+        detail = _one_line(str(exc), password)
+        raise CrmkitError(
+            f"{where}: login refused ({detail}); check [imap] user and CRMKIT_IMAP_PASSWORD "
+            "or [imap] password_command"
+        ) from None
+    except CapabilityError as exc:
+        raise CrmkitError(f"{where}: {_one_line(str(exc), password)}") from None
+    except imaplib.IMAP4.abort as exc:
+        raise ImapConnectionError(f"{where}: connection lost ({_one_line(str(exc), password)})") from None
+    except imaplib.IMAP4.error as exc:
+        raise CrmkitError(f"{where}: the server refused: {_one_line(str(exc), password)}") from None
+    except (TimeoutError, OSError) as exc:  # refused, unreachable, reset, TLS failures
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        raise ImapConnectionError(
+            f"{where}: cannot reach the server ({_one_line(reason, password)})"
+        ) from None
+
+
+def connect(server: MailServer, password: Secret, *, ssl_context: ssl.SSLContext | None = None) -> Any:
+    """A logged-in :class:`IMAPClient`: implicit TLS ("ssl"), STARTTLS, or plain only when configured."""
+    if not server.user:
+        raise ConfigError('[imap] needs a user, e.g. user = "support@example.com"')
+    where = _where(server)
+    context = ssl_context or tls_context(server)
+    with _imap_errors(where, password):
+        if server.security == "ssl":
+            client = IMAPClient(
+                server.host, port=server.port, ssl=True, ssl_context=context, timeout=server.timeout
+            )
+        else:
+            client = IMAPClient(server.host, port=server.port, ssl=False, timeout=server.timeout)
+    try:
+        with _imap_errors(where, password):
+            if server.security == "starttls":
+                if not client.has_capability("STARTTLS"):
+                    raise CrmkitError(f'{where}: the server does not offer STARTTLS; try security = "ssl"')
+                client.starttls(context)
+            client.login(server.user, password.reveal())
+    except BaseException:
+        _close(client)
+        raise
+    return client
+
+
+def _close(client: Any) -> None:
+    """Log out politely if the connection still works; never raise (we are leaving anyway)."""
+    try:
+        client.logout()
+    except Exception:
+        with contextlib.suppress(Exception):
+            client.shutdown()
+
+
+# -- polling ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Progress:
+    uidvalidity: int
+    last_uid: int = 0
+    acted_uid: int = 0  # the mailbox action was applied to every UID up to here
+
+    def as_state(self) -> dict[str, int]:
+        return {"uidvalidity": self.uidvalidity, "last_uid": self.last_uid, "acted_uid": self.acted_uid}
+
+
+class _Poller:
+    """Fetches and files a folder's new mail on a connected client; shared by once and IDLE."""
+
+    def __init__(
+        self,
+        store: Store,
+        server: MailServer,
+        *,
+        rules: InboxRules,
+        archive: MailArchive,
+        after: str,
+        move_to: str | None,
+        batch: int,
+        on_filed: OnFiled | None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        if after not in AFTER_ACTIONS:
+            raise ConfigError(f"after must be one of {', '.join(AFTER_ACTIONS)} (got {after!r})")
+        if after == "move" and not move_to:
+            raise ConfigError('[imap] after = "move" needs move_to, the folder to move filed mail to')
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        self.store = store
+        self.server = server
+        self.rules = rules
+        self.archive = archive
+        self.after = after
+        self.move_to = move_to
+        self.batch = batch
+        self.on_filed = on_filed
+        self.stop = stop or threading.Event()
+        self.key = mailbox_key(server)
+
+    def report(self) -> PollReport:
+        return PollReport(self.key)
+
+    def open(self, client: Any, report: PollReport) -> _Progress:
+        """SELECT the folder, load the progress (reset when UIDVALIDITY changed), finish old actions."""
+        folder = self.server.folder
+        try:
+            info = client.select_folder(folder)
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error:
+            folders = ", ".join(sorted(str(f[2]) for f in client.list_folders()))
+            raise CrmkitError(
+                f"{_where(self.server)}: folder {folder!r} not found (there: {folders}); set [imap] folder"
+            ) from None
+        uidvalidity = int(info[b"UIDVALIDITY"])
+        saved = self.store.state(STATE, self.key) or {}
+        progress = _Progress(uidvalidity)
+        if saved.get("uidvalidity") == uidvalidity:
+            progress.last_uid = int(saved.get("last_uid", 0))
+            progress.acted_uid = int(saved.get("acted_uid", progress.last_uid))
+        elif saved:
+            # The folder's UIDs now mean other messages (recreated, restored): read it all again;
+            # Message-ID dedupe keeps what was filed from being logged twice.
+            log.warning(
+                "%s: UIDVALIDITY changed (%s -> %s): reading the folder again",
+                self.key,
+                saved.get("uidvalidity"),
+                uidvalidity,
+            )
+            report.uidvalidity_changed = True
+            self.store.set_state(STATE, self.key, progress.as_state())
+        report.uidvalidity, report.last_uid = uidvalidity, progress.last_uid
+        if self.after == "move" and self.move_to and not client.folder_exists(self.move_to):
+            client.create_folder(self.move_to)
+        self._catch_up(client, progress, report)
+        return progress
+
+    def _catch_up(self, client: Any, progress: _Progress, report: PollReport) -> None:
+        """Apply the mailbox action a killed run filed messages without."""
+        if self.after == "none" or progress.acted_uid >= progress.last_uid:
+            return
+        uids = client.search(["UID", f"{progress.acted_uid + 1}:{progress.last_uid}"])
+        self._act(client, [u for u in uids if progress.acted_uid < u <= progress.last_uid], progress, report)
+
+    def round(
+        self, client: Any, progress: _Progress, report: PollReport, *, until_empty: bool = False
+    ) -> None:
+        """File every message past ``last_uid``, a batch (one FETCH) at a time."""
+        while not self.stop.is_set():
+            found = client.search(["UID", f"{progress.last_uid + 1}:*"])
+            # "n:*" always matches the highest UID, even one below n
+            uids = sorted(u for u in found if u > progress.last_uid)
+            if not uids:
+                return
+            for start in range(0, len(uids), self.batch):
+                chunk = uids[start : start + self.batch]
+                fetched = client.fetch(chunk, ["BODY.PEEK[]"])  # PEEK: reading does not set \Seen
+                done: list[int] = []
+                for uid in chunk:
+                    if self.stop.is_set():
+                        break
+                    raw = fetched.get(uid, {}).get(_BODY)
+                    if raw is None:  # expunged meanwhile
+                        continue
+                    self._take(uid, raw, progress, report)
+                    done.append(uid)
+                self._act(client, done, progress, report)
+                if self.stop.is_set():
+                    return
+            if not until_empty:
+                return
+
+    def _take(self, uid: int, raw: bytes, progress: _Progress, report: PollReport) -> None:
+        origin = f"imap://{self.key} uid {uid} uidvalidity {progress.uidvalidity}"
+        result = _file_or_quarantine(
+            self.store,
+            self.archive,
+            raw,
+            rules=self.rules,
+            origin=origin,
+            report=report,
+            in_transaction=lambda: self._advance(progress, uid),
+        )
+        if result is None:  # quarantined: move past it all the same
+            with self.store.transaction():
+                self._advance(progress, uid)
+        report.last_uid = progress.last_uid
+        if result is not None and self.on_filed is not None:
+            try:
+                self.on_filed(*result)
+            except Exception as exc:  # e.g. an acknowledgement that could not be sent: the mail is filed
+                log.warning("%s: after filing uid %s: %s", self.key, uid, _reason(exc))
+
+    def _advance(self, progress: _Progress, uid: int) -> None:
+        saved = self.store.state(STATE, self.key) or {}
+        last = uid
+        if saved.get("uidvalidity") == progress.uidvalidity:
+            last = max(uid, int(saved.get("last_uid", 0)))  # never back: another poller may be ahead
+        acted = last if self.after == "none" else progress.acted_uid
+        self.store.set_state(STATE, self.key, _Progress(progress.uidvalidity, last, acted).as_state())
+        progress.last_uid, progress.acted_uid = last, acted
+
+    def _act(self, client: Any, uids: list[int], progress: _Progress, report: PollReport) -> None:
+        if self.after == "none" or not uids:
+            return
+        if self.after == "seen":
+            client.add_flags(uids, [b"\\Seen"], silent=True)
+            done = "seen"
+        else:
+            assert self.move_to is not None
+            _move(client, uids, self.move_to)
+            done = "moved"
+        report.mailbox_actions[done] = report.mailbox_actions.get(done, 0) + len(uids)
+        progress.acted_uid = max(progress.acted_uid, *uids)
+        self.store.set_state(STATE, self.key, progress.as_state())
+
+
+def _move(client: Any, uids: list[int], folder: str) -> None:
+    if client.has_capability("MOVE"):
+        client.move(uids, folder)
+        return
+    client.copy(uids, folder)
+    client.add_flags(uids, [b"\\Deleted"], silent=True)
+    if client.has_capability("UIDPLUS"):
+        client.uid_expunge(uids)  # only these messages, not others a person marked deleted
+    else:
+        client.expunge()
+
+
+def poll_once(
+    store: Store,
+    server: MailServer,
+    password: Secret,
+    *,
+    rules: InboxRules,
+    archive: MailArchive,
+    after: str = "seen",
+    move_to: str | None = None,
+    batch: int = 100,
+    ssl_context: ssl.SSLContext | None = None,
+    on_filed: OnFiled | None = None,
+) -> PollReport:
+    """Connect, file every message that arrived since the last run, apply ``after``, log out.
+
+    ``after``: "seen" flags each filed message \\Seen, "move" moves it to
+    ``move_to``, "none" leaves the mailbox untouched. ``on_filed(filed,
+    parsed)`` runs after each message is committed (acknowledgements).
+    Raises :class:`~crmkit.errors.CrmkitError` (one line, never the password)
+    when the server cannot be reached or refuses; what was filed before stays filed.
+    """
+    poller = _Poller(
+        store,
+        server,
+        rules=rules,
+        archive=archive,
+        after=after,
+        move_to=move_to,
+        batch=batch,
+        on_filed=on_filed,
+    )
+    report = poller.report()
+    client = connect(server, password, ssl_context=ssl_context)
+    try:
+        with _imap_errors(_where(server), password):
+            progress = poller.open(client, report)
+            poller.round(client, progress, report)
+    finally:
+        _close(client)
+    return report
+
+
+def poll_idle(
+    store: Store,
+    server: MailServer,
+    password: Secret,
+    *,
+    rules: InboxRules,
+    archive: MailArchive,
+    after: str = "seen",
+    move_to: str | None = None,
+    batch: int = 100,
+    ssl_context: ssl.SSLContext | None = None,
+    on_filed: OnFiled | None = None,
+    on_round: Callable[[PollReport], None] | None = None,
+    stop: threading.Event | None = None,
+    renew_every: float = IDLE_RENEW_SECONDS,
+    backoff: tuple[float, float] = (1.0, 300.0),
+) -> PollReport:
+    """Stay connected and file mail as it arrives (IMAP IDLE), until SIGTERM, Ctrl-C or ``stop``.
+
+    IDLE is re-issued every ``renew_every`` seconds, before servers drop an
+    idle client. A broken connection is retried after ``backoff[0]``
+    seconds, doubling up to ``backoff[1]``. A refused login, an unverifiable
+    certificate or a missing folder are not retried: they raise. Returns
+    every round's results together; ``on_round`` sees each round that filed
+    something.
+    """
+    stop = stop or threading.Event()
+    poller = _Poller(
+        store,
+        server,
+        rules=rules,
+        archive=archive,
+        after=after,
+        move_to=move_to,
+        batch=batch,
+        on_filed=on_filed,
+        stop=stop,
+    )
+    total = poller.report()
+    delay = backoff[0]
+    with _stop_on_sigterm(stop), contextlib.suppress(KeyboardInterrupt):
+        while not stop.is_set():
+            try:
+                client = connect(server, password, ssl_context=ssl_context)
+            except ImapConnectionError as exc:
+                log.warning("%s; trying again in %g s", exc, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, backoff[1])
+                continue
+            try:
+                with _imap_errors(_where(server), password):
+                    progress = poller.open(client, total)
+                    delay = backoff[0]  # connected and selected: a later failure starts the back-off over
+                    _idle_loop(poller, client, progress, total, on_round, renew_every)
+            except ImapConnectionError as exc:
+                log.warning("%s; reconnecting in %g s", exc, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, backoff[1])
+            finally:
+                _close(client)
+    return total
+
+
+def _idle_loop(
+    poller: _Poller,
+    client: Any,
+    progress: _Progress,
+    total: PollReport,
+    on_round: Callable[[PollReport], None] | None,
+    renew_every: float,
+) -> None:
+    while not poller.stop.is_set():
+        # Until a search finds nothing new: mail that arrives while we file is announced in
+        # answers imapclient does not hand back, so only a fresh search is sure to see it.
+        report = poller.report()
+        poller.round(client, progress, report, until_empty=True)
+        total.merge(report)
+        if on_round is not None and report.messages:
+            on_round(report)
+        if poller.stop.is_set():
+            return
+        client.idle()
+        try:
+            _wait_for_news(client, poller.stop, renew_every)
+        finally:
+            client.idle_done()
+
+
+def _wait_for_news(client: Any, stop: threading.Event, renew_every: float) -> None:
+    """Return on any untagged response, when IDLE is due for renewal, or on ``stop``."""
+    deadline = time.monotonic() + renew_every
+    while not stop.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        step = min(left, 1.0)  # wake every second to notice ``stop``
+        started = time.monotonic()
+        if client.idle_check(timeout=step):
+            return
+        if time.monotonic() - started < step / 2:
+            # Woke early with nothing: the server closed the connection (imapclient swallows the
+            # EOF). Leaving IDLE will raise and reconnect if so.
+            return
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM finishes the message being filed, then stops (signals reach the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# -- the quarantine -----------------------------------------------------------------------------
+
+
+def replay_quarantined(store: Store, archive: MailArchive, which: str, *, rules: InboxRules) -> PollReport:
+    """File quarantined messages again (``which``: an id, or "all"); release those that now file.
+
+    Those that fail again stay in the quarantine with the new reason.
+    """
+    items = archive.quarantined()
+    if which != "all":
+        items = [item for item in items if item.id == which]
+        if not items:
+            raise NotFoundError(f"no quarantined message {which}: `crmkit poll --quarantine` lists them")
+    report = PollReport("quarantine")
+    for item in items:
+        raw = item.path.read_bytes()
+        if _file_or_quarantine(store, archive, raw, rules=rules, origin=item.origin, report=report):
+            archive.release(item)
+    return report

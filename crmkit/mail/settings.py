@@ -1,0 +1,82 @@
+"""The support inbox's settings, read from crmkit.toml's ``[imap]`` table.
+
+:mod:`crmkit.config` checks the keys; this module turns them into what the
+poller takes: the server, the :class:`~crmkit.mail.inbox.InboxRules`, and
+what to do with a message once it is filed. Keys left out keep
+:class:`InboxRules`' defaults, so those live in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from email.utils import parseaddr
+from typing import Any
+
+from crmkit.config import Config, MailServer
+from crmkit.errors import ConfigError
+from crmkit.mail.inbox import InboxRules
+
+__all__ = ["IMAP_EXAMPLE", "PollSettings", "inbox_rules", "poll_settings"]
+
+#: What a missing or incomplete [imap] table is answered with.
+IMAP_EXAMPLE = '[imap] host = "imap.example.com", user = "support@example.com"'
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    """Everything ``crmkit poll`` needs from the config, besides the password."""
+
+    server: MailServer
+    rules: InboxRules
+    after: str  # seen, move or none
+    move_to: str | None
+
+
+def inbox_rules(config: Config) -> InboxRules:
+    """How mail is filed, from ``[imap]``; crmkit's defaults for the keys left out.
+
+    The mailbox's own addresses (the IMAP user, the SMTP sender) count as
+    ``own_addresses`` too: mail from them is never a customer's, which also
+    keeps a copy of an acknowledgement from opening a case.
+    """
+    settings = config.inbox
+    rules = InboxRules()
+    changes: dict[str, Any] = {}
+    if settings.unknown_sender is not None:
+        changes["unknown_sender"] = settings.unknown_sender
+    if settings.ignore_plus_tags is not None:
+        changes["ignore_plus_tags"] = settings.ignore_plus_tags
+    if settings.urgent_keywords is not None:
+        changes["urgent_keywords"] = settings.urgent_keywords
+    if settings.high_keywords is not None:
+        changes["high_keywords"] = settings.high_keywords
+    if settings.max_new_cases_per_hour is not None:
+        changes["max_new_cases"] = settings.max_new_cases_per_hour
+        changes["rate_window"] = timedelta(hours=1)
+    if settings.acknowledge is not None:
+        changes["acknowledge"] = settings.acknowledge
+    own = list(settings.own_addresses)
+    if config.imap is not None and config.imap.user and "@" in config.imap.user:
+        own.append(config.imap.user)
+    if config.smtp is not None and config.smtp.from_address:
+        own.append(parseaddr(config.smtp.from_address)[1])
+    own_addresses = tuple(dict.fromkeys(a.lower() for a in [*rules.own_addresses, *own] if "@" in a))
+    if own_addresses:
+        changes["own_addresses"] = own_addresses
+    return replace(rules, **changes)
+
+
+def poll_settings(config: Config) -> PollSettings:
+    """The poller's settings; a missing ``[imap]`` table or user is one line saying what to add."""
+    where = f"in {config.path}" if config.path else "in crmkit.toml (none found)"
+    if config.imap is None:
+        raise ConfigError(f"no [imap] table {where}: add {IMAP_EXAMPLE} to poll a mailbox")
+    if not config.imap.user:
+        raise ConfigError(f'[imap] has no user {where}: add user = "support@example.com"')
+    return PollSettings(
+        server=config.imap,
+        rules=inbox_rules(config),
+        after=config.inbox.after,
+        move_to=config.inbox.move_to,
+    )
