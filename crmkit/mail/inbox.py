@@ -26,6 +26,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from crmkit.errors import CrmkitError
@@ -103,12 +104,19 @@ def _fold(text: str) -> str:
     return unicodedata.normalize("NFC", text).casefold()
 
 
+@lru_cache(maxsize=32)
+def _keyword_pattern(keywords: tuple[str, ...]) -> re.Pattern[str]:
+    """Any of the keywords as a whole word (not "urgently" for "urgent")."""
+    alternatives = "|".join(re.escape(_fold(k)) for k in keywords)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)")
+
+
 def priority_of(parsed: ParsedMessage, rules: InboxRules) -> str:
     """urgent, high, normal or low: from keywords in the subject and text, then the priority headers."""
     words = _fold(f"{parsed.subject}\n{parsed.new_text[:2000]}")
 
     def has(keywords: tuple[str, ...]) -> bool:
-        return any(re.search(rf"(?<!\w){re.escape(_fold(k))}(?!\w)", words) for k in keywords)
+        return bool(keywords) and _keyword_pattern(keywords).search(words) is not None
 
     if has(rules.urgent_keywords):
         return "urgent"

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from email.header import decode_header
 from email.message import EmailMessage, Message
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
+from functools import cached_property
 from typing import Any
 
 from crmkit.mail.text import html_to_text, strip_quoted
@@ -76,7 +77,7 @@ class ParsedMessage:
     problems: list[str] = field(default_factory=list)
     bounced: list[str] = field(default_factory=list)  # recipients a delivery report says failed
 
-    @property
+    @cached_property
     def new_text(self) -> str:
         """The text without the quoted history of a reply."""
         return strip_quoted(self.text)
