@@ -15,6 +15,8 @@ Example::
     host = "imap.example.com"
     user = "support@example.com"
     password_command = "pass show mail/support"
+    after = "move"                # what the poller does with a filed message
+    move_to = "Filed"
 
     [smtp]
     host = "smtp.example.com"
@@ -40,6 +42,7 @@ from crmkit.records.money import is_currency
 __all__ = [
     "CONFIG_FILE",
     "Config",
+    "InboxSettings",
     "MailServer",
     "Secret",
     "SheetsSettings",
@@ -57,8 +60,32 @@ _DEFAULT_PORTS = {
     "smtp": {"ssl": 465, "starttls": 587, "plain": 25},
 }
 _TOP_KEYS = ("store", "default_currency", "imap", "smtp", "sheets")
+#: What the support inbox does with mail: [imap] keys beside the connection ones.
+_INBOX_KEYS = (
+    "after",
+    "move_to",
+    "unknown_sender",
+    "ignore_plus_tags",
+    "urgent_keywords",
+    "high_keywords",
+    "max_new_cases_per_hour",
+    "acknowledge",
+    "own_addresses",
+)
+AFTER_ACTIONS = ("seen", "move", "none")
+UNKNOWN_SENDER = ("contact", "lead")
 _SERVER_KEYS = {
-    "imap": ("host", "port", "security", "user", "password_command", "folder", "timeout"),
+    "imap": (
+        "host",
+        "port",
+        "security",
+        "user",
+        "password_command",
+        "folder",
+        "timeout",
+        "cafile",
+        *_INBOX_KEYS,
+    ),
     "smtp": ("host", "port", "security", "user", "password_command", "from", "timeout"),
 }
 _SHEETS_KEYS = ("credentials", "endpoint", "timeout", "retry_deadline")
@@ -94,10 +121,30 @@ class MailServer:
     folder: str = "INBOX"  # IMAP only
     from_address: str | None = None  # SMTP only
     timeout: float = 60.0
+    cafile: Path | None = None  # IMAP only: trust this CA (a private one) instead of the system CAs
 
     @property
     def password_env(self) -> str:
         return f"CRMKIT_{self.protocol.upper()}_PASSWORD"
+
+
+@dataclass(frozen=True)
+class InboxSettings:
+    """How the support inbox files mail and leaves the mailbox: ``[imap]`` keys besides the server's.
+
+    None means "crmkit's default" (see :class:`crmkit.mail.inbox.InboxRules`), so the
+    defaults live in one place.
+    """
+
+    after: str = "seen"  # seen, move (to move_to) or none
+    move_to: str | None = None
+    unknown_sender: str | None = None  # contact or lead
+    ignore_plus_tags: bool | None = None
+    urgent_keywords: tuple[str, ...] | None = None
+    high_keywords: tuple[str, ...] | None = None
+    max_new_cases_per_hour: int | None = None
+    acknowledge: bool | None = None
+    own_addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,6 +167,7 @@ class Config:
     imap: MailServer | None = None
     smtp: MailServer | None = None
     sheets: SheetsSettings = field(default_factory=SheetsSettings)
+    inbox: InboxSettings = field(default_factory=InboxSettings)
 
 
 def _check_keys(path: Path, table: str, data: Mapping[str, Any], known: tuple[str, ...]) -> None:
@@ -152,6 +200,60 @@ def _seconds(path: Path, key: str, value: Any) -> float:
     return float(seconds)
 
 
+def _texts(path: Path, key: str, value: Any) -> tuple[str, ...]:
+    items = _expect(path, key, value, list, "a list of text")
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            raise ConfigError(f"{path}: {key} must be a list of text (got {item!r} in it)")
+    return tuple(item.strip() for item in items)
+
+
+def _choice(path: Path, key: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{path}: {key} must be one of {', '.join(choices)} (got {value!r})")
+    return str(value)
+
+
+def _inbox(path: Path, data: Mapping[str, Any]) -> InboxSettings:
+    """The [imap] keys that say how mail is filed; the table's keys were checked by _server."""
+    after = _choice(path, "imap.after", data.get("after", "seen"), AFTER_ACTIONS)
+    move_to = None
+    if "move_to" in data:
+        move_to = _expect(path, "imap.move_to", data["move_to"], str, "a folder name").strip()
+        if not move_to:
+            raise ConfigError(f"{path}: imap.move_to must name a folder")
+    if after == "move" and move_to is None:
+        raise ConfigError(f'{path}: imap.after = "move" needs imap.move_to, the folder to move mail to')
+    folder = str(data.get("folder", "INBOX"))
+    if move_to is not None and (move_to == folder or move_to.upper() == folder.upper() == "INBOX"):
+        raise ConfigError(f"{path}: imap.move_to must be another folder than the one polled ({move_to})")
+    settings: dict[str, Any] = {"after": after, "move_to": move_to}
+    if "unknown_sender" in data:
+        settings["unknown_sender"] = _choice(
+            path, "imap.unknown_sender", data["unknown_sender"], UNKNOWN_SENDER
+        )
+    for key in ("ignore_plus_tags", "acknowledge"):
+        if key in data:
+            settings[key] = _expect(path, f"imap.{key}", data[key], bool, "true or false")
+    for key in ("urgent_keywords", "high_keywords"):
+        if key in data:
+            settings[key] = _texts(path, f"imap.{key}", data[key])
+    if "max_new_cases_per_hour" in data:
+        limit = _expect(
+            path, "imap.max_new_cases_per_hour", data["max_new_cases_per_hour"], int, "a whole number"
+        )
+        if limit < 1:
+            raise ConfigError(f"{path}: imap.max_new_cases_per_hour must be at least 1 (got {limit})")
+        settings["max_new_cases_per_hour"] = limit
+    if "own_addresses" in data:
+        addresses = _texts(path, "imap.own_addresses", data["own_addresses"])
+        for address in addresses:
+            if "@" not in address:
+                raise ConfigError(f"{path}: imap.own_addresses: {address!r} is not an email address")
+        settings["own_addresses"] = tuple(a.lower() for a in addresses)
+    return InboxSettings(**settings)
+
+
 def _server(path: Path, protocol: str, data: Mapping[str, Any]) -> MailServer:
     _check_keys(path, protocol, data, _SERVER_KEYS[protocol])
     if "host" not in data:
@@ -176,6 +278,10 @@ def _server(path: Path, protocol: str, data: Mapping[str, Any]) -> MailServer:
     for key in ("user", "password_command", "folder", "from"):
         if key in data:
             optional[key] = _expect(path, f"{protocol}.{key}", data[key], str, "text")
+    cafile = None
+    if "cafile" in data:
+        name = _expect(path, f"{protocol}.cafile", data["cafile"], str, "a file path")
+        cafile = path.parent / Path(name).expanduser()  # relative to crmkit.toml, like store
     return MailServer(
         protocol=protocol,
         host=host,
@@ -186,6 +292,7 @@ def _server(path: Path, protocol: str, data: Mapping[str, Any]) -> MailServer:
         folder=optional.get("folder", "INBOX"),
         from_address=optional.get("from"),
         timeout=float(timeout),
+        cafile=cafile,
     )
 
 
@@ -226,6 +333,7 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
         imap=_server(path, "imap", tables["imap"]) if "imap" in tables else None,
         smtp=_server(path, "smtp", tables["smtp"]) if "smtp" in tables else None,
         sheets=sheets,
+        inbox=_inbox(path, tables["imap"]) if "imap" in tables else InboxSettings(),
     )
 
 

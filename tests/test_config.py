@@ -118,3 +118,112 @@ def test_failing_password_command_does_not_leak_output(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"password_command failed \(exit 3\)") as info:
         resolve_password(cfg.imap, env={})
     assert "topsecret" not in str(info.value)
+
+
+INBOX = """
+[imap]
+host = "imap.example.com"
+user = "Support@Example.com"
+cafile = "certs/ca.pem"
+folder = "Support"
+after = "move"
+move_to = "Support/Filed"
+unknown_sender = "lead"
+ignore_plus_tags = false
+urgent_keywords = ["urgent", "khẩn cấp"]
+high_keywords = []
+max_new_cases_per_hour = 12
+acknowledge = true
+own_addresses = ["help@example.com", "Sales@Example.com"]
+
+[smtp]
+host = "smtp.example.com"
+from = "Support <noreply@example.com>"
+"""
+
+
+def test_inbox_keys_of_the_imap_table(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from crmkit.config import InboxSettings
+    from crmkit.mail.settings import inbox_rules, poll_settings
+
+    cfg = load_config(write(tmp_path, INBOX), env={})
+    assert cfg.imap is not None and cfg.imap.cafile == tmp_path / "certs" / "ca.pem"  # relative to the file
+    assert cfg.inbox == InboxSettings(
+        after="move",
+        move_to="Support/Filed",
+        unknown_sender="lead",
+        ignore_plus_tags=False,
+        urgent_keywords=("urgent", "khẩn cấp"),
+        high_keywords=(),
+        max_new_cases_per_hour=12,
+        acknowledge=True,
+        own_addresses=("help@example.com", "sales@example.com"),
+    )
+    rules = inbox_rules(cfg)
+    assert (rules.unknown_sender, rules.ignore_plus_tags, rules.acknowledge) == ("lead", False, True)
+    assert (rules.urgent_keywords, rules.high_keywords) == (("urgent", "khẩn cấp"), ())
+    assert (rules.max_new_cases, rules.rate_window) == (12, timedelta(hours=1))
+    # the mailbox's own addresses: configured, the IMAP user, the SMTP sender
+    assert rules.own_addresses == (
+        "help@example.com",
+        "sales@example.com",
+        "support@example.com",
+        "noreply@example.com",
+    )
+    settings = poll_settings(cfg)
+    assert (settings.server, settings.after, settings.move_to) == (cfg.imap, "move", "Support/Filed")
+
+
+def test_inbox_keys_left_out_keep_the_defaults(tmp_path: Path) -> None:
+    from crmkit.config import InboxSettings
+    from crmkit.mail.inbox import InboxRules
+    from crmkit.mail.settings import inbox_rules
+
+    cfg = load_config(write(tmp_path, '[imap]\nhost = "x"\nuser = "me"\n'), env={})
+    assert cfg.inbox == InboxSettings() and cfg.inbox.after == "seen"
+    assert cfg.imap is not None and cfg.imap.cafile is None
+    assert inbox_rules(cfg) == InboxRules()  # "me" is no address: not one of the mailbox's own
+    assert load_config(write(tmp_path, 'store = "crm.json"\n'), env={}).inbox == InboxSettings()
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ('after = "archive"', r"imap\.after must be one of seen, move, none \(got 'archive'\)"),
+        ('after = "move"', r'imap\.after = "move" needs imap\.move_to'),
+        ('move_to = "inbox"', "imap.move_to must be another folder than the one polled"),
+        ('move_to = " "', "imap.move_to must name a folder"),
+        ('unknown_sender = "robot"', "imap.unknown_sender must be one of contact, lead"),
+        ('ignore_plus_tags = "yes"', "imap.ignore_plus_tags must be true or false"),
+        ("acknowledge = 1", "imap.acknowledge must be true or false"),
+        ('urgent_keywords = "urgent"', "imap.urgent_keywords must be a list of text"),
+        ("high_keywords = [1]", r"imap\.high_keywords must be a list of text \(got 1 in it\)"),
+        ("max_new_cases_per_hour = 0", "imap.max_new_cases_per_hour must be at least 1"),
+        ("max_new_cases_per_hour = 2.5", "imap.max_new_cases_per_hour must be a whole number"),
+        ("max_new_cases_per_hour = true", "imap.max_new_cases_per_hour must be a whole number"),
+        ('own_addresses = ["support"]', r"imap\.own_addresses: 'support' is not an email address"),
+        ("cafile = 3", "imap.cafile must be a file path"),
+        ('move_too = "Done"', r"unknown key imap\.move_too \(did you mean imap\.move_to\?\)"),
+    ],
+)
+def test_bad_inbox_keys_name_the_key(tmp_path: Path, keys: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, f'[imap]\nhost = "x"\n{keys}\n'), env={})
+
+
+def test_cafile_is_refused_outside_imap(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown key smtp\.cafile"):
+        load_config(write(tmp_path, '[smtp]\nhost = "x"\ncafile = "ca.pem"\n'), env={})
+
+
+def test_the_readme_configuration_example_is_valid(tmp_path: Path) -> None:
+    import re
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"## Configuration.*?```toml\n(.*?)```", readme, re.S)
+    assert match is not None
+    cfg = load_config(write(tmp_path, match.group(1)), env={})
+    assert cfg.imap is not None and cfg.imap.cafile == tmp_path / "certs" / "mail-ca.pem"
+    assert (cfg.inbox.after, cfg.inbox.move_to, cfg.inbox.max_new_cases_per_hour) == ("seen", "Filed", 5)

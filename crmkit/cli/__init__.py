@@ -7,7 +7,8 @@ Each command parses its options, makes one library call and prints the result
   0  done
   1  failed (bad input, not found, duplicate, store or config problem)
   2  wrong usage (unknown option, missing argument)
-  3  done, but conflicts or invalid cells need a person (sync)
+  3  done, but conflicts or invalid cells need a person (sync), or
+     messages were quarantined (poll)
 """
 
 from __future__ import annotations
@@ -103,11 +104,12 @@ def main(ctx: click.Context, store_option: str | None, config_option: str | None
 
 
 def _register() -> None:
-    from crmkit.cli import records, setup, sync
+    from crmkit.cli import mail, records, setup, sync
 
     setup.register(main)
     records.register(main)
     sync.register(main)
+    mail.register(main)
 
 
 _register()

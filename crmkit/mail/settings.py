@@ -1,26 +1,37 @@
 """The support inbox's settings, read from crmkit.toml's ``[imap]`` table.
 
 :mod:`crmkit.config` checks the keys; this module turns them into what the
-poller takes: the server, the :class:`~crmkit.mail.inbox.InboxRules`, and
-what to do with a message once it is filed. Keys left out keep
+poller takes: the server, the :class:`~crmkit.mail.inbox.InboxRules`, what
+to do with a message once it is filed, and (``acknowledge = true``) the
+hook that acknowledges new cases over ``[smtp]``. Keys left out keep
 :class:`InboxRules`' defaults, so those live in one place.
 """
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from email.utils import parseaddr
 from typing import Any
 
-from crmkit.config import Config, MailServer
+from crmkit.config import Config, MailServer, resolve_password
 from crmkit.errors import ConfigError
-from crmkit.mail.inbox import InboxRules
+from crmkit.mail.ack import acknowledgement, record_sent
+from crmkit.mail.inbox import Filed, InboxRules
+from crmkit.mail.message import ParsedMessage
+from crmkit.mail.smtp import SMTPSender
+from crmkit.store import Store
 
-__all__ = ["IMAP_EXAMPLE", "PollSettings", "inbox_rules", "poll_settings"]
+__all__ = ["IMAP_EXAMPLE", "PollSettings", "acknowledger", "inbox_rules", "poll_settings"]
 
-#: What a missing or incomplete [imap] table is answered with.
-IMAP_EXAMPLE = '[imap] host = "imap.example.com", user = "support@example.com"'
+#: What a missing [imap] table is answered with.
+IMAP_EXAMPLE = (
+    'an [imap] table with host = "imap.example.com" and user = "support@example.com" '
+    "(the password: CRMKIT_IMAP_PASSWORD or password_command)"
+)
 
 
 @dataclass(frozen=True)
@@ -71,7 +82,7 @@ def poll_settings(config: Config) -> PollSettings:
     """The poller's settings; a missing ``[imap]`` table or user is one line saying what to add."""
     where = f"in {config.path}" if config.path else "in crmkit.toml (none found)"
     if config.imap is None:
-        raise ConfigError(f"no [imap] table {where}: add {IMAP_EXAMPLE} to poll a mailbox")
+        raise ConfigError(f"no [imap] table {where}: to poll a mailbox, add {IMAP_EXAMPLE}")
     if not config.imap.user:
         raise ConfigError(f'[imap] has no user {where}: add user = "support@example.com"')
     return PollSettings(
@@ -80,3 +91,35 @@ def poll_settings(config: Config) -> PollSettings:
         after=config.inbox.after,
         move_to=config.inbox.move_to,
     )
+
+
+@contextmanager
+def acknowledger(
+    config: Config, store: Store, *, ssl_context: ssl.SSLContext | None = None
+) -> Iterator[Callable[[Filed, ParsedMessage], None] | None]:
+    """The poller's ``on_filed`` hook that acknowledges new cases, or None without ``acknowledge``.
+
+    The acknowledgement goes over ``[smtp]`` (one connection, opened on the first
+    one) and is logged on its case, so a reply to it threads by its headers.
+    :func:`~crmkit.mail.inbox.file_message` decides who gets one (RFC 3834).
+    """
+    if not config.inbox.acknowledge:
+        yield None
+        return
+    smtp = config.smtp
+    if smtp is None or not smtp.from_address:
+        raise ConfigError(
+            '[imap] acknowledge = true needs an [smtp] table with host and from = "Support <support@…>"'
+        )
+    from_address = smtp.from_address
+    password = resolve_password(smtp) if smtp.user else None
+    with SMTPSender(smtp, password, ssl_context=ssl_context) as sender:
+
+        def acknowledge(filed: Filed, parsed: ParsedMessage) -> None:
+            if not (filed.acknowledge and filed.case):
+                return
+            message = acknowledgement(filed.case, parsed, from_address=from_address)
+            sender.send(message)
+            record_sent(store, filed.case, message, contact=filed.person, actor="poller")
+
+        yield acknowledge

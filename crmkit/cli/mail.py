@@ -1,0 +1,128 @@
+"""``crmkit poll``: turn the support inbox into cases."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from crmkit.cli import App, pass_app
+from crmkit.cli.output import emit_json, json_option, print_table
+from crmkit.config import resolve_password
+from crmkit.mail.archive import MailArchive
+from crmkit.mail.imap import PollReport, poll_idle, poll_once, replay_quarantined
+from crmkit.mail.settings import acknowledger, inbox_rules, poll_settings
+
+__all__ = ["register"]
+
+#: Exit code when the poll finished but some messages were quarantined.
+NEEDS_ATTENTION = 3
+
+
+@click.command()
+@click.option("--once", "mode", flag_value="once", default=True, help="File what arrived, then stop (cron).")
+@click.option(
+    "--idle", "mode", flag_value="idle", help="Stay connected; file mail as it arrives (IMAP IDLE)."
+)
+@click.option("--quarantine", "list_quarantine", is_flag=True, help="List quarantined messages.")
+@click.option("--replay", metavar="ID|all", help="File quarantined messages again; release those that file.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only problems (for cron).")
+@json_option
+@pass_app
+def poll(app: App, mode: str, list_quarantine: bool, replay: str | None, quiet: bool, as_json: bool) -> None:
+    """Read the [imap] mailbox of crmkit.toml: log every message as an activity and open or update cases.
+
+    A new conversation opens a case; a reply joins its case (by its headers, or
+    by a [CASE-12] token in the subject from someone already on the case). Each
+    message is filed once, however often the poller is stopped or killed. A
+    message that cannot be filed is quarantined (its .eml kept beside the
+    store) and the run goes on. Exit codes: 0 done, 3 done but messages were
+    quarantined (a person should look), 1 failed (what was filed stays filed).
+
+    \b
+    Example:
+        crmkit poll --quiet            # from cron, every few minutes
+        crmkit poll --idle             # or stay connected
+        crmkit poll --quarantine
+        crmkit poll --replay all
+    """
+    if list_quarantine and replay:
+        raise click.UsageError("--quarantine lists, --replay files again: give one of them")
+    archive = MailArchive(app.store_path)
+    if list_quarantine:
+        _print_quarantine(archive, as_json)
+        return
+    if replay:
+        report = replay_quarantined(
+            app.store(must_exist=True), archive, replay, rules=inbox_rules(app.config)
+        )
+        _print_report(report, quiet=quiet, as_json=as_json)
+    elif mode == "idle":
+        settings = poll_settings(app.config)
+
+        def show_round(report: PollReport) -> None:
+            _print_report(report, quiet=quiet, as_json=False, json_line=as_json)
+
+        store = app.store(must_exist=True)
+        with acknowledger(app.config, store) as on_filed:
+            report = poll_idle(
+                store,
+                settings.server,
+                resolve_password(settings.server),
+                rules=settings.rules,
+                archive=archive,
+                after=settings.after,
+                move_to=settings.move_to,
+                on_filed=on_filed,
+                on_round=show_round,
+            )
+    else:
+        settings = poll_settings(app.config)
+        store = app.store(must_exist=True)
+        with acknowledger(app.config, store) as on_filed:
+            report = poll_once(
+                store,
+                settings.server,
+                resolve_password(settings.server),
+                rules=settings.rules,
+                archive=archive,
+                after=settings.after,
+                move_to=settings.move_to,
+                on_filed=on_filed,
+            )
+        _print_report(report, quiet=quiet, as_json=as_json)
+    if report.needs_attention:
+        sys.exit(NEEDS_ATTENTION)
+
+
+def _print_report(report: PollReport, *, quiet: bool, as_json: bool, json_line: bool = False) -> None:
+    if as_json:
+        emit_json(report.as_json())
+        return
+    if json_line:  # --idle --json: one object per round, one per line
+        click.echo(json.dumps(report.as_json(), ensure_ascii=False))
+        return
+    if not quiet:
+        click.echo(report.summary())
+    for qid in report.quarantined:
+        click.echo(f"quarantined: {qid} (crmkit poll --quarantine shows why)", err=True)
+
+
+def _print_quarantine(archive: MailArchive, as_json: bool) -> None:
+    items = archive.quarantined()
+    if as_json:
+        emit_json([item.as_json() for item in items])
+        return
+    if not items:
+        click.echo("The quarantine is empty.")
+        return
+    print_table(
+        [[item.id, item.reason, item.origin, item.at] for item in items],
+        ["ID", "Reason", "Origin", "When"],
+        max_width=60,
+    )
+
+
+def register(main: click.Group) -> None:
+    main.add_command(poll)

@@ -1,0 +1,762 @@
+"""``crmkit poll`` end to end: mail APPENDed to a real Dovecot, read over IMAP, filed into the store.
+
+Each test has its own Dovecot user (so its own mailbox), store and crmkit.toml; one Dovecot
+serves the module. What the poller did is read back the way a person would: ``crmkit cases
+list --json``, ``crmkit contacts show ID --json``, ``crmkit activities list --json``.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from crmkit.cli import main
+from crmkit.config import MailServer, Secret
+from crmkit.mail import imap
+from crmkit.mail.archive import MailArchive
+from crmkit.mail.imap import PollReport, mailbox_key, poll_idle, poll_once, synthetic_message_id
+from crmkit.mail.inbox import InboxRules
+from crmkit.store import Store
+from crmkit.testing.mailservers import DovecotServer, SMTPServer, find_dovecot
+
+REQUIRE_SERVERS = bool(os.environ.get("CRMKIT_REQUIRE_SERVERS"))
+pytestmark = pytest.mark.skipif(
+    find_dovecot() is None and not REQUIRE_SERVERS,
+    reason="dovecot is not installed (apt-get install dovecot-imapd); CRMKIT_REQUIRE_SERVERS=1 makes this an error",
+)
+
+PASSWORD = "imap-pw-7f3k9"  # every test user's; CRMKIT_IMAP_PASSWORD, set with monkeypatch
+_users = itertools.count(1)
+_ids = itertools.count(1)
+
+
+# -- messages -----------------------------------------------------------------------------------
+
+
+def mail(
+    sender: str,
+    subject: str,
+    body: str = "Hello, something is wrong.",
+    *,
+    message_id: str | None = "",
+    in_reply_to: str | None = None,
+    references: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    """A message's bytes; a fresh Message-ID unless one is given (None: no Message-ID at all)."""
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = "support@example.com"
+    msg["Subject"] = subject
+    msg["Date"] = "Mon, 23 Nov 2026 10:00:00 +0000"
+    if message_id == "":
+        message_id = f"<m{next(_ids)}@test.example>"
+    if message_id is not None:
+        msg["Message-ID"] = message_id
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+    if references:
+        msg["References"] = references
+    for name, value in (headers or {}).items():
+        msg[name] = value
+    msg.set_content(body)
+    return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))  # as IMAP serves it: CRLF
+
+
+def message_id_of(raw: bytes) -> str:
+    """The Message-ID the poller files a message under (its own, or one made from its bytes)."""
+    for line in raw.split(b"\n\n", 1)[0].splitlines():
+        if line.lower().startswith(b"message-id:"):
+            return line.split(b":", 1)[1].strip().decode()
+    return synthetic_message_id(raw)
+
+
+# -- one test's mailbox, store and config ------------------------------------------------------
+
+
+class Inbox:
+    """A Dovecot user of its own, a store, and a crmkit.toml whose [imap] reads that user's mail."""
+
+    def __init__(
+        self,
+        dovecot: DovecotServer,
+        folder: Path,
+        security: str,
+        imap_keys: dict[str, Any],
+        smtp_keys: dict[str, Any] | None = None,
+    ) -> None:
+        self.dovecot = dovecot
+        self.user = f"user{next(_users)}"
+        dovecot.add_user(self.user, PASSWORD)
+        folder.mkdir(parents=True)
+        self.store_path = folder / "crm.json"
+        Store(self.store_path).create()
+        self.archive = MailArchive(self.store_path)
+        self.folder = str(imap_keys.get("folder", "INBOX"))
+        self.server = MailServer(
+            "imap",
+            dovecot.host,
+            dovecot.ssl_port if security == "ssl" else dovecot.port,
+            security=security,
+            user=self.user,
+            folder=self.folder,
+            timeout=10,
+            cafile=dovecot.cafile,
+        )
+        keys = {
+            "host": dovecot.host,
+            "port": self.server.port,
+            "security": security,
+            "user": self.user,
+            "cafile": str(dovecot.cafile),
+            "timeout": 10,
+            **imap_keys,
+        }
+        self.config_path = folder / "crmkit.toml"
+        lines = ["[imap]"] + [f"{k} = {json.dumps(v)}" for k, v in keys.items() if v is not None]
+        if smtp_keys:
+            lines += ["[smtp]"] + [f"{k} = {json.dumps(v)}" for k, v in smtp_keys.items()]
+        self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def append(self, *raws: bytes, folder: str | None = None) -> list[int]:
+        """APPEND over one connection; the new UIDs."""
+        folder = folder or self.folder
+        with self.dovecot.connect(self.user) as client:
+            if not client.folder_exists(folder):
+                client.create_folder(folder)
+            uids = []
+            for raw in raws:
+                answer = client.append(folder, raw)
+                uids.append(int(answer.split(b"]")[0].split()[-1]))  # [APPENDUID validity uid]
+            return uids
+
+    def cli(self, *args: str, code: int = 0) -> Result:
+        result = CliRunner().invoke(
+            main, ["--store", str(self.store_path), "--config", str(self.config_path), *args]
+        )
+        assert result.exit_code == code, (result.output, result.exception)
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def poll(self, *args: str, code: int = 0) -> dict[str, Any]:
+        return json.loads(self.cli("poll", *args, "--json", code=code).stdout)
+
+    def poll_lib(self, **options: Any) -> PollReport:
+        return poll_once(
+            Store(self.store_path),
+            self.server,
+            Secret(PASSWORD),
+            rules=options.pop("rules", InboxRules()),
+            archive=self.archive,
+            **options,
+        )
+
+    def activities(self, **where: str) -> list[dict[str, Any]]:
+        args = [f"--where={k}={v}" for k, v in where.items()]
+        return list(self.json("activities", "list", *args))
+
+    def progress(self) -> dict[str, Any]:
+        return Store(self.store_path).state("imap", mailbox_key(self.server)) or {}
+
+
+@pytest.fixture(scope="module")
+def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
+    with DovecotServer(tmp_path_factory.mktemp("dovecot")) as server:
+        yield server
+
+
+@pytest.fixture
+def make_inbox(
+    dovecot: DovecotServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Inbox]:
+    monkeypatch.setenv("CRMKIT_IMAP_PASSWORD", PASSWORD)
+    monkeypatch.delenv("CRMKIT_STORE", raising=False)
+    count = itertools.count(1)
+
+    def make(security: str = "ssl", smtp: dict[str, Any] | None = None, **imap_keys: Any) -> Inbox:
+        return Inbox(dovecot, tmp_path / f"crm{next(count)}", security, imap_keys, smtp)
+
+    return make
+
+
+@pytest.fixture
+def inbox(make_inbox: Callable[..., Inbox]) -> Inbox:
+    return make_inbox()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+# -- filing: cases, threads, senders --------------------------------------------------------
+
+
+def test_a_new_conversation_opens_a_case_and_logs_an_activity_on_a_new_contact(inbox: Inbox) -> None:
+    inbox.append(mail("Ana Nguyen <ana@acme.example>", "Printer is on fire", "URGENT: smoke everywhere"))
+    report = inbox.poll()
+    assert report["counts"] == {"new_case": 1} and report["quarantined"] == []
+    [case] = inbox.json("cases", "list")
+    assert (case["subject"], case["contact"], case["origin"], case["priority"]) == (
+        "Printer is on fire",
+        "C-1",
+        "email",
+        "urgent",
+    )
+    view = inbox.json("contacts", "show", "C-1")
+    assert (view["name"], view["email"], view["source"]) == ("Ana Nguyen", "ana@acme.example", "email")
+    [activity] = view["related"]["activities"]
+    assert activity["kind"] == "email_in" and activity["case"] == case["id"]
+    assert activity["sender"] == "ana@acme.example" and activity["body"] == "URGENT: smoke everywhere"
+    raw = inbox.store_path.parent / activity["raw_message"]
+    assert raw.read_bytes().startswith(b"From: Ana Nguyen") and raw.is_relative_to(inbox.archive.root)
+    assert inbox.poll()["messages"] == 0  # nothing new: nothing filed twice
+
+
+def test_replies_thread_by_headers_and_by_case_token_only_for_people_on_the_case(inbox: Inbox) -> None:
+    inbox.append(mail("ana@acme.example", "Invoice is wrong", message_id="<first@acme.example>"))
+    inbox.poll()
+    inbox.append(
+        mail("ana@acme.example", "Re: Invoice is wrong", in_reply_to="<first@acme.example>"),
+        mail("bo@acme.example", "Re: Re: Invoice", references="<x@y> <first@acme.example>"),
+        mail("ana@acme.example", "More on [CASE-1]"),  # the token, from someone on the case
+        mail("mallory@evil.example", "Re: [CASE-1] let me in"),  # a stranger guessing a number
+    )
+    report = inbox.poll()
+    assert [f["action"] for f in report["filed"]] == ["joined_case", "joined_case", "joined_case", "new_case"]
+    cases = {c["id"]: c for c in inbox.json("cases", "list")}
+    assert set(cases) == {"CASE-1", "CASE-2"}
+    mallory = inbox.json("contacts", "show", "mallory@evil.example")
+    assert cases["CASE-2"]["contact"] == mallory["id"]
+    assert len(inbox.activities(case="CASE-1")) == 4 and len(inbox.activities(case="CASE-2")) == 1
+
+
+def test_a_reply_to_a_resolved_case_reopens_it(inbox: Inbox) -> None:
+    inbox.append(mail("ana@acme.example", "Login fails", message_id="<login@acme.example>"))
+    inbox.poll()
+    inbox.cli("cases", "update", "CASE-1", "status=resolved")
+    inbox.append(
+        mail("ana@acme.example", "Re: Login fails", "Still broken", in_reply_to="<login@acme.example>")
+    )
+    assert inbox.poll()["counts"] == {"reopened_case": 1}
+    assert inbox.json("cases", "show", "CASE-1")["status"] == "open"
+
+
+def test_unknown_senders_become_contacts_of_known_accounts_or_leads_when_configured(
+    make_inbox: Callable[..., Inbox],
+) -> None:
+    contacts = make_inbox()
+    contacts.cli("accounts", "add", "name=Acme Corp", "domain=acme.example")
+    contacts.append(mail("New Person <new@acme.example>", "Hello"), mail("x@gmail.com", "Hi"))
+    contacts.poll()
+    assert contacts.json("contacts", "show", "new@acme.example")["account"] == "A-1"
+    assert contacts.json("contacts", "show", "x@gmail.com")["account"] is None
+    assert [c["account"] for c in contacts.json("cases", "list")] == ["A-1", None]
+
+    leads = make_inbox(unknown_sender="lead")
+    leads.cli("accounts", "add", "name=Acme Corp", "domain=acme.example")
+    leads.append(mail("Lee <lee@acme.example>", "Pricing?"))
+    assert leads.poll()["filed"][0]["person"] == "L-1"
+    [lead] = leads.json("leads", "list")
+    assert (lead["email"], lead["company"]) == ("lee@acme.example", "Acme Corp")
+    assert leads.json("contacts", "list") == []
+    assert [a["lead"] for a in leads.activities()] == ["L-1"]
+
+
+def test_new_cases_are_acknowledged_over_smtp_once_per_sender_and_replies_to_them_thread(
+    make_inbox: Callable[..., Inbox],
+) -> None:
+    with SMTPServer() as smtp:
+        inbox = make_inbox(
+            acknowledge=True,
+            smtp={
+                "host": smtp.host,
+                "port": smtp.port,
+                "security": "plain",
+                "from": "Support <help@ex.example>",
+            },
+        )
+        inbox.append(
+            mail("Ana <ana@acme.example>", "Broken screen", message_id="<screen@acme.example>"),
+            mail("ana@acme.example", "And the keyboard"),  # a second case the same day: no second note
+            mail("ooo@acme.example", "Out of office", headers={"Auto-Submitted": "auto-replied"}),
+        )
+        report = inbox.poll()
+        assert [f["acknowledge"] for f in report["filed"]] == [True, False, False]
+        [sent] = smtp.wait_for(1)
+    ack = sent.message
+    assert sent.rcpt_tos == ("ana@acme.example",)
+    assert ack["Subject"] == "[CASE-1] Re: Broken screen" and ack["Auto-Submitted"] == "auto-replied"
+    assert ack["In-Reply-To"] == "<screen@acme.example>"
+    [logged] = [a for a in inbox.activities(case="CASE-1") if a["kind"] == "email_out"]
+    assert logged["message_id"] == ack["Message-ID"]
+    inbox.append(mail("bo@acme.example", "Re: [CASE-1] Re: Broken screen", in_reply_to=ack["Message-ID"]))
+    assert inbox.poll()["filed"][0]["case"] == "CASE-1"  # a colleague answering the note joins the case
+
+
+def bounce(recipient: str) -> bytes:
+    return (
+        "From: Mail Delivery System <MAILER-DAEMON@mx.example>\r\n"
+        "To: support@example.com\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+        "Message-ID: <bounce1@mx.example>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nI could not deliver your message.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "--B--\r\n"
+    ).encode()
+
+
+def test_a_bounce_marks_the_address_bounced_and_opens_no_case(inbox: Inbox) -> None:
+    inbox.cli("contacts", "add", "name=Gone", "email=gone@old.example")
+    inbox.append(bounce("gone@old.example"))
+    assert inbox.poll()["counts"] == {"bounce": 1}
+    assert inbox.json("contacts", "show", "C-1")["email_status"] == "bounced"
+    assert inbox.json("cases", "list") == []
+
+
+def test_auto_replies_are_logged_without_a_case_and_a_runaway_responder_is_rate_limited(
+    make_inbox: Callable[..., Inbox],
+) -> None:
+    inbox = make_inbox(max_new_cases_per_hour=3)
+    inbox.append(
+        mail("ana@acme.example", "Out of office", headers={"Auto-Submitted": "auto-replied"}),
+        mail("ben@acme.example", "Out of the office until Monday"),
+        # a responder without any of those signs, answering each of our messages with a new one
+        *[mail("robot@loop.example", f"Ticket {n} received", "We got it.") for n in range(6)],
+    )
+    report = inbox.poll()
+    assert report["counts"] == {"logged": 5, "new_case": 3}
+    assert [c["subject"] for c in inbox.json("cases", "list")] == [f"Ticket {n} received" for n in range(3)]
+    assert len(inbox.activities()) == 8
+
+
+def test_a_request_to_unsubscribe_sets_opt_out(inbox: Inbox) -> None:
+    inbox.cli("contacts", "add", "name=Ann", "email=ann@shop.example")
+    inbox.append(mail("ann@shop.example", "Re: Our spring offers", "Please unsubscribe me."))
+    assert inbox.poll()["counts"] == {"unsubscribed": 1}
+    assert inbox.json("contacts", "show", "C-1")["opt_out"] is True
+    assert inbox.json("cases", "list") == []
+
+
+def test_attachments_with_hostile_names_are_kept_inside_the_archive_under_safe_names(
+    inbox: Inbox, tmp_path: Path
+) -> None:
+    parts = [
+        ('filename="../../etc/passwd"', b"root:x:0:0"),
+        ('filename="C:\\\\Windows\\\\evil.exe"', b"MZ\x90\x00"),
+        ("filename*=UTF-8''%E1%BA%A2nh%20ch%E1%BB%A5p%20m%C3%A0n%20h%C3%ACnh.png", b"\x89PNG"),
+        ("filename*0*=UTF-8''%D0%BE%D1%82%D1%87%D0%B5%D1%82; filename*1=.pdf", b"%PDF"),
+        ('filename="/dev/null"', b"null"),
+    ]
+    body = b"".join(
+        b"--P\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; "
+        + header.encode()
+        + b"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + base64.b64encode(data)
+        + b"\r\n"
+        for header, data in parts
+    )
+    raw = (
+        b"From: ana@acme.example\r\nTo: support@example.com\r\nSubject: files\r\n"
+        b'Message-ID: <files@acme.example>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="P"\r\n\r\n'
+        b"--P\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n" + body + b"--P--\r\n"
+    )
+    inbox.append(raw)
+    inbox.poll()
+    [activity] = inbox.activities()
+    names = [a["name"] for a in activity["attachments"]]
+    assert names == ["passwd", "evil.exe", "Ảnh chụp màn hình.png", "отчет.pdf", "null"]
+    folder = inbox.archive.root / "attachments"
+    for kept, (_, data) in zip(activity["attachments"], parts, strict=True):
+        path = (inbox.store_path.parent / kept["path"]).resolve()
+        assert path.is_relative_to(folder.resolve()) and path.read_bytes() == data
+    assert not (tmp_path / "etc").exists()
+    assert all(p.is_relative_to(folder) for p in tmp_path.rglob("*evil.exe"))
+
+
+def malformed_corpus() -> list[bytes]:
+    huge = b"".join(b"%06d " % n + b"x" * 90 + b"\r\n" for n in range(30_000))  # ~3 MB of text
+    return [
+        # broken MIME: a boundary that never closes, a part cut off in its headers
+        b"From: broken@corpus.example\r\nSubject: broken MIME\r\nMessage-ID: <broken@corpus.example>\r\n"
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="XYZ"\r\n\r\n'
+        b"--XYZ\r\nContent-Type: text/plain\r\n\r\nfirst part\r\n--XY\r\nContent-Type: text/ht",
+        # a charset nobody knows, and one that lies
+        b"From: charset@corpus.example\r\nSubject: bad charset\r\nMessage-ID: <cs1@corpus.example>\r\n"
+        b'Content-Type: text/plain; charset="x-no-such-charset"\r\n\r\ncaf\xe9 cr\xe8me\r\n',
+        b"From: charset@corpus.example\r\nSubject: lying charset\r\nMessage-ID: <cs2@corpus.example>\r\n"
+        b'Content-Type: text/plain; charset="utf-8"\r\n\r\ncaf\xe9 \xff\xfe\r\n',
+        # Vietnamese windows-1258 and Russian koi8-r, declared
+        b"From: =?windows-1258?Q?Nguy=EA=DEn?= <vn@corpus.example>\r\nSubject: =?utf-8?B?4bqibmggbOG7l2k=?=\r\n"
+        b'Message-ID: <vn@corpus.example>\r\nContent-Type: text/plain; charset="windows-1258"\r\n\r\nTi\xea\xecng Vi\xea\xf2t\r\n',
+        b"From: ru@corpus.example\r\nSubject: koi8\r\nMessage-ID: <ru@corpus.example>\r\n"
+        b'Content-Type: text/plain; charset="koi8-r"\r\n\r\n\xf0\xd2\xc9\xd7\xc5\xd4\r\n',
+        # no headers at all, and no Message-ID
+        b"just a line of text, no headers\r\n",
+        b"From: nomid@corpus.example\r\nSubject: no Message-ID\r\n\r\nwho am I\r\n",
+        # 8-bit garbage in headers and body, a bad date, a 5,000-character header
+        b"From: \xff\xfe\x80 <garbage@corpus.example>\r\nSubject: \x81\x82\x83 \xc3\x28\r\nDate: yesterday-ish\r\n"
+        b"Message-ID: <garbage@corpus.example>\r\nX-Long: "
+        + b"a" * 5000
+        + b"\r\n\r\n"
+        + bytes(range(128, 256))
+        + b"\r\n",
+        # a huge part
+        b"From: huge@corpus.example\r\nSubject: huge\r\nMessage-ID: <huge@corpus.example>\r\n"
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="H"\r\n\r\n--H\r\nContent-Type: text/plain\r\n\r\n'
+        + huge
+        + b"\r\n--H--\r\n",
+        mail("normal@corpus.example", "A normal message after all that"),
+    ]
+
+
+def test_a_malformed_message_corpus_never_stops_the_run(inbox: Inbox) -> None:
+    corpus = malformed_corpus()
+    inbox.append(*corpus)
+    report = inbox.poll()
+    assert report["quarantined"] == [] and report["messages"] == len(corpus)
+    assert report["filed"][-1]["action"] == "new_case"
+    counts = Counter(a["message_id"] for a in inbox.activities())
+    assert counts == Counter(message_id_of(raw) for raw in corpus)
+    subjects = {a["message_id"]: a["subject"] for a in inbox.activities()}
+    assert subjects["<vn@corpus.example>"] == "Ảnh lỗi"
+    vietnamese = inbox.json("contacts", "show", "vn@corpus.example")
+    assert vietnamese["name"] == "Nguyễn"
+    assert vietnamese["related"]["activities"][0]["body"] == "Tiếng Việt"
+    assert inbox.poll()["messages"] == 0
+
+
+# -- never lost: the quarantine --------------------------------------------------------------
+
+
+def test_a_message_that_cannot_be_filed_is_quarantined_and_replayed_once_fixed(
+    inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = imap.file_message
+
+    def buggy(store: Store, parsed: Any, **kwargs: Any) -> Any:  # a bug only this message meets
+        if "POISON" in parsed.subject:
+            raise KeyError("boom")
+        return real(store, parsed, **kwargs)
+
+    monkeypatch.setattr(imap, "file_message", buggy)
+    inbox.append(mail("a@x.example", "one"), mail("b@x.example", "POISON pill"), mail("c@x.example", "three"))
+    report = inbox.poll(code=3)
+    assert report["counts"] == {"new_case": 2, "quarantined": 1}
+    [item] = inbox.json("poll", "--quarantine")
+    assert item["id"] == report["quarantined"][0] and "KeyError" in item["reason"]
+    assert f"{mailbox_key(inbox.server)} uid 2" in item["origin"]
+    listing = inbox.cli("poll", "--quarantine").stdout
+    assert item["id"] in listing and "KeyError" in listing
+    assert inbox.poll()["messages"] == 0  # progress moved past it: not re-read
+
+    inbox.cli("poll", "--replay", item["id"], code=3)  # still broken: stays quarantined
+    monkeypatch.setattr(imap, "file_message", real)  # the bug fixed
+    replayed = inbox.poll("--replay", "all")
+    assert replayed["counts"] == {"new_case": 1}
+    assert inbox.json("poll", "--quarantine") == []
+    assert [c["subject"] for c in inbox.json("cases", "list")] == ["one", "three", "POISON pill"]
+    assert "no quarantined message nope" in inbox.cli("poll", "--replay", "nope", code=1).stderr
+
+
+def test_grouped_commits_file_everything_and_still_set_a_failing_message_aside(
+    inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = imap.file_message
+
+    def buggy(store: Store, parsed: Any, **kwargs: Any) -> Any:
+        if "POISON" in parsed.subject:
+            raise ValueError("cannot file this one")
+        return real(store, parsed, **kwargs)
+
+    monkeypatch.setattr(imap, "file_message", buggy)
+    raws = [mail("ana@x.example", "first", message_id="<g1@x.example>")]
+    raws += [mail("ana@x.example", f"Re: first {n}", in_reply_to="<g1@x.example>") for n in range(5)]
+    raws += [mail("bo@x.example", "POISON"), *[mail(f"p{n}@x.example", f"later {n}") for n in range(5)]]
+    inbox.append(*raws)
+    report = inbox.poll_lib(commit_every=4, batch=5)  # groups of 4 within fetches of 5
+    assert report.counts == {"new_case": 6, "joined_case": 5, "quarantined": 1}
+    assert [f.action for f in report.filed][:6] == ["new_case"] + [
+        "joined_case"
+    ] * 5  # threads within a group
+    assert report.last_uid == len(raws) and inbox.progress()["last_uid"] == len(raws)
+    assert Counter(a["message_id"] for a in inbox.activities()) == Counter(
+        message_id_of(raw) for raw in raws if b"POISON" not in raw
+    )
+
+
+# -- never twice: kills and UIDVALIDITY ------------------------------------------------------
+
+
+#: The poller with messages filed in groups, as a process to kill (the CLI files them one by one).
+GROUPED_POLL = """
+import sys
+from crmkit.config import load_config, resolve_password
+from crmkit.mail.archive import MailArchive
+from crmkit.mail.imap import poll_once
+from crmkit.mail.settings import poll_settings
+from crmkit.store import Store
+settings = poll_settings(load_config(sys.argv[2]))
+poll_once(Store(sys.argv[1]), settings.server, resolve_password(settings.server), rules=settings.rules,
+          archive=MailArchive(sys.argv[1]), batch=20, commit_every=8)
+"""
+
+
+@pytest.mark.parametrize("commit_every", [1, 8])
+def test_a_poller_killed_at_random_moments_then_run_again_logs_each_message_exactly_once(
+    inbox: Inbox, commit_every: int
+) -> None:
+    rng = random.Random(5 + commit_every)
+    raws: list[bytes] = []
+    for n in range(200):
+        if n % 20 == 19:
+            raws.append(mail(f"c{n}@kill.example", f"no id {n}", message_id=None))
+        elif n > 20 and n % 4 == 0:
+            parent = message_id_of(raws[rng.randrange(n)])
+            raws.append(mail(f"c{n % 50}@kill.example", f"Re: thread {n}", in_reply_to=parent))
+        else:
+            raws.append(mail(f"c{n % 50}@kill.example", f"Question {n}"))
+    uids = inbox.append(*raws)
+    command = [
+        sys.executable, "-m", "crmkit", "--store", str(inbox.store_path),
+        "--config", str(inbox.config_path), "poll", "--once", "--quiet",
+    ]  # fmt: skip
+    if commit_every > 1:
+        command = [sys.executable, "-c", GROUPED_POLL, str(inbox.store_path), str(inbox.config_path)]
+    partial = 0
+    while partial < 4:
+        # Kill once the run is a random number of messages in, plus a random few milliseconds: the
+        # moment falls anywhere in a message's filing, its transaction, or the mailbox action.
+        before = inbox.progress().get("last_uid", 0)
+        if before >= uids[-1] - 40:
+            break  # too near the end to land another kill mid-run
+        target = before + rng.randint(3, 20)
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_until(
+            lambda p=process, t=target: p.poll() is not None or inbox.progress().get("last_uid", 0) >= t
+        )
+        time.sleep(rng.uniform(0, 0.02))
+        process.send_signal(signal.SIGKILL)
+        _, err = process.communicate()
+        assert process.returncode in (-signal.SIGKILL, 0), err
+        if process.returncode == 0:  # finished before the kill
+            break
+        if before < inbox.progress().get("last_uid", 0) < uids[-1]:
+            partial += 1
+    assert partial >= 3, "the kills did not land mid-run: the test proves nothing"
+    inbox.poll()
+    counts = Counter(a["message_id"] for a in inbox.activities())
+    assert counts == Counter(message_id_of(raw) for raw in raws)  # each exactly once
+    assert inbox.progress()["last_uid"] == uids[-1]
+    assert inbox.json("poll", "--quarantine") == []
+
+
+def test_a_changed_uidvalidity_reads_the_folder_again_without_logging_anything_twice(
+    make_inbox: Callable[..., Inbox],
+) -> None:
+    inbox = make_inbox(folder="Support")
+    raws = [mail(f"u{n}@v.example", f"Question {n}") for n in range(4)]
+    raws.append(mail("anon@v.example", "No Message-ID here", message_id=None))
+    inbox.append(*raws)
+    first = inbox.poll()
+    assert first["counts"] == {"new_case": 5}
+    with inbox.dovecot.connect(inbox.user) as client:
+        client.delete_folder("Support")
+    inbox.append(*raws, mail("late@v.example", "A new one"))
+    again = inbox.poll()
+    assert again["uidvalidity_changed"] and again["uidvalidity"] != first["uidvalidity"]
+    assert again["counts"] == {"duplicate": 5, "new_case": 1}
+    counts = Counter(a["message_id"] for a in inbox.activities())
+    assert set(counts.values()) == {1} and len(counts) == 6
+    assert len(inbox.json("cases", "list")) == 6
+
+
+# -- the mailbox afterwards ------------------------------------------------------------------
+
+
+def flags_by_folder(inbox: Inbox) -> dict[str, list[tuple[bytes, ...]]]:
+    found = {}
+    with inbox.dovecot.connect(inbox.user) as client:
+        for folder in ("INBOX", "Filed"):
+            if client.folder_exists(folder):
+                client.select_folder(folder, readonly=True)
+                flags = client.get_flags(client.search("ALL")).values()
+                found[folder] = [tuple(sorted(set(f) - {b"\\Recent"})) for f in flags]
+    return found
+
+
+@pytest.mark.parametrize("after", ["seen", "move", "move without MOVE", "none"])
+def test_the_mailbox_is_left_as_configured(
+    make_inbox: Callable[..., Inbox], after: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if after == "move without MOVE":  # an older server: COPY, \Deleted, UID EXPUNGE
+        real = imap.IMAPClient.has_capability
+        monkeypatch.setattr(imap.IMAPClient, "has_capability", lambda self, c: c != "MOVE" and real(self, c))
+    action = after.split()[0]
+    inbox = make_inbox(after=action, move_to="Filed" if action == "move" else None)
+    inbox.append(mail("a@x.example", "one"), mail("b@x.example", "two"))
+    report = inbox.poll()
+    assert report["messages"] == 2
+    expected = {
+        "seen": ({"seen": 2}, {"INBOX": [(b"\\Seen",)] * 2}),
+        "move": ({"moved": 2}, {"INBOX": [], "Filed": [(), ()]}),
+        "none": ({}, {"INBOX": [(), ()]}),  # BODY.PEEK: not even \Seen
+    }[action]
+    assert (report["mailbox_actions"], flags_by_folder(inbox)) == expected
+
+
+def test_a_mailbox_action_a_killed_run_left_undone_is_finished_by_the_next_run(inbox: Inbox) -> None:
+    uids = inbox.append(mail("a@x.example", "one"), mail("b@x.example", "two"))
+    inbox.poll_lib(after="none")
+    Store(inbox.store_path).set_state(
+        "imap", mailbox_key(inbox.server), {**inbox.progress(), "acted_uid": uids[0] - 1}
+    )  # as if killed after filing, before flagging
+    report = inbox.poll_lib(after="seen")
+    assert (report.messages, report.mailbox_actions) == (0, {"seen": 2})
+    assert flags_by_folder(inbox) == {"INBOX": [(b"\\Seen",)] * 2}
+
+
+# -- IDLE ------------------------------------------------------------------------------------
+
+
+def test_idle_files_a_message_appended_while_it_waits_and_survives_a_dropped_connection(
+    inbox: Inbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    inbox.append(mail("early@x.example", "before we started"))
+    stop = threading.Event()
+    rounds: list[PollReport] = []
+    results: list[PollReport] = []
+
+    def run() -> None:
+        results.append(
+            poll_idle(
+                Store(inbox.store_path),
+                inbox.server,
+                Secret(PASSWORD),
+                rules=InboxRules(),
+                archive=inbox.archive,
+                on_round=rounds.append,
+                stop=stop,
+                renew_every=1.0,  # re-issued IDLE several times in this test
+                backoff=(0.1, 1.0),
+            )
+        )
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        wait_until(lambda: len(rounds) == 1)
+        time.sleep(1.5)  # idling, past one renewal
+        appended = time.monotonic()
+        inbox.append(mail("late@x.example", "while it waits"))
+        wait_until(lambda: len(rounds) == 2)
+        assert time.monotonic() - appended < 3
+        doveadm = shutil.which("doveadm")
+        if doveadm:  # the server drops the connection: the poller reconnects and goes on
+            kicked = subprocess.run(
+                [doveadm, "-c", str(inbox.dovecot.config_path), "kick", inbox.user], capture_output=True
+            )
+            assert kicked.returncode == 0, kicked.stderr
+            time.sleep(0.3)
+            dropped = time.monotonic()
+            inbox.append(mail("after@x.example", "after the drop"))
+            wait_until(lambda: len(rounds) == 3)
+            assert time.monotonic() - dropped < 3
+            assert "connection lost" in caplog.text and "reconnecting in 0.1 s" in caplog.text
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    [total] = results
+    assert total.counts == {"new_case": len(rounds)}
+    assert {c["subject"] for c in inbox.json("cases", "list")} >= {"before we started", "while it waits"}
+
+
+def test_idle_from_the_command_line_stops_cleanly_on_sigterm(inbox: Inbox) -> None:
+    inbox.append(mail("a@x.example", "hello"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "crmkit", "--store", str(inbox.store_path), "--config", str(inbox.config_path),
+         "poll", "--idle"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: inbox.progress().get("last_uid") == 1)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert f"{mailbox_key(inbox.server)}: 1 message (1 new case); 1 seen" in out
+
+
+# -- connections: TLS, passwords, errors ----------------------------------------------------
+
+
+@pytest.mark.parametrize("security", ["ssl", "starttls"])
+def test_ssl_and_starttls_verify_the_certificate(make_inbox: Callable[..., Inbox], security: str) -> None:
+    inbox = make_inbox(security)
+    inbox.append(mail("a@x.example", f"over {security}"))
+    assert inbox.poll()["counts"] == {"new_case": 1}
+
+    untrusting = make_inbox(security, cafile=None)  # the system CAs do not know the test CA
+    untrusting.append(mail("a@x.example", "never read"))
+    error = untrusting.cli("poll", code=1).stderr
+    assert "TLS certificate could not be verified" in error and "cafile" in error
+    assert len(error.strip().splitlines()) == 1
+
+
+def test_plain_imap_only_when_configured(make_inbox: Callable[..., Inbox]) -> None:
+    inbox = make_inbox("plain")
+    inbox.append(mail("a@x.example", "over plain IMAP"))
+    assert inbox.poll()["counts"] == {"new_case": 1}
+
+
+def test_a_wrong_password_is_one_clean_line_without_the_password(
+    inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRMKIT_IMAP_PASSWORD", "hunter2-not-it")
+    result = inbox.cli("poll", code=1)
+    assert result.stderr.startswith("Error: IMAP ") and "login refused" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+    assert "hunter2" not in result.output and PASSWORD not in result.output
+
+
+def test_connection_and_folder_errors_are_one_line(make_inbox: Callable[..., Inbox], tmp_path: Path) -> None:
+    missing = make_inbox(folder="Nope")
+    error = missing.cli("poll", code=1).stderr
+    assert "folder 'Nope' not found" in error and "INBOX" in error
+
+    refused = make_inbox(port=1)
+    error = refused.cli("poll", code=1).stderr
+    assert "cannot reach the server (Connection refused)" in error
+
+    bare = tmp_path / "bare.toml"
+    bare.write_text('store = "crm1/crm.json"\n')
+    result = CliRunner().invoke(main, ["--config", str(bare), "poll"])
+    assert result.exit_code == 1
+    assert "no [imap] table" in result.stderr and 'host = "imap.example.com"' in result.stderr
