@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         def poll() -> object:
             return poll_once(
                 Store(store.path), server, Secret(PASSWORD), rules=rules, archive=MailArchive(store.path),
-                after="none", move_to=None, batch=args.batch, ssl_context=context,
+                after="none", move_to=None, batch=args.batch, commit_every=args.batch, ssl_context=context,
             )  # fmt: skip
 
         ours, report = timed(poll)

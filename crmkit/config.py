@@ -86,7 +86,7 @@ _SERVER_KEYS = {
         "cafile",
         *_INBOX_KEYS,
     ),
-    "smtp": ("host", "port", "security", "user", "password_command", "from", "timeout"),
+    "smtp": ("host", "port", "security", "user", "password_command", "from", "timeout", "cafile"),
 }
 _SHEETS_KEYS = ("credentials", "endpoint", "timeout", "retry_deadline")
 
@@ -121,7 +121,7 @@ class MailServer:
     folder: str = "INBOX"  # IMAP only
     from_address: str | None = None  # SMTP only
     timeout: float = 60.0
-    cafile: Path | None = None  # IMAP only: trust this CA (a private one) instead of the system CAs
+    cafile: Path | None = None  # trust this CA (a private one) instead of the system CAs
 
     @property
     def password_env(self) -> str:

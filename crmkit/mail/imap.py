@@ -73,6 +73,11 @@ _BODY = b"BODY[]"
 OnFiled = Callable[[Filed, ParsedMessage], None]
 
 
+#: Messages filed per store transaction. Each commit rewrites the store file, so one per
+#: message makes a backlog crawl; a kill re-reads at most this many uncommitted messages.
+COMMIT_EVERY = 100
+
+
 class ImapConnectionError(CrmkitError):
     """The server could not be reached or the connection broke: worth trying again later."""
 
@@ -256,7 +261,7 @@ def tls_context(server: MailServer) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise ConfigError(
-            f"[imap] cafile {server.cafile}: cannot be read as a CA certificate ({reason})"
+            f"[{server.protocol}] cafile {server.cafile}: cannot be read as a CA certificate ({reason})"
         ) from None
 
 
@@ -563,7 +568,7 @@ def poll_once(
     after: str = "seen",
     move_to: str | None = None,
     batch: int = 100,
-    commit_every: int = 1,
+    commit_every: int = COMMIT_EVERY,
     ssl_context: ssl.SSLContext | None = None,
     on_filed: OnFiled | None = None,
 ) -> PollReport:
@@ -612,7 +617,7 @@ def poll_idle(
     after: str = "seen",
     move_to: str | None = None,
     batch: int = 100,
-    commit_every: int = 1,
+    commit_every: int = COMMIT_EVERY,
     ssl_context: ssl.SSLContext | None = None,
     on_filed: OnFiled | None = None,
     on_round: Callable[[PollReport], None] | None = None,

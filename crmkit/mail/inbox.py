@@ -242,6 +242,8 @@ def file_message(
             filed.notes.append(f"new {kind} {person['id']}")
     filed.person = person["id"] if person else None
 
+    if sender is None:
+        automatic = "no sender address"  # nobody to answer, and no one to tie a case to
     if automatic:
         filed.notes.append(f"automatic mail ({automatic}): no case")
         filed.activity = _log(store, parsed, filed, None, raw_message, attachments, actor, now)["id"]

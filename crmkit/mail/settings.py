@@ -9,6 +9,7 @@ hook that acknowledges new cases over ``[smtp]``. Keys left out keep
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,12 +19,15 @@ from email.utils import parseaddr
 from typing import Any
 
 from crmkit.config import Config, MailServer, resolve_password
-from crmkit.errors import ConfigError
+from crmkit.errors import ConfigError, CrmkitError
 from crmkit.mail.ack import acknowledgement, record_sent
+from crmkit.mail.imap import tls_context
 from crmkit.mail.inbox import Filed, InboxRules
 from crmkit.mail.message import ParsedMessage
 from crmkit.mail.smtp import SMTPSender
 from crmkit.store import Store
+
+log = logging.getLogger(__name__)
 
 __all__ = ["IMAP_EXAMPLE", "PollSettings", "acknowledger", "inbox_rules", "poll_settings"]
 
@@ -113,13 +117,18 @@ def acknowledger(
         )
     from_address = smtp.from_address
     password = resolve_password(smtp) if smtp.user else None
-    with SMTPSender(smtp, password, ssl_context=ssl_context) as sender:
+    with SMTPSender(smtp, password, ssl_context=ssl_context or tls_context(smtp)) as sender:
 
         def acknowledge(filed: Filed, parsed: ParsedMessage) -> None:
             if not (filed.acknowledge and filed.case):
                 return
             message = acknowledgement(filed.case, parsed, from_address=from_address)
-            sender.send(message)
+            try:
+                sender.send(message)
+            except CrmkitError as exc:
+                # the case is filed either way; an acknowledgement is a courtesy, not worth a stop
+                log.warning("acknowledgement of %s not sent: %s", filed.case, exc)
+                return
             record_sent(store, filed.case, message, contact=filed.person, actor="poller")
 
         yield acknowledge
