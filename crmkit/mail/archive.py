@@ -63,9 +63,12 @@ class MailArchive:
         store_path = Path(store_path)
         self.root = store_path.parent / f"{store_path.stem}-mail"
         self._unsynced = False
+        self._folders: set[Path] = set()  # made already: one mkdir per folder, not per file
 
     def _write(self, path: Path, data: bytes, *, durable: bool = False) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in self._folders:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(path.parent)
         tmp = temp_beside(path)
         try:
             with open(tmp, "wb") as fh:

@@ -109,10 +109,20 @@ def safe_filename(name: str | None, fallback: str) -> str:
     return name
 
 
+def _first_values(msg: Message) -> dict[str, Any]:
+    """Each header's first value by lower-cased name, gathered once per message part."""
+    cached = msg.__dict__.get("_crmkit_first_values")
+    if cached is None:
+        cached = {}
+        for key, value in msg.raw_items():
+            cached.setdefault(key.lower(), value)
+        msg.__dict__["_crmkit_first_values"] = cached
+    return cached
+
+
 def _raw_header(msg: Message, name: str, problems: list[str]) -> str:
     """A header's text as sent: undeclared 8-bit bytes decoded, RFC 2047 encoded words left as they are."""
-    wanted = name.lower()
-    value = next((v for k, v in msg.raw_items() if k.lower() == wanted), None)
+    value = _first_values(msg).get(name.lower())
     if value is None:
         return ""
     text = value if isinstance(value, str) else str(value)
