@@ -28,6 +28,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_sync_excel.py
 	$(BIN)/python bench/bench_sync_gsheet.py
+	$(BIN)/python bench/bench_poll.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache
