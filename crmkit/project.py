@@ -34,6 +34,9 @@ default_currency = "{currency}"
 # user = "support@example.com"
 # password_command = "pass show mail/support"
 # folder = "INBOX"
+# after = "seen"              # what happens to filed mail: seen, move (to move_to) or none
+# acknowledge = false         # answer new cases with their number (needs [smtp] from)
+# urgent_keywords = ["urgent", "asap", "khẩn", "gấp"]
 
 # [smtp]                      # how campaigns and acknowledgements are sent
 # host = "smtp.example.com"
@@ -41,8 +44,8 @@ default_currency = "{currency}"
 # user = "support@example.com"
 # from = "Support <support@example.com>"
 
-# [sheets]                    # Google Sheets sync
-# credentials = "service-account.json"
+# [sheets]                    # Google Sheets sync: crmkit sync gsheet:KEY
+# credentials = "~/.config/crmkit/service-account.json"   # a key file; keep it out of repositories
 """
 
 
