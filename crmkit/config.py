@@ -70,6 +70,7 @@ _INBOX_KEYS = (
     "high_keywords",
     "max_new_cases_per_hour",
     "acknowledge",
+    "acknowledge_every_hours",
     "own_addresses",
 )
 AFTER_ACTIONS = ("seen", "move", "none")
@@ -144,6 +145,7 @@ class InboxSettings:
     high_keywords: tuple[str, ...] | None = None
     max_new_cases_per_hour: int | None = None
     acknowledge: bool | None = None
+    acknowledge_every_hours: float | None = None  # at most one acknowledgement per sender per window
     own_addresses: tuple[str, ...] = ()
 
 
@@ -245,6 +247,17 @@ def _inbox(path: Path, data: Mapping[str, Any]) -> InboxSettings:
         if limit < 1:
             raise ConfigError(f"{path}: imap.max_new_cases_per_hour must be at least 1 (got {limit})")
         settings["max_new_cases_per_hour"] = limit
+    if "acknowledge_every_hours" in data:
+        hours = _expect(
+            path,
+            "imap.acknowledge_every_hours",
+            data["acknowledge_every_hours"],
+            (int, float),
+            "a number of hours",
+        )
+        if hours <= 0:
+            raise ConfigError(f"{path}: imap.acknowledge_every_hours must be more than 0 (got {hours})")
+        settings["acknowledge_every_hours"] = float(hours)
     if "own_addresses" in data:
         addresses = _texts(path, "imap.own_addresses", data["own_addresses"])
         for address in addresses:

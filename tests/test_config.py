@@ -228,3 +228,14 @@ def test_the_readme_configuration_example_is_valid(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, match.group(1)), env={})
     assert cfg.imap is not None and cfg.imap.cafile == tmp_path / "certs" / "mail-ca.pem"
     assert (cfg.inbox.after, cfg.inbox.move_to, cfg.inbox.max_new_cases_per_hour) == ("seen", "Filed", 5)
+
+
+def test_acknowledgement_window(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from crmkit.mail.settings import inbox_rules
+
+    cfg = load_config(write(tmp_path, '[imap]\nhost = "x"\nacknowledge_every_hours = 6\n'), env={})
+    assert inbox_rules(cfg).ack_window == timedelta(hours=6)
+    with pytest.raises(ConfigError, match="acknowledge_every_hours must be more than 0"):
+        load_config(write(tmp_path, '[imap]\nhost = "x"\nacknowledge_every_hours = 0\n'), env={})

@@ -71,6 +71,8 @@ def inbox_rules(config: Config) -> InboxRules:
         changes["rate_window"] = timedelta(hours=1)
     if settings.acknowledge is not None:
         changes["acknowledge"] = settings.acknowledge
+    if settings.acknowledge_every_hours is not None:
+        changes["ack_window"] = timedelta(hours=settings.acknowledge_every_hours)
     own = list(settings.own_addresses)
     if config.imap is not None and config.imap.user and "@" in config.imap.user:
         own.append(config.imap.user)
