@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,7 +46,9 @@ def mail(
 
 def file(store: Store, raw: bytes, rules: InboxRules | None = None, now: datetime = NOW) -> Filed:
     with store.transaction():
-        return file_message(store, parse_message(raw), rules=rules, now=now, raw_message="crm-mail/x.eml")
+        # named by content, as the archive names raw messages
+        raw_message = f"crm-mail/eml/{hashlib.sha256(raw).hexdigest()}.eml"
+        return file_message(store, parse_message(raw), rules=rules, now=now, raw_message=raw_message)
 
 
 def activities(store: Store, **where: Any) -> list[dict[str, Any]]:
@@ -64,7 +68,7 @@ def test_new_conversation_opens_a_case_on_a_new_contact(store: Store) -> None:
     assert (case["contact"], case["account"], case["origin"], case["status"]) == ("C-1", account["id"], "email", "new")
     [activity] = activities(store)
     assert activity["kind"] == "email_in" and activity["case"] == "CASE-1" and activity["contact"] == "C-1"
-    assert activity["sender"] == "hoa@saomai.vn" and activity["raw_message"] == "crm-mail/x.eml"
+    assert activity["sender"] == "hoa@saomai.vn" and activity["raw_message"].startswith("crm-mail/eml/")
 
 
 def test_a_known_contact_and_plus_tags(store: Store) -> None:
@@ -164,7 +168,11 @@ def test_a_runaway_autoresponder_is_rate_limited(store: Store) -> None:
 
 def test_unsubscribe_sets_opt_out(store: Store) -> None:
     store.add("contacts", {"name": "Ana", "email": "ana@example.com"})
-    filed = file(store, mail("ana@example.com", "Re: November newsletter", "Please unsubscribe me.\n> old"))
+    store.add("activities", {"kind": "email_out", "subject": "November newsletter", "message_id": "<news-1@us>"})
+    filed = file(
+        store,
+        mail("ana@example.com", "Re: November newsletter", "Please unsubscribe me.\n> old", in_reply_to="<news-1@us>"),
+    )
     assert filed.action == "unsubscribed" and store.get("C-1")["opt_out"] is True
     assert store.count("cases") == 0
     vi = file(store, mail("ana@example.com", "Hủy đăng ký", "xin cảm ơn"))
@@ -202,3 +210,66 @@ def test_subjects_and_tokens() -> None:
     assert clean_subject("Trả lời: Máy in") == "Máy in"
     assert clean_subject("  ") == "(no subject)"
     assert case_token("Re: [case-12] x") == "CASE-12" and case_token("CASE-12") is None
+
+
+def test_everyday_words_are_not_unsubscribes_or_bounces(store: Store) -> None:
+    store.add("contacts", {"name": "Ana", "email": "ana@example.com"})
+    assert file(store, mail("ana@example.com", "Stop sending me duplicate invoices!")).action == "new_case"
+    assert file(store, mail("ana@example.com", "Undelivered order #4411 - where is it?")).action == "new_case"
+    assert store.get("C-1").get("opt_out") is False
+
+
+def test_a_stranger_cannot_mark_someone_bounced(store: Store) -> None:
+    store.add("contacts", {"name": "CEO", "email": "ceo@bigcustomer.com"})
+    filed = file(store, mail("eve@evil.example", "Need help", X_Failed_Recipients="ceo@bigcustomer.com"))
+    assert filed.action == "new_case" and store.get("C-1")["email_status"] == "ok"
+
+
+def test_plus_tags_do_not_dodge_the_limits(store: Store) -> None:
+    store.add("contacts", {"name": "Ana", "email": "ana@cust.com"})
+    rules = InboxRules(max_new_cases=3, acknowledge=True)
+    results = [file(store, mail(f"ana+{i}@cust.com", f"p{i}"), rules) for i in range(6)]
+    assert [r.action for r in results].count("new_case") == 3 and sum(r.acknowledge for r in results) == 1
+    assert {r.person for r in results} == {"C-1"}
+    new = [file(store, mail(f"bob+{i}@cust.com", f"q{i}"), rules) for i in range(2)]
+    assert new[0].person == new[1].person and store.get(new[0].person or "")["email"] == "bob@cust.com"
+
+
+def test_an_archived_message_is_still_a_duplicate(store: Store) -> None:
+    raw = mail(message_id="<arch@x>")
+    first = file(store, raw)
+    store.archive(first.activity or "")
+    again = file(store, raw)
+    assert again.action == "duplicate" and store.count("cases") == 1
+
+
+def test_a_reused_message_id_does_not_swallow_another_message(store: Store) -> None:
+    file(store, mail("bob@cust.com", "printer jam", message_id="<1@scanner.local>"))
+    other = file(store, mail("carol@other.com", "server down", message_id="<1@scanner.local>"))
+    assert other.action == "new_case" and store.count("cases") == 2
+    assert any("already used Message-ID" in n for n in other.notes)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"From: ((((((((((((((((((((((((((((((((((((((((((((((((((" * 40 + b"\r\n\r\nx",
+        b"From: a@b.c\r\nDate: Fri, 31 Dec 9999 23:59:59 -1200\r\n\r\nx",
+        b"From: a@b.c\r\nContent-Type: text/plain; charset=utf-7\r\n\r\n+2AA-",
+        b"From: a@b.c\r\nContent-Type: text/plain; charset=unicode_escape\r\n\r\n\\ud800",
+    ],
+)
+def test_hostile_mail_is_filed_not_refused(store: Store, data: bytes) -> None:
+    filed = file(store, data)  # storable: the commit below would fail on a lone surrogate
+    assert filed.activity is not None
+    Store(store.path).get(filed.activity)
+
+
+def test_the_mail_archive_is_private(tmp_path: Path) -> None:
+    from crmkit.mail.archive import MailArchive
+
+    archive = MailArchive(tmp_path / "crm.json")
+    path = tmp_path / archive.keep_raw(b"From: a@b.c\r\n\r\nsecret")
+    archive.sync()
+    assert path.read_bytes().endswith(b"secret")
+    assert path.stat().st_mode & 0o077 == 0 and archive.root.stat().st_mode & 0o077 == 0

@@ -356,7 +356,11 @@ def test_auto_replies_are_logged_without_a_case_and_a_runaway_responder_is_rate_
 
 def test_a_request_to_unsubscribe_sets_opt_out(inbox: Inbox) -> None:
     inbox.cli("contacts", "add", "name=Ann", "email=ann@shop.example")
-    inbox.append(mail("ann@shop.example", "Re: Our spring offers", "Please unsubscribe me."))
+    # a reply to campaign mail crmkit sent (logged with its Message-ID, no case)
+    inbox.cli("activities", "add", "kind=email_out", "subject=Our spring offers", "message_id=<spring-1@shop>")
+    inbox.append(
+        mail("ann@shop.example", "Re: Our spring offers", "Please unsubscribe me.", in_reply_to="<spring-1@shop>")
+    )
     assert inbox.poll()["counts"] == {"unsubscribed": 1}
     assert inbox.json("contacts", "show", "C-1")["opt_out"] is True
     assert inbox.json("cases", "list") == []

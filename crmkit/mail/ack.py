@@ -25,7 +25,9 @@ def acknowledgement(
     case_id: str, parsed: ParsedMessage, *, from_address: str, now: datetime | None = None
 ) -> EmailMessage:
     """The acknowledgement of ``parsed``, which opened ``case_id``."""
-    recipient = parsed.reply_to or parsed.sender
+    # From, never Reply-To: the once-per-window rule counts senders, and a Reply-To
+    # would let anyone aim acknowledgements at a third party
+    recipient = parsed.sender
     if not recipient:
         raise ValueError("a message without a sender cannot be acknowledged")
     domain = parseaddr(from_address)[1].rpartition("@")[2] or "crmkit.invalid"

@@ -67,11 +67,13 @@ class MailArchive:
 
     def _write(self, path: Path, data: bytes, *, durable: bool = False) -> None:
         if path.parent not in self._folders:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            # private: mail and its attachments are for the CRM's users, not every local account
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)  # parents= gives parents 0o777
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._folders.add(path.parent)
         tmp = temp_beside(path)
         try:
-            with open(tmp, "wb") as fh:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
                 fh.write(data)
                 if durable:
                     fh.flush()

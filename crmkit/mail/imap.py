@@ -324,11 +324,22 @@ def connect(server: MailServer, password: Secret, *, ssl_context: ssl.SSLContext
                 if not client.has_capability("STARTTLS"):
                     raise CrmkitError(f'{where}: the server does not offer STARTTLS; try security = "ssl"')
                 client.starttls(context)
-            client.login(server.user, password.reveal())
+            try:
+                client.login(server.user, password.reveal())
+            except UnicodeEncodeError:
+                # IMAP LOGIN sends ASCII only; the error would quote the character and its place
+                raise CrmkitError(
+                    f"{where}: the password has characters other than ASCII, which IMAP LOGIN "
+                    "cannot send; use an ASCII password for this mailbox"
+                ) from None
     except BaseException:
         _close(client)
         raise
     return client
+
+
+def _same_folder(a: str, b: str) -> bool:
+    return a == b or a.upper() == b.upper() == "INBOX"  # INBOX is case-insensitive (RFC 3501)
 
 
 def _close(client: Any) -> None:
@@ -376,6 +387,9 @@ class _Poller:
             raise ConfigError('[imap] after = "move" needs move_to, the folder to move filed mail to')
         if batch < 1 or commit_every < 1:
             raise ValueError("batch and commit_every must be at least 1")
+        if after == "move" and move_to is not None and _same_folder(move_to, server.folder):
+            # every move would make a new message in the folder polled: a loop, not a filing
+            raise ConfigError(f"move_to must be another folder than the one polled ({move_to})")
         self.store = store
         self.server = server
         self.rules = rules

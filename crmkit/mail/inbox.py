@@ -156,7 +156,8 @@ def _new_person(store: Store, parsed: ParsedMessage, rules: InboxRules, actor: s
     assert parsed.sender is not None
     local, _, domain = parsed.sender.rpartition("@")
     name = parsed.sender_name.strip() or local
-    data: dict[str, Any] = {"name": name, "email": parsed.sender, "source": "email"}
+    # with ignore_plus_tags the person is ana@x.com, whatever +tag this mail came through
+    data: dict[str, Any] = {"name": name, "email": _address_key(parsed.sender, rules), "source": "email"}
     table = "leads" if rules.unknown_sender == "lead" else "contacts"
     if table == "contacts" and domain not in FREE_MAIL_DOMAINS:
         accounts = store.find_accounts(domain=domain)
@@ -213,10 +214,15 @@ def file_message(
     rules = rules or InboxRules()
     now = now or datetime.now(UTC)
     filed = Filed("logged", parsed.message_id)
-    if parsed.message_id and store.find_by_message_id(parsed.message_id):
-        filed.action = "duplicate"
-        filed.activity = store.find_by_message_id(parsed.message_id)[0]["id"]
-        return filed
+    if parsed.message_id:
+        same = _same_message(store, parsed, raw_message)
+        if same is not None:
+            filed.action, filed.activity = "duplicate", same
+            return filed
+        if store.find_by_message_id(parsed.message_id, archived=True) or store.find_by_message_id(
+            parsed.message_id
+        ):
+            filed.notes.append(f"another message already used Message-ID {parsed.message_id}")
     sender = parsed.sender
     own = {a.lower() for a in rules.own_addresses}
     automatic = automatic_reason(parsed)
@@ -250,14 +256,15 @@ def file_message(
         return filed
 
     case_id = _thread_case(store, parsed) or _token_case(store, parsed, person)
-    if case_id is None and person is not None and _asks_to_unsubscribe(parsed):
+    if case_id is None and person is not None and _asks_to_unsubscribe(store, parsed):
         filed.action = "unsubscribed"
         if not person.get("opt_out"):
             store.update(person["id"], {"opt_out": True}, actor=actor)
         filed.activity = _log(store, parsed, filed, None, raw_message, attachments, actor, now)["id"]
         return filed
 
-    state_key = f"sender:{sender}"
+    # one person's +tags count as one sender: the limits must not be dodged by ana+1@, ana+2@...
+    state_key = f"sender:{_address_key(sender, rules)}" if sender else ""
     history = {k: v for k, v in (store.state(STATE, state_key) or {}).items() if k != "key"} if sender else {}
     if case_id is not None:
         case = store.get(case_id)
@@ -299,11 +306,44 @@ def file_message(
     return filed
 
 
-def _asks_to_unsubscribe(parsed: ParsedMessage) -> bool:
-    if _UNSUBSCRIBE.search(parsed.subject):
+def _same_message(store: Store, parsed: ParsedMessage, raw_message: str | None) -> str | None:
+    """The activity that logged this very message already (archived ones too), if any.
+
+    Message-ID is the key, but some mailers reuse one: only the same bytes, or the
+    same sender and subject, count as the same message.
+    """
+    assert parsed.message_id is not None
+    for activity in [
+        *store.find_by_message_id(parsed.message_id),
+        *store.find_by_message_id(parsed.message_id, archived=True),
+    ]:
+        if raw_message is not None and activity.get("raw_message") == raw_message:
+            return str(activity["id"])
+        if activity.get("kind") == "email_in" and (activity.get("sender"), activity.get("subject")) == (
+            parsed.sender,
+            parsed.subject or "(no subject)",
+        ):
+            return str(activity["id"])
+        if activity.get("kind") == "email_out":
+            return str(activity["id"])  # crmkit's own mail coming back (a copy in the inbox)
+    return None
+
+
+def _answers_our_mail(store: Store, parsed: ParsedMessage) -> bool:
+    """Does this reply to mail crmkit sent without a case (a campaign)?"""
+    for mid in parsed.thread_ids:
+        for activity in store.find_by_message_id(mid):
+            if activity.get("kind") == "email_out" and not activity.get("case"):
+                return True
+    return False
+
+
+def _asks_to_unsubscribe(store: Store, parsed: ParsedMessage) -> bool:
+    """A short reply to our mail asking to stop, or a subject that is only that request."""
+    if _UNSUBSCRIBE.fullmatch(clean_subject(parsed.subject).strip(" .!")):
         return True
     text = parsed.new_text.strip()
-    return len(text) <= 200 and bool(_UNSUBSCRIBE.search(text))
+    return len(text) <= 200 and bool(_UNSUBSCRIBE.search(text)) and _answers_our_mail(store, parsed)
 
 
 def _log(

@@ -16,7 +16,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.header import decode_header
-from email.message import EmailMessage, Message
+from email.message import Message
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 from functools import cached_property
 from typing import Any
@@ -35,13 +35,23 @@ __all__ = [
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 #: Text bodies are cut here; a 100 MB "text" part is an attack or a mistake.
 MAX_TEXT_CHARS = 200_000
+#: Longer headers are cut (a References header of a long thread is a few KB).
+MAX_HEADER_CHARS = 16_384
+#: Python codecs that are not charsets a mail can declare (they turn text into escapes or code).
+_NOT_CHARSETS = frozenset(
+    {"unicode_escape", "raw_unicode_escape", "unicode-escape", "raw-unicode-escape", "idna", "punycode",
+     "base64", "hex", "zlib", "bz2", "rot13", "uu", "quopri"}
+)  # fmt: skip
 _MSGID = re.compile(r"<[^<>\s]+>")
 _SURROGATES = re.compile("[\udc80-\udcff]")
+_SURROGATES_ALL = re.compile("[\ud800-\udfff]")
 _CHARSET_STAND_INS = {"gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "ks_c_5601-1987": "cp949"}
 _AUTO_SENDERS = re.compile(r"^(mailer-daemon|postmaster|no-?reply|do-?not-?reply|bounces?)([+@.-]|$)", re.I)
+# Phrases mail systems and auto-responders put in subjects; a person's "Undelivered order #44" is not one.
 _AUTO_SUBJECTS = re.compile(
-    r"^(auto(matic)?[ -]?(reply|response)|out of (the )?office|abwesenheit|r[ée]ponse automatique|"
-    r"undeliver(ed|able)|delivery status notification|mail delivery (failed|system)|returned mail)",
+    r"^(auto(matic)?[ -]?(reply|response)\s*:|out of (the )?office\b|abwesenheitsnotiz|"
+    r"r[ée]ponse automatique|undelivered mail returned to sender|undeliverable\s*:|"
+    r"delivery status notification|mail delivery (failed|system)|returned mail\s*:)",
     re.I,
 )
 
@@ -126,6 +136,9 @@ def _raw_header(msg: Message, name: str, problems: list[str]) -> str:
     if value is None:
         return ""
     text = value if isinstance(value, str) else str(value)
+    if len(text) > MAX_HEADER_CHARS:  # decoding encoded words is quadratic in the standard library
+        text = text[:MAX_HEADER_CHARS]
+        problems.append(f"{name} header cut at {MAX_HEADER_CHARS} characters")
     if _SURROGATES.search(text):  # raw 8-bit bytes: no charset was declared for them
         data = text.encode("ascii", "surrogateescape")
         try:
@@ -164,7 +177,12 @@ def _addresses(msg: Message, name: str, problems: list[str]) -> list[tuple[str, 
     if not raw:
         return []
     pairs = []
-    for display, address in getaddresses([raw]):
+    try:
+        found = getaddresses([raw])
+    except Exception:  # deeply nested comments blow the parser's recursion
+        problems.append(f"unreadable {name} header")
+        return []
+    for display, address in found:
         address = address.strip().strip("<>").lower()
         if "@" in address:
             name_text = unicodedata.normalize("NFC", _decode_words(display, problems)).strip()
@@ -182,6 +200,17 @@ def _decode(payload: bytes, charset: str | None, problems: list[str]) -> str:
 
 
 def _decode_bytes(payload: bytes, charset: str | None, problems: list[str]) -> str:
+    text = _decode_charset(payload, charset, problems)
+    if _SURROGATES_ALL.search(text):  # utf-7 and friends can spell lone surrogates: not storable
+        text = text.encode("utf-8", "replace").decode("utf-8")
+        problems.append("invalid characters replaced")
+    return text
+
+
+def _decode_charset(payload: bytes, charset: str | None, problems: list[str]) -> str:
+    if charset and charset.lower().replace("_", "-") in {c.replace("_", "-") for c in _NOT_CHARSETS}:
+        problems.append(f"{charset!r} is not a charset")
+        charset = None
     if charset:
         charset = _CHARSET_STAND_INS.get(charset.lower(), charset)
         try:
@@ -287,7 +316,7 @@ def _bounced(msg: Message) -> list[str]:
             text = block.decode("utf-8", "replace") if isinstance(block, bytes) else str(block)
             for recipient in re.split(r"\n\s*\n", text):
                 action = re.search(r"^Action:\s*(\S+)", recipient, re.I | re.M)
-                final = re.search(r"^(?:Final|Original)-Recipient:\s*[^;]*;\s*(\S+)", recipient, re.I | re.M)
+                final = re.search(r"^(?:Final|Original)-Recipient:[^;\n]*;\s*(\S+)", recipient, re.I | re.M)
                 if action and final and action.group(1).lower() == "failed":
                     address = final.group(1).strip("<>").lower()
                     if address not in failed:
@@ -352,9 +381,16 @@ def parse_message(raw: bytes) -> ParsedMessage:
         try:
             date = parsedate_to_datetime(date_text)
             date = (date if date.tzinfo else date.replace(tzinfo=UTC)).astimezone(UTC)
-        except (TypeError, ValueError, IndexError):
+            if not 1970 <= date.year <= 9000:
+                problems.append(f"implausible Date {date_text[:40]!r}")
+                date = None
+        except Exception:  # parsedate_to_datetime raises TypeError, ValueError, OverflowError...
+            date = None
             problems.append(f"unreadable Date {date_text[:40]!r}")
     plain, html, attachments = _walk(msg, problems)
+    if len(html) > 4 * MAX_TEXT_CHARS:
+        html = html[: 4 * MAX_TEXT_CHARS]
+        problems.append(f"HTML cut at {4 * MAX_TEXT_CHARS} characters")
     text = plain if plain.strip() else html_to_text(html) if html else ""
     if len(text) > MAX_TEXT_CHARS:
         text = text[:MAX_TEXT_CHARS]
@@ -382,7 +418,19 @@ def parse_message(raw: bytes) -> ParsedMessage:
         problems=problems,
     )
     try:
-        parsed.bounced = _bounced(msg) if isinstance(msg, (EmailMessage, Message)) else []
+        parsed.bounced = _bounced(msg) if _from_a_mail_system(parsed, msg, problems) else []
     except Exception:
         problems.append("unreadable delivery report")
     return parsed
+
+
+def _from_a_mail_system(parsed: ParsedMessage, msg: Message, problems: list[str]) -> bool:
+    """A delivery report comes from a mail system (RFC 3464), not from anyone who writes the header.
+
+    Anyone can put ``X-Failed-Recipients`` in a message; only a report, or mail from a
+    mailer-daemon or with an empty Return-Path (RFC 5321 bounces), may mark addresses bounced.
+    """
+    if parsed.content_type == "multipart/report":
+        return True
+    local = (parsed.sender or "").partition("@")[0]
+    return local in ("mailer-daemon", "postmaster") or _raw_header(msg, "Return-Path", problems) == "<>"

@@ -6,7 +6,7 @@ Pure functions, standard library only.
 from __future__ import annotations
 
 import re
-from html.parser import HTMLParser
+from html import unescape
 
 __all__ = ["html_to_text", "strip_quoted"]
 
@@ -16,64 +16,57 @@ _BLOCKS = frozenset(
      "ol", "p", "pre", "section", "table", "tr", "ul"}
 )  # fmt: skip
 _SKIPPED = frozenset({"script", "style", "head", "title", "template"})
-
-
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skipping = 0
-        self.pre = 0
-        self.quote_depth = 0
-        self.href: str | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIPPED:
-            self.skipping += 1
-        elif tag == "br":
-            self.parts.append("\n")
-        elif tag in _BLOCKS:
-            self.parts.append("\n")
-            if tag == "li":
-                self.parts.append("- ")
-            if tag == "pre":
-                self.pre += 1
-        elif tag in ("td", "th"):
-            self.parts.append("\t")
-        elif tag == "a":
-            self.href = dict(attrs).get("href")
-        if tag == "blockquote" or (tag == "div" and "gmail_quote" in (dict(attrs).get("class") or "")):
-            self.quote_depth += 1
-            self.parts.append("\x00quote-start\x00")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIPPED:
-            self.skipping = max(0, self.skipping - 1)
-        elif tag in _BLOCKS:
-            self.parts.append("\n")
-            if tag == "pre":
-                self.pre = max(0, self.pre - 1)
-        elif tag == "a":
-            self.href = None
-
-    def handle_data(self, data: str) -> None:
-        if self.skipping:
-            return
-        if not self.pre:
-            data = re.sub(r"\s+", " ", data)
-        self.parts.append(data)
+# A tag: bounded by the next "<" or ">", so a scan never runs past where the next one starts.
+_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)\b[^<>]*>")
+_CLOSERS = {name: re.compile(rf"</{name}\s*>", re.I) for name in _SKIPPED}
 
 
 def html_to_text(html: str) -> str:
-    """Readable plain text from an HTML body: blocks on their own lines, scripts and styles dropped."""
-    parser = _TextExtractor()
-    try:
-        parser.feed(html)
-        parser.close()
-    except Exception:  # HTMLParser is lenient; anything left over is plain text
-        return re.sub(r"<[^>]*>", " ", html)
-    text = "".join(parser.parts).replace("\x00quote-start\x00", "")
-    lines = [line.strip() for line in text.replace("\xa0", " ").splitlines()]
+    """Readable plain text from an HTML body: blocks on their own lines, scripts and styles dropped.
+
+    A single forward scan, linear in the input: mail is hostile, and the standard
+    library's HTMLParser is quadratic on some broken HTML (CVE-2025-6069).
+    """
+    parts: list[str] = []
+    pos, end, pre = 0, len(html), 0
+    while pos < end:
+        lt = html.find("<", pos)
+        if lt < 0:
+            lt = end
+        if lt > pos:
+            text = unescape(html[pos:lt])
+            parts.append(text if pre else re.sub(r"\s+", " ", text))
+        if lt >= end:
+            break
+        if html.startswith("<!--", lt):
+            close = html.find("-->", lt + 4)
+            pos = end if close < 0 else close + 3
+            continue
+        tag = _TAG.match(html, lt)
+        if tag is None:
+            if html.startswith(("<!", "<?"), lt):  # a doctype or processing instruction
+                close = html.find(">", lt)
+                pos = end if close < 0 else close + 1
+            else:
+                parts.append("<")  # a lone "<" is text
+                pos = lt + 1
+            continue
+        closing, name = tag.group(1) == "/", tag.group(2).lower()
+        pos = tag.end()
+        if name in _SKIPPED and not closing:
+            close_tag = _CLOSERS[name].search(html, pos)
+            pos = end if close_tag is None else close_tag.end()
+        elif name == "br":
+            parts.append("\n")
+        elif name in _BLOCKS:
+            parts.append("\n")
+            if name == "li" and not closing:
+                parts.append("- ")
+            if name == "pre":
+                pre = max(0, pre + (-1 if closing else 1))
+        elif name in ("td", "th") and not closing:
+            parts.append("\t")
+    lines = [line.strip() for line in "".join(parts).replace("\xa0", " ").splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 

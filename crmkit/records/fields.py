@@ -265,7 +265,10 @@ class DateTimeField(Field):
             raise self.error(value, "not a date and time; write it as YYYY-MM-DD HH:MM")
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
-        return moment.astimezone(UTC)
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:  # 9999-12-31 23:59 at UTC-12 is in year 10000
+            raise self.error(value, "out of the range of dates") from None
 
     def dump(self, value: Any) -> Any:
         return None if value is None else value.isoformat(timespec="seconds")
