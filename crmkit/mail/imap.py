@@ -440,6 +440,20 @@ class _Poller:
         self._catch_up(client, progress, report)
         return progress
 
+    def _bodies(self, client: Any, chunk: list[int], fetched: dict[int, Any]) -> list[tuple[int, bytes]]:
+        """Each UID's bytes. A message expunged meanwhile is missing from the answer; one a
+        server left out for another reason is asked for again, alone, before it is passed over."""
+        missing = [uid for uid in chunk if fetched.get(uid, {}).get(_BODY) is None]
+        if missing:
+            still_there = set(client.search(["UID", ",".join(map(str, missing))]))
+            for uid in sorted(still_there):
+                again = client.fetch([uid], ["BODY.PEEK[]"]).get(uid, {}).get(_BODY)
+                if again is not None:
+                    fetched.setdefault(uid, {})[_BODY] = again
+                else:
+                    log.warning("%s: the server did not return UID %s; passed over", _where(self.server), uid)
+        return [(uid, fetched[uid][_BODY]) for uid in chunk if fetched.get(uid, {}).get(_BODY) is not None]
+
     def _catch_up(self, client: Any, progress: _Progress, report: PollReport) -> None:
         """Apply the mailbox action a killed run filed messages without."""
         if self.after == "none" or progress.acted_uid >= progress.last_uid:
@@ -460,8 +474,7 @@ class _Poller:
             for start in range(0, len(uids), self.batch):
                 chunk = uids[start : start + self.batch]
                 fetched = client.fetch(chunk, ["BODY.PEEK[]"])  # PEEK: reading does not set \Seen
-                # a message expunged meanwhile is missing from the answer
-                messages = [(uid, fetched[uid][_BODY]) for uid in chunk if _BODY in fetched.get(uid, {})]
+                messages = self._bodies(client, chunk, fetched)
                 done: list[int] = []
                 for first in range(0, len(messages), self.commit_every):
                     if self.stop.is_set():
