@@ -581,8 +581,8 @@ def _move(client: Any, uids: list[int], folder: str) -> None:
     client.add_flags(uids, [b"\\Deleted"], silent=True)
     if client.has_capability("UIDPLUS"):
         client.uid_expunge(uids)  # only these messages, not others a person marked deleted
-    else:
-        client.expunge()
+    # Without UIDPLUS an EXPUNGE would also remove what a person marked deleted: the
+    # copies stay flagged \Deleted for the person's mail client to expunge.
 
 
 def poll_once(
