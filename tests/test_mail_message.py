@@ -297,3 +297,8 @@ def test_encoded_word_file_names_as_outlook_sends_them() -> None:
 def test_a_comma_in_an_encoded_display_name_does_not_split_the_address() -> None:
     parsed = parse_message(raw("From: =?utf-8?Q?Nguy=E1=BB=85n=2C_Hoa?= <hoa@saomai.vn>", "", "x"))
     assert (parsed.sender_name, parsed.sender) == ("Nguyễn, Hoa", "hoa@saomai.vn")
+
+
+def test_an_empty_return_path_is_automatic_mail() -> None:
+    parsed = parse_message(raw("Return-Path: <>", "From: notify@shop.example", "Subject: Your parcel", "", "x"))
+    assert automatic_reason(parsed) == "empty Return-Path (a bounce or notification)"

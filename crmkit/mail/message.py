@@ -338,6 +338,8 @@ def automatic_reason(parsed: ParsedMessage) -> str | None:
         return f"Precedence: {precedence}"
     if headers.get("list-id"):
         return "mailing list (List-Id)"
+    if headers.get("return-path", "").replace(" ", "") == "<>":
+        return "empty Return-Path (a bounce or notification)"
     for name in ("x-autoreply", "x-autorespond", "x-auto-response-suppress"):
         value = headers.get(name, "").lower()
         if value and (name != "x-auto-response-suppress" or "all" in value or "oof" in value):
@@ -361,7 +363,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
     headers: dict[str, str] = {}
     for name in ("auto-submitted", "precedence", "list-id", "x-autoreply", "x-autorespond",
                  "x-auto-response-suppress", "importance", "x-priority", "priority", "x-msmail-priority",
-                 "list-unsubscribe"):  # fmt: skip
+                 "list-unsubscribe", "return-path"):  # fmt: skip
         value = _header(msg, name, problems)
         if value:
             headers[name] = value

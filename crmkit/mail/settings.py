@@ -120,16 +120,18 @@ def acknowledger(
     from_address = smtp.from_address
     password = resolve_password(smtp) if smtp.user else None
     with SMTPSender(smtp, password, ssl_context=ssl_context or tls_context(smtp)) as sender:
+        failed: list[str] = []
 
         def acknowledge(filed: Filed, parsed: ParsedMessage) -> None:
-            if not (filed.acknowledge and filed.case):
-                return
+            if not (filed.acknowledge and filed.case) or failed:
+                return  # after one failure, the rest of this run sends none: no timeout per case
             message = acknowledgement(filed.case, parsed, from_address=from_address)
             try:
                 sender.send(message)
             except CrmkitError as exc:
                 # the case is filed either way; an acknowledgement is a courtesy, not worth a stop
-                log.warning("acknowledgement of %s not sent: %s", filed.case, exc)
+                log.warning("acknowledgement of %s not sent, nor any more this run: %s", filed.case, exc)
+                failed.append(str(exc))
                 return
             record_sent(store, filed.case, message, contact=filed.person, actor="poller")
 
