@@ -763,3 +763,38 @@ def test_connection_and_folder_errors_are_one_line(make_inbox: Callable[..., Inb
     result = CliRunner().invoke(main, ["--config", str(bare), "poll"])
     assert result.exit_code == 1
     assert "no [imap] table" in result.stderr and 'host = "imap.example.com"' in result.stderr
+
+
+def test_idle_waits_for_a_store_held_by_another_process(inbox: Inbox, caplog: pytest.LogCaptureFixture) -> None:
+    inbox.append(mail("patient@x.example", "while the store is busy"))
+    Store(inbox.store_path).count("contacts")  # the store exists before anyone holds it
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1]); lock.acquire(); "
+         "print('held', flush=True); time.sleep(2.5)", str(inbox.store_path) + ".lock"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    stop = threading.Event()
+    rounds: list[PollReport] = []
+    thread = threading.Thread(
+        target=poll_idle,
+        args=(Store(inbox.store_path, lock_timeout=0.3), inbox.server, Secret(PASSWORD)),
+        kwargs={
+            "rules": InboxRules(),
+            "archive": inbox.archive,
+            "on_round": rounds.append,
+            "stop": stop,
+            "backoff": (0.2, 0.5),
+        },
+    )
+    thread.start()
+    try:
+        wait_until(lambda: any(r.counts.get("new_case") for r in rounds), timeout=15)
+        assert thread.is_alive()  # waited for the store instead of giving up
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        holder.wait(timeout=10)
+    assert any("reconnecting" in r.getMessage() for r in caplog.records)
+    assert [a["subject"] for a in inbox.activities()] == ["while the store is busy"]

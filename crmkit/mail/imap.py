@@ -42,7 +42,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import CapabilityError, LoginError
 
 from crmkit.config import MailServer, Secret
-from crmkit.errors import ConfigError, CrmkitError, NotFoundError, StoreError
+from crmkit.errors import ConfigError, CrmkitError, NotFoundError, StoreError, StoreLockedError
 from crmkit.mail.archive import MailArchive
 from crmkit.mail.inbox import Filed, InboxRules, file_message
 from crmkit.mail.message import ParsedMessage, parse_message
@@ -691,7 +691,8 @@ def poll_idle(
                     progress = poller.open(client, total)
                     delay = backoff[0]  # connected and selected: a later failure starts the back-off over
                     _idle_loop(poller, client, progress, total, on_round, renew_every)
-            except ImapConnectionError as exc:
+            except (ImapConnectionError, StoreLockedError) as exc:
+                # a long sync or import may hold the store: wait for it as for a broken connection
                 log.warning("%s; reconnecting in %g s", exc, delay)
                 stop.wait(delay)
                 delay = min(delay * 2, backoff[1])
