@@ -50,7 +50,6 @@ from crmkit.sync.model import (
     SheetTable,
     SyncReport,
     column_letter,
-    key_text,
 )
 from crmkit.sync.source import BookChangedError, SheetBook
 from crmkit.sync.stamp import SyncStamps
@@ -352,7 +351,6 @@ class _SheetSync:
                 self.progress(500)
         self._archive_deleted(on_sheet, rows)
         self._append_new(on_sheet)
-        _expect_keys(self.changes, self.table, self.id_column)
 
     def _link_journal(self, rows: list[_Row], on_sheet: dict[str, int]) -> None:
         """Tie rows without an ID to the records an interrupted run made for them.
@@ -697,7 +695,6 @@ class _Lines:
                 self.index[f.name] = position
         self.groups: dict[str, _LineGroup] = {}
         self._next_row = max((r.number for r in table.rows), default=1) + 1
-        _expect_keys(self.changes, table, self.index.get(INVOICE.name, -1))
         if INVOICE.name not in self.index:
             owner.summary.notes.append(
                 f"{table.title} has no {INVOICE.name.capitalize()} column; lines not synced"
@@ -795,13 +792,6 @@ class _Lines:
             for name in (INVOICE.name, *names):
                 if name in self.index:
                     self.changes.cells.append(CellChange(row, self.index[name], None))
-
-
-def _expect_keys(changes: SheetChanges, table: SheetTable, column: int) -> None:
-    """Tell the adapter what the key column held when read, so it can tell if rows moved since."""
-    changes.key_column = column
-    if column >= 0:
-        changes.expected_keys = {r.number: k for r in table.rows if (k := key_text(r.cell(column)))}
 
 
 def _invoice_key(value: Any) -> str | None:

@@ -138,11 +138,13 @@ def load_credentials(
     named = path or env.get("GOOGLE_APPLICATION_CREDENTIALS")
     source = Path(named).expanduser() if named else None
     if source is None:
+        if endpoint.rstrip("/") != GOOGLE_SHEETS_ENDPOINT:
+            # a local stand-in needs no account, and a person's own Google sign-in must not
+            # be sent to some other host unasked
+            return AnonymousCredentials()
         stored = _config_home(env) / "gspread" / "authorized_user.json"
         if stored.is_file():
             return _authorized_user(stored, _read_json(stored))
-        if endpoint.rstrip("/") != GOOGLE_SHEETS_ENDPOINT:
-            return AnonymousCredentials()  # a local stand-in of the API needs no account
         raise ConfigError(
             f"no Google credentials: give a service-account key file with {_WHERE} "
             "(the README's Google Sheets section shows how to make one)"

@@ -31,7 +31,7 @@ import json
 import re
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -44,7 +44,7 @@ from gspread.exceptions import APIError
 from crmkit.errors import CrmkitError
 from crmkit.perf import paused_gc
 from crmkit.sync.google import PatientHTTPClient, describe_auth_error
-from crmkit.sync.model import SheetChanges, SheetRow, SheetTable, column_letter, key_text
+from crmkit.sync.model import SheetChanges, SheetRow, SheetTable, column_letter
 from crmkit.sync.source import BookChangedError
 from crmkit.sync.values import as_read, serial_from_date
 
@@ -101,8 +101,19 @@ def _cell_out(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        number = int(value) if value == value.to_integral_value() else float(value)
+        # A spreadsheet keeps doubles: an amount with more than ~15 significant digits would
+        # come back changed, so it goes as text, which reads back exactly.
+        return number if Decimal(repr(number)) == value else format(value, "f")
     return value
+
+
+def _row_key(raw: list[Any]) -> tuple[Any, ...]:
+    """A row as the API answered it, comparable (the API leaves out trailing empty cells)."""
+    end = len(raw)
+    while end and raw[end - 1] == "":
+        end -= 1
+    return tuple(raw[:end])
 
 
 def _iso(value: date) -> str:
@@ -118,6 +129,7 @@ class _SheetInfo:
     rows: int  # the grid's size
     columns: int
     last_row: int = 0  # the last row that held anything when read
+    read_rows: dict[int, Any] = field(default_factory=dict)  # row -> its cells as read, for the re-check
 
 
 def _sheet_info(props: dict[str, Any]) -> _SheetInfo:
@@ -188,8 +200,12 @@ class GoogleSheetBook:
             headers: list[str] = []
             rows: list[SheetRow] = []
             last = 0
+            info = self._sheets[title]
+            info.read_rows = {}
             for offset, raw in enumerate(value_range.get("values", [])):
                 number = first + offset
+                if key := _row_key(raw):
+                    info.read_rows[number] = key
                 # as the engine reads cells: numbers as floats, "" as nothing (inlined: 20k rows)
                 cells = [None if v == "" else float(v) if type(v) is int else v for v in raw]
                 if number == 1:
@@ -199,7 +215,9 @@ class GoogleSheetBook:
                     last = number
                     if number > 1:
                         rows.append(SheetRow(number, cells))
-            self._sheets[title].last_row = last
+            info.last_row = last
+            if last == 0:
+                continue  # nothing in it, not even headers: as good as missing (crmkit fills it in)
             tables[title] = SheetTable(title, headers, rows, serial_dates=True)
         return tables
 
@@ -228,6 +246,8 @@ class GoogleSheetBook:
                         f"a sheet was added to {self.key} while it was being synced; nothing was written"
                     ) from None
                 raise CrmkitError(self._explain(exc)) from None
+            except GoogleAuthError as exc:
+                raise CrmkitError(describe_auth_error(exc, self.credentials)) from None  # type: ignore[arg-type]
             for reply in answer.get("replies", []):
                 props = reply.get("addSheet", {}).get("properties")
                 if props:
@@ -240,43 +260,28 @@ class GoogleSheetBook:
             self._call(self.client.values_batch_update, self.key, body)
 
     def _check_rows_did_not_move(self, changes: list[SheetChanges]) -> None:
-        """Re-read the key columns and the rows below each table; raise if any row moved."""
-        ranges: list[str] = []
-        checks: list[tuple[str, str, SheetChanges | None]] = []
-        for change in changes:
-            info = self._find(change.title)
-            if info is None:
-                continue
-            quoted = quote_title(info.title)
-            if 0 <= change.key_column < info.columns and info.last_row >= 2:
-                letter = column_letter(change.key_column)
-                ranges.append(f"{quoted}!{letter}2:{letter}{info.last_row}")
-                checks.append(("keys", info.title, change))
-            if info.last_row < info.rows:
-                ranges.append(f"{quoted}!A{info.last_row + 1}:{column_letter(info.columns - 1)}{info.rows}")
-                checks.append(("tail", info.title, None))
-        if not ranges:
+        """Read again every sheet about to be written; raise if any row is not as it was read.
+
+        Rows crmkit writes are addressed by number, so a row inserted, deleted or added
+        by a person meanwhile would shift them: comparing whole rows (not only IDs, which
+        new rows do not have yet) catches every such move. Costs one more read per write.
+        """
+        infos = [info for change in changes if (info := self._find(change.title)) is not None]
+        infos = list({info.title: info for info in infos}.values())
+        if not infos:
             return
-        params = {"valueRenderOption": "UNFORMATTED_VALUE", "majorDimension": "ROWS"}
-        answer = self._call(self.client.values_batch_get, self.key, ranges, params)
-        for (kind, title, checked), value_range in zip(checks, answer.get("valueRanges", []), strict=True):
+        ranges = [f"{quote_title(i.title)}!A1:{column_letter(i.columns - 1)}{i.rows}" for i in infos]
+        answer = self._call(self.client.values_batch_get, self.key, ranges, dict(_READ))
+        for info, value_range in zip(infos, answer.get("valueRanges", []), strict=True):
+            first = _first_row(value_range.get("range", ""))
             values = value_range.get("values", [])
-            if kind == "tail":
-                if any(v not in ("", None) for row in values for v in row):
-                    raise BookChangedError(
-                        f"rows were added to {title} while it was being synced; nothing was written to it"
-                    )
-                continue
-            assert checked is not None
-            first = _first_row(value_range.get("range", "")) if value_range.get("range") else 2
-            now = {first + i: key_text(_cell_in(row[0]) if row else None) for i, row in enumerate(values)}
-            info = self._sheets[title]
-            for number in range(2, info.last_row + 1):
-                if now.get(number, "") != checked.expected_keys.get(number, ""):
-                    raise BookChangedError(
-                        f"rows of {title} moved while it was being synced (row {number}); "
-                        "nothing was written to it"
-                    )
+            now = {first + n: key for n, raw in enumerate(values) if (key := _row_key(raw))}
+            if now != info.read_rows:
+                changed = min(n for n in {*now, *info.read_rows} if now.get(n) != info.read_rows.get(n))
+                raise BookChangedError(
+                    f"{info.title} changed while it was being synced (row {changed}); "
+                    "nothing was written to it"
+                )
 
     def _find(self, title: str) -> _SheetInfo | None:
         wanted = title.strip().casefold()
@@ -288,12 +293,11 @@ class GoogleSheetBook:
             info = self._find(change.title)
             title = info.title if info else change.title
             rows: dict[int, dict[int, Any]] = {}
-            if info is None:
-                headers = change.create_headers or []
-                rows[1] = dict(enumerate(headers))
+            if change.create_headers is not None:  # a missing sheet, or one left empty
+                rows[1] = dict(enumerate(change.create_headers))
                 first_free = 2
             else:
-                first_free = max(info.last_row, 1) + 1
+                first_free = max(info.last_row if info else 0, 1) + 1
             for cell in change.cells:
                 rows.setdefault(cell.row, {})[cell.column] = cell.value
             for offset, values in enumerate(change.append):

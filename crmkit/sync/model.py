@@ -19,7 +19,6 @@ __all__ = [
     "SheetTable",
     "SyncReport",
     "column_letter",
-    "key_text",
 ]
 
 
@@ -31,15 +30,6 @@ def column_letter(index: int) -> str:
         index, rest = divmod(index - 1, 26)
         letters = chr(65 + rest) + letters
     return letters
-
-
-def key_text(value: Any) -> str:
-    """A key cell (an ID, an invoice reference) as text, to compare what was read with a re-read."""
-    if value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value).strip()
 
 
 @dataclass
@@ -86,19 +76,12 @@ class SheetChanges:
     ``create_headers`` is set when the sheet does not exist yet: the adapter
     creates it with these headers. ``cells`` change existing rows; ``append``
     adds rows after the last one, each a list of values by column.
-
-    ``key_column`` and ``expected_keys`` let an adapter that cannot lock the
-    workbook (Google Sheets) make sure rows did not move since they were read:
-    the key column (0-based; -1 for none) of each data row read held the
-    :func:`key_text` in ``expected_keys`` (rows not listed held nothing).
     """
 
     title: str
     create_headers: list[str] | None = None
     cells: list[CellChange] = field(default_factory=list)
     append: list[list[Any]] = field(default_factory=list)
-    key_column: int = -1
-    expected_keys: dict[int, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.create_headers or self.cells or self.append)
