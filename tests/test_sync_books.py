@@ -472,3 +472,15 @@ def test_column_added_between_syncs(store: Store, book: Book) -> None:
     assert store.get("C-1")["custom"] == {"Region": "South", "Segment": "Enterprise"}
     assert store.get("C-2")["title"] == "VP" and book.cell("Contacts", "G2") == "binh"
     assert run_sync(store, book).changes == 0
+
+
+def test_amounts_beyond_a_double_survive_an_edit_of_their_row(store: Store, books: Books) -> None:
+    book = books.make({"Deals": [["ID", "Title", "Amount"]]})
+    store.add("deals", {"title": "Big", "amount": "987654321012345.67"})
+    store.add("deals", {"title": "Usual", "amount": "1234.5"})
+    run_sync(store, book)
+    assert book.cell("Deals", "C3") == 1234.5 and book.is_number("Deals", "C3")  # a number where a double holds it
+    book.edit("Deals", {"B2": "Big renamed"})  # the whole row is read and parsed again
+    run_sync(store, book)
+    assert store.get("D-1")["amount"] == "987654321012345.67" and store.get("D-1")["title"] == "Big renamed"
+    assert run_sync(store, book).changes == 0

@@ -100,11 +100,8 @@ def _cell_out(value: Any) -> Any:
     """A value to write RAW; None empties the cell."""
     if value is None:
         return ""
-    if isinstance(value, Decimal):
-        number = int(value) if value == value.to_integral_value() else float(value)
-        # A spreadsheet keeps doubles: an amount with more than ~15 significant digits would
-        # come back changed, so it goes as text, which reads back exactly.
-        return number if Decimal(repr(number)) == value else format(value, "f")
+    if isinstance(value, Decimal):  # cell_value already made text of what a double cannot hold
+        return int(value) if value == value.to_integral_value() else float(value)
     return value
 
 

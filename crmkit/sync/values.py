@@ -124,7 +124,10 @@ def cell_value(field: Field | None, value: Any) -> Any:
     if isinstance(field, DateTimeField):
         return datetime.fromisoformat(value).replace(tzinfo=None)
     if isinstance(field, DecimalField) or (isinstance(field, PercentField) and not field.whole):
-        return Decimal(value)
+        number = Decimal(value)
+        # Spreadsheets keep doubles: an amount with more significant digits than a double
+        # holds (about 15) would come back changed, so it goes into the cell as text.
+        return number if Decimal(repr(float(number))) == number else format(number, "f")
     if isinstance(field, TagsField):
         return ", ".join(value)
     return value
