@@ -17,7 +17,14 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from crmkit.testing.sheets_standin import Formula, SheetsStandIn, gspread_client, mount_standin
+from crmkit.testing.sheets_standin import (
+    Formula,
+    SheetsStandIn,
+    gspread_client,
+    make_private_key_pem,
+    mount_standin,
+    write_service_account_key,
+)
 
 gspread = pytest.importorskip("gspread")
 
@@ -1217,29 +1224,13 @@ def auth_standin() -> Iterator[SheetsStandIn]:
 
 @pytest.fixture(scope="module")
 def private_key_pem() -> str:
-    pytest.importorskip("cryptography")
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
+    return make_private_key_pem()
 
 
 def _service_account_file(tmp_path: Path, pem: str, token_uri: str, email: str = EMAIL) -> Path:
-    path = tmp_path / "service-account.json"
-    info = {
-        "type": "service_account",
-        "project_id": "demo-project",
-        "private_key_id": "0f1e2d3c4b5a69788796a5b4c3d2e1f001234567",
-        "private_key": pem,
-        "client_email": email,
-        "client_id": "100000000000000000001",
-        "token_uri": token_uri,
-    }
-    path.write_text(json.dumps(info))
-    return path
+    return write_service_account_key(
+        tmp_path / "service-account.json", private_key_pem=pem, token_uri=token_uri, client_email=email
+    )
 
 
 def test_service_account_credentials_open_a_sheet(

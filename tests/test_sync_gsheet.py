@@ -28,7 +28,13 @@ from crmkit.store import Store
 from crmkit.sync import SyncReport, open_book, sync_book
 from crmkit.sync.google import RetryPolicy, SheetsUnavailableError, connect
 from crmkit.sync.gsheet import GoogleSheetBook, parse_spreadsheet_key
-from crmkit.testing.sheets_standin import Formula, SheetsStandIn, gspread_client
+from crmkit.testing.sheets_standin import (
+    Formula,
+    SheetsStandIn,
+    gspread_client,
+    make_private_key_pem,
+    write_service_account_key,
+)
 
 EMAIL = "crm-sync@demo-project.iam.gserviceaccount.com"
 FAST = RetryPolicy(timeout=5, deadline=1.0, first_wait=0.01, max_wait=0.05)
@@ -349,13 +355,7 @@ def test_dates_as_people_type_them(standin: SheetsStandIn, store: Store) -> None
 
 @pytest.fixture(scope="module")
 def private_key_pem() -> str:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
+    return make_private_key_pem()
 
 
 @pytest.fixture(scope="module")
@@ -365,18 +365,9 @@ def auth_standin() -> Iterator[SheetsStandIn]:
 
 
 def key_file(folder: Path, pem: str, token_uri: str) -> Path:
-    path = folder / "service-account.json"
-    info = {
-        "type": "service_account",
-        "project_id": "demo-project",
-        "private_key_id": "0f1e2d3c4b5a69788796a5b4c3d2e1f001234567",
-        "private_key": pem,
-        "client_email": EMAIL,
-        "client_id": "100000000000000000001",
-        "token_uri": token_uri,
-    }
-    path.write_text(json.dumps(info))
-    return path
+    return write_service_account_key(
+        folder / "service-account.json", private_key_pem=pem, token_uri=token_uri, client_email=EMAIL
+    )
 
 
 def test_service_account_through_the_cli(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
@@ -58,40 +59,27 @@ def poll(app: App, mode: str, list_quarantine: bool, replay: str | None, quiet: 
             app.store(must_exist=True), archive, replay, rules=inbox_rules(app.config)
         )
         _print_report(report, quiet=quiet, as_json=as_json)
-    elif mode == "idle":
-        settings = poll_settings(app.config)
-
-        def show_round(report: PollReport) -> None:
-            _print_report(report, quiet=quiet, as_json=False, json_line=as_json)
-
-        store = app.store(must_exist=True)
-        with acknowledger(app.config, store) as on_filed:
-            report = poll_idle(
-                store,
-                settings.server,
-                resolve_password(settings.server),
-                rules=settings.rules,
-                archive=archive,
-                after=settings.after,
-                move_to=settings.move_to,
-                on_filed=on_filed,
-                on_round=show_round,
-            )
     else:
         settings = poll_settings(app.config)
         store = app.store(must_exist=True)
         with acknowledger(app.config, store) as on_filed:
-            report = poll_once(
-                store,
-                settings.server,
-                resolve_password(settings.server),
-                rules=settings.rules,
-                archive=archive,
-                after=settings.after,
-                move_to=settings.move_to,
-                on_filed=on_filed,
-            )
-        _print_report(report, quiet=quiet, as_json=as_json)
+            common: dict[str, Any] = {
+                "rules": settings.rules,
+                "archive": archive,
+                "after": settings.after,
+                "move_to": settings.move_to,
+                "on_filed": on_filed,
+            }
+            password = resolve_password(settings.server)
+            if mode == "idle":
+
+                def show_round(report: PollReport) -> None:
+                    _print_report(report, quiet=quiet, as_json=False, json_line=as_json)
+
+                report = poll_idle(store, settings.server, password, on_round=show_round, **common)
+            else:
+                report = poll_once(store, settings.server, password, **common)
+                _print_report(report, quiet=quiet, as_json=as_json)
     if report.needs_attention:
         sys.exit(NEEDS_ATTENTION)
 

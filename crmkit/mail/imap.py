@@ -604,10 +604,9 @@ def poll_once(
     ``after``: "seen" flags each filed message \\Seen, "move" moves it to
     ``move_to``, "none" leaves the mailbox untouched. Messages are fetched
     ``batch`` at a time (one FETCH). ``commit_every`` messages are filed per
-    store transaction: 1 (the default) means a kill re-reads at most the
-    message being filed; more is much faster on a large backlog, since each
-    commit rewrites the store file, and a kill then re-reads at most that many
-    (none is logged twice either way). ``on_filed(filed, parsed)`` runs after
+    store transaction (default :data:`COMMIT_EVERY`): each commit rewrites the
+    store file, so more is much faster on a backlog, and a kill re-reads at most
+    that many uncommitted messages (none is logged twice either way). ``on_filed(filed, parsed)`` runs after
     each message is committed (acknowledgements). Raises
     :class:`~crmkit.errors.CrmkitError` (one line, never the password) when the
     server cannot be reached or refuses; what was filed before stays filed.

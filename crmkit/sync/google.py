@@ -43,6 +43,7 @@ from crmkit.errors import ConfigError, CrmkitError
 __all__ = [
     "GOOGLE_SHEETS_ENDPOINT",
     "SCOPES",
+    "EndpointAdapter",
     "PatientHTTPClient",
     "RetryPolicy",
     "SheetsUnavailableError",
@@ -111,7 +112,7 @@ class PatientHTTPClient(HTTPClient):
             time.sleep(wait)
 
 
-class _Endpoint(HTTPAdapter):
+class EndpointAdapter(HTTPAdapter):
     """Sends requests gspread addresses to Google's Sheets host to another endpoint instead."""
 
     def __init__(self, endpoint: str) -> None:
@@ -228,7 +229,7 @@ def connect(
     creds = load_credentials(credentials or settings.credentials, endpoint=endpoint, env=env)
     session = AuthorizedSession(creds)
     if endpoint.rstrip("/") != GOOGLE_SHEETS_ENDPOINT:
-        session.mount(GOOGLE_SHEETS_ENDPOINT + "/", _Endpoint(endpoint))
+        session.mount(GOOGLE_SHEETS_ENDPOINT + "/", EndpointAdapter(endpoint))
     client = PatientHTTPClient(creds, session)
     client.use(policy or RetryPolicy(timeout=settings.timeout, deadline=settings.retry_deadline))
     return client, creds

@@ -87,15 +87,6 @@ def _first_row(a1: str) -> int:
     return int(digits.group(1)) if digits and digits.group(1) else 1
 
 
-def _cell_in(value: Any) -> Any:
-    """A value as the API answered it, as the engine reads cells: numbers as floats, "" as nothing."""
-    if value == "":
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
 def _cell_out(value: Any) -> Any:
     """A value to write RAW; None empties the cell."""
     if value is None:

@@ -135,6 +135,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -2072,6 +2073,32 @@ _REFUSED_PREFIXES = (
 )
 
 
+def make_private_key_pem() -> str:
+    """A fresh RSA key in PEM, as a service-account key file holds (needs ``cryptography``)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def write_service_account_key(path: Path, *, private_key_pem: str, token_uri: str, client_email: str) -> Path:
+    """A service-account key file, as Google's console downloads it, whose tokens come from ``token_uri``."""
+    info = {
+        "type": "service_account",
+        "project_id": "demo-project",
+        "private_key_id": "0f1e2d3c4b5a69788796a5b4c3d2e1f001234567",
+        "private_key": private_key_pem,
+        "client_email": client_email,
+        "client_id": "100000000000000000001",
+        "token_uri": token_uri,
+    }
+    Path(path).write_text(json.dumps(info), encoding="utf-8")
+    return path
+
+
 def mount_standin(session: Any, base_url: str) -> Any:
     """Send a ``requests.Session``'s (or google-auth ``AuthorizedSession``'s) Sheets API
     requests to the stand-in at ``base_url`` and refuse other Google hosts; returns the session.
@@ -2085,14 +2112,7 @@ def mount_standin(session: Any, base_url: str) -> Any:
     import requests
     from requests.adapters import HTTPAdapter
 
-    target = base_url.rstrip("/") + "/"
-
-    class _Redirect(HTTPAdapter):
-        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-            url = request.url or ""
-            if url.startswith(GOOGLE_SHEETS_PREFIX):
-                request.url = target + url[len(GOOGLE_SHEETS_PREFIX) :]
-            return super().send(request, *args, **kwargs)
+    from crmkit.sync.google import EndpointAdapter  # the same redirect crmkit itself uses
 
     class _Refuse(HTTPAdapter):
         def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
@@ -2106,7 +2126,7 @@ def mount_standin(session: Any, base_url: str) -> Any:
     auth_session = getattr(session, "_auth_request_session", None)
     for each in (session, auth_session):
         if isinstance(each, requests.Session):
-            each.mount(GOOGLE_SHEETS_PREFIX, _Redirect())
+            each.mount(GOOGLE_SHEETS_PREFIX, EndpointAdapter(base_url))
             for prefix in _REFUSED_PREFIXES:
                 each.mount(prefix, _Refuse())
     return session
