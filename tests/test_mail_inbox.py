@@ -273,3 +273,24 @@ def test_the_mail_archive_is_private(tmp_path: Path) -> None:
     archive.sync()
     assert path.read_bytes().endswith(b"secret")
     assert path.stat().st_mode & 0o077 == 0 and archive.root.stat().st_mode & 0o077 == 0
+
+
+def test_a_kept_file_cut_short_is_written_again_whole(tmp_path: Path) -> None:
+    """A power loss before the archive's sync can leave an empty or short .eml under its real name."""
+    from crmkit.mail.archive import MailArchive
+    from crmkit.mail.message import Attachment
+
+    raw = b"From: a@b.c\r\nSubject: kept\r\n\r\nthe whole message"
+    archive = MailArchive(tmp_path / "crm.json")
+    path = tmp_path / archive.keep_raw(raw)
+    attachment = Attachment("scan.pdf", "application/pdf", 9, b"%PDF-data")
+    [kept] = archive.keep_attachments(raw, [attachment])
+    path.write_bytes(b"")  # what a power loss right after the create leaves
+    (tmp_path / kept["path"]).write_bytes(b"%PDF")
+
+    again = MailArchive(tmp_path / "crm.json")
+    assert tmp_path / again.keep_raw(raw) == path
+    again.keep_attachments(raw, [attachment])
+    assert path.read_bytes() == raw
+    assert (tmp_path / kept["path"]).read_bytes() == b"%PDF-data"
+    assert path.stat().st_mode & 0o077 == 0

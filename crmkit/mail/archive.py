@@ -9,11 +9,15 @@
 * ``quarantine/<id>.eml`` and ``<id>.json``: messages that could not be
   filed, with why and where they came from, until replayed.
 
-Every file is written to a temporary name and renamed, so a killed poller
-never leaves half a file under a real name. Making thousands of small files
-durable one by one costs two fsyncs each; instead :meth:`MailArchive.sync`
-flushes them all at once, and the poller calls it before it commits the batch
-of records that point at them.
+Kept messages and attachments are named by what they hold, so they are
+written once, straight to their name (a create is the dear part of a small
+file on most disks; a temporary name and a rename would double it). A file a
+kill or a power loss cut short has the wrong size, and the next keep rewrites
+it whole, through a temporary name. Making thousands of small files durable
+one by one costs two fsyncs each; instead :meth:`MailArchive.sync` flushes them
+all at once, and the poller calls it before it commits the batch of records
+that point at them. Quarantine notes, which change, are always replaced through
+a temporary name.
 """
 
 from __future__ import annotations
@@ -65,12 +69,32 @@ class MailArchive:
         self._unsynced = False
         self._folders: set[Path] = set()  # made already: one mkdir per folder, not per file
 
-    def _write(self, path: Path, data: bytes, *, durable: bool = False) -> None:
-        if path.parent not in self._folders:
+    def _folder(self, folder: Path) -> None:
+        if folder not in self._folders:
             # private: mail and its attachments are for the CRM's users, not every local account
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)  # parents= gives parents 0o777
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._folders.add(path.parent)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._folders.add(folder)
+
+    def _keep(self, path: Path, data: bytes) -> None:
+        """Write a file named by its content, unless it is there already, whole."""
+        self._folder(path.parent)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            if path.stat().st_size != len(data):  # cut short by a kill or a power loss
+                self._write(path, data)
+            return
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        self._unsynced = True
+
+    def _write(self, path: Path, data: bytes, *, durable: bool = False) -> None:
+        self._folder(path.parent)
         tmp = temp_beside(path)
         try:
             with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
@@ -100,8 +124,7 @@ class MailArchive:
         """Keep a message's bytes; returns the path records refer to it by."""
         digest = raw_digest(raw)
         path = self.root / "eml" / digest[:2] / f"{digest}.eml"
-        if not path.exists():
-            self._write(path, raw)
+        self._keep(path, raw)
         return self.relative(path)
 
     def keep_attachments(self, raw: bytes, attachments: list[Attachment]) -> list[dict[str, Any]]:
@@ -117,8 +140,7 @@ class MailArchive:
             }
             if attachment.data is not None:
                 path = folder / f"{number}-{attachment.filename}"
-                if not path.exists():
-                    self._write(path, attachment.data)
+                self._keep(path, attachment.data)
                 entry["path"] = self.relative(path)
             kept.append(entry)
         return kept
