@@ -23,6 +23,11 @@ Example::
     security = "starttls"
     user = "support@example.com"
     from = "Support <support@example.com>"
+
+    [merge]                       # mail-merge campaigns (crmkit merge)
+    rate = "30/min"               # providers cap sending
+    per_day = 2000
+    unsubscribe_url = "https://example.com/unsubscribe?c={campaign}&r={record}"
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ __all__ = [
     "Config",
     "InboxSettings",
     "MailServer",
+    "MergeSettings",
     "Secret",
     "SheetsSettings",
     "find_config",
@@ -59,7 +65,7 @@ _DEFAULT_PORTS = {
     "imap": {"ssl": 993, "starttls": 143, "plain": 143},
     "smtp": {"ssl": 465, "starttls": 587, "plain": 25},
 }
-_TOP_KEYS = ("store", "default_currency", "imap", "smtp", "sheets")
+_TOP_KEYS = ("store", "default_currency", "imap", "smtp", "sheets", "merge")
 #: What the support inbox does with mail: [imap] keys beside the connection ones.
 _INBOX_KEYS = (
     "after",
@@ -90,6 +96,7 @@ _SERVER_KEYS = {
     "smtp": ("host", "port", "security", "user", "password_command", "from", "timeout", "cafile"),
 }
 _SHEETS_KEYS = ("credentials", "endpoint", "timeout", "retry_deadline")
+_MERGE_KEYS = ("rate", "per_day", "unsubscribe_address", "unsubscribe_url", "attachments")
 
 
 class Secret:
@@ -160,6 +167,17 @@ class SheetsSettings:
 
 
 @dataclass(frozen=True)
+class MergeSettings:
+    """Mail-merge campaigns: ``[merge]``. The sender and the server are ``[smtp]``'s."""
+
+    rate: str | None = None  # e.g. "30/min": checked by crmkit.mail.merge.parse_rate
+    per_day: int | None = None
+    unsubscribe_address: str | None = None  # List-Unsubscribe mailto (default: the sender)
+    unsubscribe_url: str | None = None  # one-click (RFC 8058); {record}, {email}, {campaign}
+    attachments: Path | None = None  # the folder attachments must lie in (default: the template's)
+
+
+@dataclass(frozen=True)
 class Config:
     """Settings from crmkit.toml (``path`` is None when there is no file)."""
 
@@ -170,6 +188,7 @@ class Config:
     smtp: MailServer | None = None
     sheets: SheetsSettings = field(default_factory=SheetsSettings)
     inbox: InboxSettings = field(default_factory=InboxSettings)
+    merge: MergeSettings = field(default_factory=MergeSettings)
 
 
 def _check_keys(path: Path, table: str, data: Mapping[str, Any], known: tuple[str, ...]) -> None:
@@ -320,7 +339,7 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
     if not is_currency(currency.upper()):
         raise ConfigError(f"{path}: default_currency {currency!r} is not a known currency code")
     tables = {}
-    for name in ("imap", "smtp", "sheets"):
+    for name in ("imap", "smtp", "sheets", "merge"):
         if name in data:
             tables[name] = _expect(path, name, data[name], dict, f"a table ([{name}])")
     sheets = SheetsSettings()
@@ -339,6 +358,7 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
                 path, "sheets.retry_deadline", tables["sheets"].get("retry_deadline", sheets.retry_deadline)
             ),
         )
+    merge = _merge(path, tables["merge"]) if "merge" in tables else MergeSettings()
     return Config(
         path=path,
         store=store,
@@ -347,7 +367,38 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
         smtp=_server(path, "smtp", tables["smtp"]) if "smtp" in tables else None,
         sheets=sheets,
         inbox=_inbox(path, tables["imap"]) if "imap" in tables else InboxSettings(),
+        merge=merge,
     )
+
+
+def _merge(path: Path, data: Mapping[str, Any]) -> MergeSettings:
+    _check_keys(path, "merge", data, _MERGE_KEYS)
+    settings: dict[str, Any] = {}
+    if "rate" in data:
+        rate = _expect(path, "merge.rate", data["rate"], str, 'a rate such as "30/min"')
+        from crmkit.mail.merge import parse_rate  # the mail package imports this module
+
+        try:
+            parse_rate(rate)
+        except Exception as exc:
+            raise ConfigError(f"{path}: merge.{exc}") from None
+        settings["rate"] = rate
+    if "per_day" in data:
+        per_day = _expect(path, "merge.per_day", data["per_day"], int, "a whole number")
+        if per_day < 1:
+            raise ConfigError(f"{path}: merge.per_day must be at least 1 (got {per_day})")
+        settings["per_day"] = per_day
+    for key in ("unsubscribe_address", "unsubscribe_url"):
+        if key in data:
+            settings[key] = _expect(path, f"merge.{key}", data[key], str, "text").strip()
+    if settings.get("unsubscribe_url") and not settings["unsubscribe_url"].startswith("https://"):
+        raise ConfigError(f"{path}: merge.unsubscribe_url must be an https:// URL (RFC 8058)")
+    if settings.get("unsubscribe_address") and "@" not in settings["unsubscribe_address"]:
+        raise ConfigError(f"{path}: merge.unsubscribe_address must be an email address")
+    if "attachments" in data:
+        folder = _expect(path, "merge.attachments", data["attachments"], str, "a folder path")
+        settings["attachments"] = path.parent / Path(folder).expanduser()
+    return MergeSettings(**settings)
 
 
 def find_config(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:

@@ -3,11 +3,18 @@
 ``security`` is ``ssl`` (implicit TLS, port 465), ``starttls`` (587) or
 ``plain`` (a local relay on port 25, only when asked for). A dropped
 connection is opened again once before a message is given up on.
+
+:meth:`SMTPSender.deliver` is the campaign's way to send: it speaks the
+transaction step by step so that it can tell "refused" and "never handed over"
+(safe to send again) from "the connection broke after the message was handed
+over" (perhaps delivered: :class:`SendError` with ``uncertain``), and it
+returns the recipients a server refused while accepting the others.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -22,10 +29,13 @@ __all__ = ["SMTPSender", "SendError"]
 class SendError(CrmkitError):
     """The server would not take a message; ``code`` and ``answer`` say why."""
 
-    def __init__(self, message: str, code: int | None = None, answer: str = "") -> None:
+    def __init__(
+        self, message: str, code: int | None = None, answer: str = "", *, uncertain: bool = False
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.answer = answer
+        self.uncertain = uncertain  # handed over, then the connection broke: perhaps delivered
 
     @property
     def temporary(self) -> bool:
@@ -99,11 +109,96 @@ class SMTPSender:
                 ) from None
         raise AssertionError("unreachable")
 
+    def deliver(
+        self, sender: str, recipients: list[str], data: bytes, *, utf8: bool = False
+    ) -> dict[str, str]:
+        """Hand ``data`` over for ``recipients``; returns those refused (address -> answer).
+
+        Raises :class:`SendError`: ``uncertain`` when the connection broke after
+        the message was handed over; ``code`` None when it broke before (nothing
+        was delivered: send again); else the server's refusal (``temporary``
+        for 4xx). A connection that cannot be opened raises CrmkitError.
+        """
+        if self._smtp is None:
+            self._smtp = self._connect()
+        smtp = self._smtp
+        handed_over = False
+        try:
+            options = []
+            if utf8:
+                if not smtp.has_extn("smtputf8"):
+                    raise SendError(
+                        "the SMTP server does not take non-ASCII addresses (no SMTPUTF8)", 553, "no SMTPUTF8"
+                    )
+                options.append("SMTPUTF8")
+                if smtp.has_extn("8bitmime"):
+                    options.append("BODY=8BITMIME")
+            code, reply = smtp.mail(sender, options)
+            self._check(smtp, code, reply, "MAIL FROM")
+            refused: dict[str, str] = {}
+            for recipient in recipients:
+                code, reply = smtp.rcpt(recipient)
+                if code == 421:
+                    self._check(smtp, code, reply, "RCPT TO")
+                if code not in (250, 251):
+                    refused[recipient] = f"{code} {_text(reply)}"
+            if len(refused) == len(recipients):
+                smtp.rset()
+                first = next(iter(refused.values()))
+                raise SendError(f"every recipient refused: {first}", int(first[:3]), first[4:]) from None
+            code, reply = smtp.docmd("DATA")
+            if code != 354:
+                self._check(smtp, code, reply, "DATA")
+            handed_over = True
+            smtp.send(_dot_stuffed(data))
+            code, reply = smtp.getreply()
+            if code != 250:
+                handed_over = False  # answered: the server did not take it
+                raise SendError(f"the SMTP server answered {code} {_text(reply)}", code, _text(reply))
+            return refused
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self._drop()
+            if handed_over:
+                raise SendError(
+                    f"the connection broke after the message was handed over ({exc or 'closed'})",
+                    uncertain=True,
+                ) from None
+            raise SendError(
+                f"the connection broke before the message was handed over ({exc or 'closed'})"
+            ) from None
+
+    def _check(self, smtp: smtplib.SMTP, code: int, reply: bytes, step: str) -> None:
+        if code == 421:  # the server is closing the connection
+            self._drop()
+            raise SendError(f"the SMTP server closed the connection at {step}: {_text(reply)}")
+        if not 200 <= code < 400:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                smtp.rset()
+            raise SendError(f"the SMTP server answered {step} with {code} {_text(reply)}", code, _text(reply))
+
+    def _drop(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            with contextlib.suppress(OSError):
+                smtp.close()
+
     def close(self) -> None:
         if self._smtp is not None:
             with contextlib.suppress(OSError, smtplib.SMTPException):
                 self._smtp.quit()
             self._smtp = None
+
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _dot_stuffed(data: bytes) -> bytes:
+    """The DATA payload: CRLF line ends, a dot doubled at a line start, ended by CRLF . CRLF."""
+    data = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+    data = _LEADING_DOT.sub(b"..", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"
 
 
 def _text(reply: bytes | str) -> str:

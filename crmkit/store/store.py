@@ -239,6 +239,11 @@ class Store:
         doc_id = self._state_keys(name).get(key)
         return None if doc_id is None else self._tables().get(f"_{name}", {}).get(doc_id)
 
+    def states(self, name: str) -> list[dict[str, Any]]:
+        """Every bookkeeping document of the table ``_name`` (copies), in the order they were made."""
+        table = self._tables().get(f"_{name}", {})
+        return [dict(table[doc_id]) for doc_id in sorted(table, key=int)]
+
     def set_state(self, name: str, key: str, value: dict[str, Any] | None) -> None:
         """Save (or, with None, drop) a bookkeeping document; joins or opens a transaction."""
         with self.transaction():

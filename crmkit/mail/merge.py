@@ -1,0 +1,539 @@
+"""Mail-merge campaigns: render a template for a segment and send each person their own message.
+
+Three steps, each usable alone:
+
+1. :func:`plan_campaign` picks the audience (:mod:`crmkit.mail.audience`),
+   renders every message (:mod:`crmkit.mail.template`) and checks addresses and
+   attachments. Any problem for any recipient is reported before anything is
+   sent.
+2. :func:`compose` writes one planned message's bytes (:mod:`crmkit.mail.compose`)
+   with its Message-ID, Date and ``List-Unsubscribe`` headers; a dry run shows
+   or saves these and stops.
+3. :func:`send_campaign` sends over one reused SMTP connection, at a rate and
+   within a daily quota, and keeps the campaign's journal
+   (:mod:`crmkit.mail.journal`), so that a run stopped at any point can be run
+   again: it sends only to those not sent yet, and never twice to anyone.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import formatdate, parseaddr
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from crmkit.errors import CrmkitError
+from crmkit.mail.audience import Audience, Recipient, select_audience
+from crmkit.mail.compose import AddressError, Attachment, build_message, format_address, parse_addresses
+from crmkit.mail.journal import CampaignJournal, check_name, sends_of, sent_on
+from crmkit.mail.smtp import SendError, SMTPSender
+from crmkit.mail.template import MergeTemplate, Rendered, RenderError
+from crmkit.store import Store
+
+__all__ = [
+    "CampaignProblems",
+    "MergeReport",
+    "Plan",
+    "Planned",
+    "Rate",
+    "compose",
+    "dry_run",
+    "parse_rate",
+    "plan_campaign",
+    "send_campaign",
+]
+
+#: Attachments larger than this in one message are refused before sending (providers cap at 20-25 MB).
+MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
+#: Seconds between the tries of a message answered 4xx, within one run; later runs try again.
+RETRY_DELAYS = (2.0, 10.0, 30.0)
+#: Seconds between checkpoints of the journal into the store.
+CHECKPOINT_EVERY = 2.0
+
+
+class CampaignProblems(CrmkitError):
+    """Some messages cannot be made; nothing was sent. ``problems`` lists each (record id first)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        shown = "\n  ".join(problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        super().__init__(f"{len(problems)} problem(s), nothing was sent:\n  {shown}{more}")
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Rate:
+    """At most ``count`` messages per ``seconds``, spread evenly."""
+
+    count: int
+    seconds: float
+
+    @property
+    def interval(self) -> float:
+        return self.seconds / self.count
+
+    def __str__(self) -> str:
+        return f"{self.count}/{_UNIT_NAMES.get(self.seconds, f'{self.seconds:g}s')}"
+
+
+_UNITS = {
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+    "d": 86400.0,
+    "day": 86400.0,
+}
+_UNIT_NAMES = {1.0: "s", 60.0: "min", 3600.0: "hour", 86400.0: "day"}
+
+
+def parse_rate(text: str) -> Rate:
+    """``30/min``, ``2/s``, ``500/hour`` or ``10000/day``."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*([a-z]+?)s?\s*", text.lower())
+    if not match or match.group(2) not in _UNITS or int(match.group(1)) < 1:
+        raise CrmkitError(
+            f"rate {text!r}: write a count per unit, such as 30/min, 2/s, 500/hour or 10000/day"
+        )
+    return Rate(int(match.group(1)), _UNITS[match.group(2)])
+
+
+@dataclass
+class Planned:
+    """One recipient's message, rendered and checked, ready to be written and sent."""
+
+    recipient: Recipient
+    rendered: Rendered
+    headers: list[tuple[str, str]]  # From, To, Cc, Reply-To, Subject, X-...; Date and Message-ID come later
+    envelope_from: str
+    envelope_to: list[str]  # To, Cc and Bcc
+    attachments: list[Path]
+    utf8: bool  # an address needs SMTPUTF8
+
+    @property
+    def to_header(self) -> str:
+        return dict(self.headers).get("To", "")
+
+
+@dataclass
+class Plan:
+    name: str
+    template: MergeTemplate
+    audience: Audience
+    messages: list[Planned]
+    domain: str  # for Message-IDs
+    unsubscribe: list[str]  # List-Unsubscribe URIs; {record}, {email} and {campaign} filled per person
+    one_click: bool
+
+
+@dataclass
+class MergeReport:
+    """What a run did (or, dry, would do)."""
+
+    campaign: str
+    dry_run: bool
+    recipients: int = 0  # in the audience, to be mailed
+    sent: int = 0
+    already_sent: int = 0
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    uncertain: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    remaining: int = 0  # not tried yet (a quota or a stop)
+    stopped: str | None = None
+
+    @property
+    def needs_attention(self) -> bool:
+        return bool(self.failed or self.uncertain)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "campaign": self.campaign,
+            "dry_run": self.dry_run,
+            "recipients": self.recipients,
+            "sent": self.sent,
+            "already_sent": self.already_sent,
+            "failed": self.failed,
+            "uncertain": self.uncertain,
+            "skipped": self.skipped,
+            "remaining": self.remaining,
+            "stopped": self.stopped,
+        }
+
+
+# -- planning -----------------------------------------------------------------------------------
+
+
+def _attachment_path(folder: Path, name: str) -> Path:
+    """``name`` inside ``folder``; raises CrmkitError for a file outside it, missing, or not a file."""
+    root = folder.resolve()
+    path = (root / name).resolve()
+    if not path.is_relative_to(root):
+        raise CrmkitError(f"attachment {name} is outside the attachment folder {root}")
+    if not path.is_file():
+        raise CrmkitError(f"attachment {name} not found in {root}")
+    return path
+
+
+def _addresses(header: str, value: str) -> list[tuple[str, str]]:
+    try:
+        return parse_addresses(value)
+    except AddressError as exc:
+        raise CrmkitError(f"{header}: {exc}") from None
+
+
+def _plan_one(
+    person: Recipient, rendered: Rendered, *, from_header: str, attachments_folder: Path
+) -> Planned:
+    headers: list[tuple[str, str]] = []
+    envelope_to: list[str] = []
+    sender = _addresses("From", rendered.headers.get("From", from_header))
+    if len(sender) != 1:
+        raise CrmkitError("From: must be one address")
+    headers.append(("From", format_address(*sender[0])))
+    to_text = rendered.headers.get("To")
+    to = _addresses("To", to_text) if to_text else [(person.name, person.email or "")]
+    for header, pairs in (("To", to), ("Cc", None), ("Bcc", None), ("Reply-To", None)):
+        if pairs is None:
+            value = rendered.headers.get(header)
+            pairs = _addresses(header, value) if value else []
+        if not pairs:
+            continue
+        if header != "Reply-To":
+            envelope_to.extend(address for _, address in pairs)
+        if header != "Bcc":  # Bcc recipients are in the envelope only
+            headers.append((header, ", ".join(format_address(n, a) for n, a in pairs)))
+    headers.append(("Subject", rendered.headers.get("Subject", "")))
+    headers.extend((key, value) for key, value in rendered.headers.items() if key.lower().startswith("x-"))
+    paths = [_attachment_path(attachments_folder, name) for name in rendered.attachments]
+    size = sum(path.stat().st_size for path in paths)
+    if size > MAX_ATTACHMENT_BYTES:
+        raise CrmkitError(f"attachments of {size / 1e6:.1f} MB (at most {MAX_ATTACHMENT_BYTES / 1e6:.0f} MB)")
+    envelope_to = list(dict.fromkeys(envelope_to))
+    addresses = [sender[0][1], *envelope_to]
+    return Planned(
+        recipient=person,
+        rendered=rendered,
+        headers=headers,
+        envelope_from=sender[0][1],
+        envelope_to=envelope_to,
+        attachments=paths,
+        utf8=not all(address.isascii() for address in addresses),
+    )
+
+
+def plan_campaign(
+    store: Store,
+    template: MergeTemplate,
+    *,
+    name: str,
+    to: str = "contacts",
+    where: Sequence[str] = (),
+    limit: int | None = None,
+    from_address: str | None = None,
+    attachments_folder: Path | None = None,
+    unsubscribe_address: str | None = None,
+    unsubscribe_url: str | None = None,
+) -> Plan:
+    """Pick the audience and render every message; raises :class:`CampaignProblems` if any fails.
+
+    ``from_address`` is used when the template has no From (crmkit.toml's
+    ``[smtp] from``). Attachments are looked up in ``attachments_folder``
+    (default: the template's folder) and must lie inside it.
+    """
+    check_name(name)
+    if not template.header("From") and not from_address:
+        raise CrmkitError('no sender: give the template a From header, or set [smtp] from = "Name <a@b>"')
+    folder = attachments_folder or Path(template.name).parent
+    audience = select_audience(store, to=to, where=where, limit=limit)
+    messages: list[Planned] = []
+    problems: list[str] = []
+    for person in audience.recipients:
+        try:
+            rendered = template.render(person.context)
+            messages.append(
+                _plan_one(person, rendered, from_header=from_address or "", attachments_folder=folder)
+            )
+        except (RenderError, CrmkitError) as exc:
+            problems.append(f"{person.record_id} ({person.email}): {exc}")
+    if problems:
+        raise CampaignProblems(problems)
+    sender = messages[0].envelope_from if messages else parseaddr(from_address or "")[1]
+    domain = sender.rpartition("@")[2] or "crmkit.invalid"
+    unsubscribe = [f"mailto:{unsubscribe_address or sender}?subject=unsubscribe"]
+    if unsubscribe_url:
+        unsubscribe.append(unsubscribe_url)
+    return Plan(name, template, audience, messages, domain, unsubscribe, one_click=bool(unsubscribe_url))
+
+
+def new_message_id(plan: Plan, record_id: str) -> str:
+    return f"<{secrets.token_hex(8)}.{record_id}@{plan.domain}>"
+
+
+def compose(plan: Plan, message: Planned, *, message_id: str, now: datetime | None = None) -> bytes:
+    """The bytes of one planned message, with its Date, Message-ID and unsubscribe headers."""
+    person = message.recipient
+    fill = {
+        "record": quote(person.record_id),
+        "email": quote(person.email or ""),
+        "campaign": quote(plan.name),
+    }
+    links = [
+        uri.replace("{record}", fill["record"])
+        .replace("{email}", fill["email"])
+        .replace("{campaign}", fill["campaign"])
+        for uri in plan.unsubscribe
+    ]
+    headers = [
+        *message.headers,
+        ("Date", formatdate((now or datetime.now(UTC)).timestamp(), usegmt=True)),
+        ("Message-ID", message_id),
+        ("List-Unsubscribe", ", ".join(f"<{link}>" for link in links)),
+    ]
+    if plan.one_click:
+        headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))  # RFC 8058
+    attachments = [Attachment(path.name, _read(path)) for path in message.attachments]
+    return build_message(headers, message.rendered.text, html=message.rendered.html, attachments=attachments)
+
+
+_FILE_CACHE: dict[Path, tuple[float, bytes]] = {}
+
+
+def _read(path: Path) -> bytes:
+    """A file's bytes, read once per run for a brochure every message carries."""
+    mtime = path.stat().st_mtime
+    cached = _FILE_CACHE.get(path)
+    if cached is None or cached[0] != mtime:
+        cached = (mtime, path.read_bytes())
+        if len(_FILE_CACHE) > 64:
+            _FILE_CACHE.clear()
+        _FILE_CACHE[path] = cached
+    return cached[1]
+
+
+def dry_run(
+    store: Store, plan: Plan, *, preview: int = 3, out: Path | None = None
+) -> tuple[MergeReport, list[tuple[str, bytes]]]:
+    """What sending would do, and the first ``preview`` messages as (record id, bytes); sends nothing.
+
+    With ``out``, those messages are also written there as ``<record id>.eml``.
+    """
+    report = MergeReport(plan.name, dry_run=True, recipients=len(plan.messages))
+    report.skipped = plan.audience.skipped_by_reason()
+    done = {doc["record"] for doc in sends_of(store, plan.name) if doc.get("status") == "sent"}
+    report.already_sent = sum(1 for m in plan.messages if m.recipient.record_id in done)
+    previews = []
+    for message in [m for m in plan.messages if m.recipient.record_id not in done][:preview]:
+        record_id = message.recipient.record_id
+        previews.append((record_id, compose(plan, message, message_id=new_message_id(plan, record_id))))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for record_id, data in previews:
+            (out / f"{record_id}.eml").write_bytes(data)
+    return report, previews
+
+
+# -- sending ------------------------------------------------------------------------------------
+
+
+@dataclass(order=True)
+class _Retry:
+    due: float
+    order: int
+    message: Planned = field(compare=False)
+    attempt: int = field(compare=False)
+
+
+def send_campaign(
+    store: Store,
+    plan: Plan,
+    sender: SMTPSender,
+    *,
+    rate: Rate | None = None,
+    per_day: int | None = None,
+    resend_uncertain: bool = False,
+    retry_failed: bool = False,
+    retry_delays: Sequence[float] = RETRY_DELAYS,
+    on_progress: Callable[[int], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> MergeReport:
+    """Send the planned messages that the journal says are still to send; the run's report.
+
+    Already sent: never again. ``uncertain`` (perhaps delivered): only with
+    ``resend_uncertain``, with the same Message-ID. Failed: permanently
+    refused ones only with ``retry_failed``; temporary (4xx) ones are tried
+    again by every run. ``on_progress(n)`` is called after each message.
+    """
+    report = MergeReport(plan.name, dry_run=False, recipients=len(plan.messages))
+    report.skipped = plan.audience.skipped_by_reason()
+    with CampaignJournal(store, plan.name) as journal:
+        journal.start(
+            {"template": plan.template.name, "subject": plan.template.header("Subject")},
+            [(m.recipient.record_id, m.recipient.email or "") for m in plan.messages],
+        )
+        todo: list[Planned] = []
+        for message in plan.messages:
+            entry = journal.entry(message.recipient.record_id) or {}
+            status = entry.get("status")
+            if status == "sent":
+                report.already_sent += 1
+            elif status == "uncertain" and not resend_uncertain:
+                report.uncertain.append(_problem(message, entry.get("answer", "")))
+            elif status == "failed" and not (retry_failed or entry.get("temporary")):
+                report.failed.append(_problem(message, entry.get("answer", ""), entry.get("code")))
+            else:
+                todo.append(message)
+        _Run(store, plan, sender, journal, report, rate, per_day, retry_delays, on_progress, sleep).go(todo)
+    return report
+
+
+def _problem(message: Planned, answer: str, code: int | None = None) -> dict[str, Any]:
+    return {
+        "record": message.recipient.record_id,
+        "address": message.recipient.email,
+        "answer": answer,
+        "code": code,
+    }
+
+
+class _Run:
+    """One sending run: the queue, retries, the rate, the quota and the checkpoints."""
+
+    def __init__(
+        self,
+        store: Store,
+        plan: Plan,
+        sender: SMTPSender,
+        journal: CampaignJournal,
+        report: MergeReport,
+        rate: Rate | None,
+        per_day: int | None,
+        retry_delays: Sequence[float],
+        on_progress: Callable[[int], None] | None,
+        sleep: Callable[[float], None],
+    ) -> None:
+        self.store, self.plan, self.sender, self.journal, self.report = store, plan, sender, journal, report
+        self.rate, self.retry_delays, self.on_progress, self.sleep = rate, retry_delays, on_progress, sleep
+        self.left_today = None if per_day is None else per_day - sent_on(store, datetime.now(UTC).date())
+        self.next_slot = 0.0
+        self.last_checkpoint = time.monotonic()
+        self.last_error: dict[str, tuple[str, int | None]] = {}
+
+    def go(self, todo: list[Planned]) -> None:
+        retries: list[_Retry] = []
+        queue = list(reversed(todo))
+        order = 0
+        while queue or retries:
+            if self.left_today is not None and self.left_today <= 0:
+                self.report.stopped = "the daily quota is reached: run again tomorrow to go on"
+                self.report.remaining = len(queue) + len(retries)
+                return
+            now = time.monotonic()
+            if retries and (retries[0].due <= now or not queue):
+                item = heapq.heappop(retries)
+                if item.due > now:
+                    self.journal.checkpoint()
+                    self.sleep(item.due - now)
+                message, attempt = item.message, item.attempt
+            else:
+                message, attempt = queue.pop(), 0
+            outcome = self._send(message)
+            if outcome == "temporary" and attempt < len(self.retry_delays):
+                order += 1
+                due = time.monotonic() + self.retry_delays[attempt]
+                heapq.heappush(retries, _Retry(due, order, message, attempt + 1))
+                continue
+            if outcome == "temporary":  # tried enough for this run; the next run tries again
+                answer, code = self.last_error[message.recipient.record_id]
+                self.report.failed.append(_problem(message, answer, code))
+            if self.on_progress is not None:
+                self.on_progress(1)
+            if time.monotonic() - self.last_checkpoint > CHECKPOINT_EVERY:
+                self.journal.checkpoint()
+                self.last_checkpoint = time.monotonic()
+
+    def _wait_for_slot(self) -> None:
+        if self.rate is None:
+            return
+        now = time.monotonic()
+        if self.next_slot > now:
+            self.sleep(self.next_slot - now)
+        self.next_slot = max(now, self.next_slot) + self.rate.interval
+
+    def _send(self, message: Planned) -> str:
+        """Send one message, journal the outcome; sent, failed, uncertain or temporary (try again)."""
+        person = message.recipient
+        record_id = person.record_id
+        entry = self.journal.entry(record_id) or {}
+        message_id = entry.get("message_id") if entry.get("status") == "uncertain" else None
+        message_id = message_id or new_message_id(self.plan, record_id)
+        data = compose(self.plan, message, message_id=message_id)
+        self._wait_for_slot()
+        self.journal.sending(record_id, address=person.email or "", message_id=message_id)
+        for attempt in range(3):
+            try:
+                refused = self.sender.deliver(
+                    message.envelope_from, message.envelope_to, data, utf8=message.utf8
+                )
+            except SendError as exc:
+                if exc.uncertain:
+                    self.journal.uncertain(record_id, answer=str(exc))
+                    self.report.uncertain.append(_problem(message, str(exc)))
+                    self._count()
+                    return "uncertain"
+                if exc.code is None and attempt < 2:  # never handed over: connect again and resend
+                    self.sleep(0.5 * (attempt + 1))
+                    continue
+                return self._refused(message, exc)
+            except CrmkitError:  # the server could not be reached: nothing was handed over
+                self.journal.queued(record_id)
+                raise
+            break
+        else:  # pragma: no cover - the loop always returns or breaks
+            raise AssertionError
+        self._count()
+        if person.email in refused:
+            self.journal.failed(record_id, answer=refused[person.email])
+            self.report.failed.append(
+                _problem(message, refused[person.email], int(refused[person.email][:3]))
+            )
+            return "failed"
+        self.journal.sent(record_id, activity=self._activity(message, message_id), refused=refused or None)
+        self.report.sent += 1
+        return "sent"
+
+    def _refused(self, message: Planned, exc: SendError) -> str:
+        record_id = message.recipient.record_id
+        if exc.code is None:  # the connection would not stay up: stop, the next run goes on
+            self.journal.queued(record_id)
+            raise CrmkitError(f"sending stopped: {exc}") from None
+        self.journal.failed(record_id, answer=str(exc), code=exc.code, temporary=exc.temporary)
+        self.last_error[record_id] = (str(exc), exc.code)
+        if exc.temporary:
+            return "temporary"
+        self.report.failed.append(_problem(message, str(exc), exc.code))
+        return "failed"
+
+    def _count(self) -> None:
+        if self.left_today is not None:
+            self.left_today -= 1
+
+    def _activity(self, message: Planned, message_id: str) -> dict[str, Any]:
+        return {
+            "kind": "email_out",
+            "subject": message.rendered.headers.get("Subject"),
+            "body": message.rendered.text,
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "sender": message.envelope_from,
+            "recipients": message.to_header,
+            "message_id": message_id,
+        }
