@@ -25,10 +25,12 @@ test: lint
 	$(BIN)/pytest
 
 bench: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_sync_excel.py
 	$(BIN)/python bench/bench_sync_gsheet.py
 	$(BIN)/python bench/bench_poll.py
+	$(BIN)/python bench/bench_merge.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache

@@ -12,7 +12,10 @@ a. imapclient alone: log in, select, fetch every message's ``BODY.PEEK[]`` in
 b. crmkit's poller: the same fetch, plus parsing, keeping every .eml and
    attachment, matching senders, threading and opening cases, and committing
    each batch with its progress (``after = none``, so the mailbox is left as is);
-c. the poller again with nothing new (the cron run on a quiet inbox).
+c. the poller again with nothing new (the cron run on a quiet inbox);
+d. for scale: the standard library's email parser alone (compat32, the
+   fastest policy) reading the same bytes from memory, no IMAP, no files, no
+   store. Any poller that reads each message's parts pays at least this.
 
 Target (issue 5): (b) within 2x of (a).
 """
@@ -20,6 +23,7 @@ Target (issue 5): (b) within 2x of (a).
 from __future__ import annotations
 
 import argparse
+import email
 import os
 import random
 import resource
@@ -129,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
         ours, report = timed(poll)
         quiet, _ = timed(poll)
+        parse_only, _ = timed(lambda: [email.message_from_bytes(raw) for raw in raws])
         done = Store(store.path)
         print()
         print(f"a. imapclient fetching {args.messages} messages ({size / 1e6:.1f} MB): {plain:7.2f} s "
@@ -136,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"b. crmkit poll --once, filing them:          {ours:7.2f} s "
               f"({args.messages / ours:,.0f} msg/s)  = {ours / plain:.2f}x imapclient (target 2x)")  # fmt: skip
         print(f"c. crmkit poll --once, nothing new:          {quiet:7.2f} s")
+        print(f"d. email.message_from_bytes alone, in memory: {parse_only:7.2f} s  = {parse_only / plain:.2f}x (a)")
         print(
             f"store: {done.count('activities')} activities, {done.count('cases')} cases, "
             f"{done.count('contacts')} contacts; peak RSS "

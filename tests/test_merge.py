@@ -44,9 +44,10 @@ Kind regards
 """
 
 
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[SMTPServer]:
-    with SMTPServer(auth={USER: PASSWORD}, require_starttls=True) as server:
+@pytest.fixture(scope="module", params=[False, True], ids=["one-by-one", "pipelining"])
+def smtp(request: pytest.FixtureRequest) -> Iterator[SMTPServer]:
+    """The server, without and with PIPELINING (RFC 2920): crmkit sends the envelope in one go to the latter."""
+    with SMTPServer(auth={USER: PASSWORD}, require_starttls=True, pipelining=request.param) as server:
         yield server
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from crmkit.errors import CrmkitError
 from crmkit.mail.compose import is_address
-from crmkit.mail.template import Address, first_name
+from crmkit.mail.template import Address, Fields, first_name
 from crmkit.records.fields import EmailField, email_key
 from crmkit.records.query import Condition, matches, parse_condition
 from crmkit.records.schema import OPEN_STAGES, RECORD_TYPES, RecordType, parse_id
@@ -56,9 +56,9 @@ class Audience:
         return counts
 
 
-def _loaded(rt: RecordType, doc: Mapping[str, Any]) -> dict[str, Any]:
+def _loaded(rt: RecordType, doc: Mapping[str, Any]) -> Fields:
     """A record's set values as Python values (dates, decimals), for templates; blanks left out."""
-    out: dict[str, Any] = {"id": doc["id"]}
+    out = Fields(rt.name, {"id": doc["id"]})
     for fld in rt.fields:
         value = doc.get(fld.name)
         if value is None or value == "" or value == []:

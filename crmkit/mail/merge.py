@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import formatdate, parseaddr
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -186,9 +187,14 @@ def _attachment_path(folder: Path, name: str) -> Path:
 
 def _addresses(header: str, value: str) -> list[tuple[str, str]]:
     try:
-        return parse_addresses(value)
+        return list(_parsed_addresses(value))
     except AddressError as exc:
         raise CrmkitError(f"{header}: {exc}") from None
+
+
+@lru_cache(maxsize=1024)
+def _parsed_addresses(value: str) -> tuple[tuple[str, str], ...]:
+    return tuple(parse_addresses(value))  # the same From (or Cc) in every message: parsed once
 
 
 def _plan_one(
@@ -381,6 +387,7 @@ def send_campaign(
             [(m.recipient.record_id, m.recipient.email or "") for m in plan.messages],
         )
         todo: list[Planned] = []
+        first_ids: dict[str, str] = {}  # a resent uncertain message keeps its Message-ID
         for message in plan.messages:
             entry = journal.entry(message.recipient.record_id) or {}
             status = entry.get("status")
@@ -391,8 +398,12 @@ def send_campaign(
             elif status == "failed" and not (retry_failed or entry.get("temporary")):
                 report.failed.append(_problem(message, entry.get("answer", ""), entry.get("code")))
             else:
+                if status == "uncertain" and entry.get("message_id"):
+                    first_ids[message.recipient.record_id] = entry["message_id"]
                 todo.append(message)
-        _Run(store, plan, sender, journal, report, rate, per_day, retry_delays, on_progress, sleep).go(todo)
+        run = _Run(store, plan, sender, journal, report, rate, per_day, retry_delays, on_progress, sleep)
+        run.first_ids = first_ids
+        run.go(todo)
     return report
 
 
@@ -427,10 +438,13 @@ class _Run:
         self.next_slot = 0.0
         self.last_checkpoint = time.monotonic()
         self.last_error: dict[str, tuple[str, int | None]] = {}
+        self.first_ids: dict[str, str] = {}
+        self.composed: dict[str, tuple[str, bytes]] = {}  # record id -> (Message-ID, bytes), made ahead
+        self.queue: list[Planned] = []
 
     def go(self, todo: list[Planned]) -> None:
         retries: list[_Retry] = []
-        queue = list(reversed(todo))
+        queue = self.queue = list(reversed(todo))
         order = 0
         while queue or retries:
             if self.left_today is not None and self.left_today <= 0:
@@ -469,21 +483,33 @@ class _Run:
             self.sleep(self.next_slot - now)
         self.next_slot = max(now, self.next_slot) + self.rate.interval
 
+    def _compose(self, message: Planned) -> tuple[str, bytes]:
+        record_id = message.recipient.record_id
+        made = self.composed.pop(record_id, None)
+        if made is None:
+            message_id = self.first_ids.get(record_id) or new_message_id(self.plan, record_id)
+            made = (message_id, compose(self.plan, message, message_id=message_id))
+        return made
+
+    def _compose_next(self) -> None:
+        """Write the next message while the server takes this one over (the wait is otherwise idle)."""
+        if self.queue and not self.composed:
+            upcoming = self.queue[-1]
+            self.composed[upcoming.recipient.record_id] = self._compose(upcoming)
+
     def _send(self, message: Planned) -> str:
         """Send one message, journal the outcome; sent, failed, uncertain or temporary (try again)."""
         person = message.recipient
         record_id = person.record_id
-        entry = self.journal.entry(record_id) or {}
-        message_id = entry.get("message_id") if entry.get("status") == "uncertain" else None
-        message_id = message_id or new_message_id(self.plan, record_id)
-        data = compose(self.plan, message, message_id=message_id)
+        message_id, data = self._compose(message)
         self._wait_for_slot()
         self.journal.sending(record_id, address=person.email or "", message_id=message_id)
         for attempt in range(3):
             try:
                 refused = self.sender.deliver(
-                    message.envelope_from, message.envelope_to, data, utf8=message.utf8
-                )
+                    message.envelope_from, message.envelope_to, data, utf8=message.utf8,
+                    while_waiting=self._compose_next,
+                )  # fmt: skip
             except SendError as exc:
                 if exc.uncertain:
                     self.journal.uncertain(record_id, answer=str(exc))

@@ -17,6 +17,7 @@ import contextlib
 import re
 import smtplib
 import ssl
+from collections.abc import Callable
 from email.message import EmailMessage
 from types import TracebackType
 
@@ -74,6 +75,7 @@ class SMTPSender:
                 if self.password is None:
                     raise CrmkitError(f"no SMTP password for {self.server.user} ({self.server.password_env})")
                 smtp.login(self.server.user, self.password.reveal())
+            smtp.ehlo_or_helo_if_needed()  # the extensions deliver() asks about
         except smtplib.SMTPAuthenticationError:
             raise CrmkitError(
                 f"the SMTP server {host}:{port} refused the login of {self.server.user}"
@@ -110,9 +112,20 @@ class SMTPSender:
         raise AssertionError("unreachable")
 
     def deliver(
-        self, sender: str, recipients: list[str], data: bytes, *, utf8: bool = False
+        self,
+        sender: str,
+        recipients: list[str],
+        data: bytes,
+        *,
+        utf8: bool = False,
+        while_waiting: Callable[[], object] | None = None,
     ) -> dict[str, str]:
         """Hand ``data`` over for ``recipients``; returns those refused (address -> answer).
+
+        The addresses must be checked ones (no spaces or brackets): they go into the
+        commands as they are. With PIPELINING (RFC 2920) the envelope goes in one
+        round trip. ``while_waiting`` runs while the server takes the message over
+        (a campaign writes its next message then).
 
         Raises :class:`SendError`: ``uncertain`` when the connection broke after
         the message was handed over; ``code`` None when it broke before (nothing
@@ -124,33 +137,56 @@ class SMTPSender:
         smtp = self._smtp
         handed_over = False
         try:
-            options = []
+            options = ""
             if utf8:
                 if not smtp.has_extn("smtputf8"):
                     raise SendError(
                         "the SMTP server does not take non-ASCII addresses (no SMTPUTF8)", 553, "no SMTPUTF8"
                     )
-                options.append("SMTPUTF8")
-                if smtp.has_extn("8bitmime"):
-                    options.append("BODY=8BITMIME")
-            code, reply = smtp.mail(sender, options)
+                options = " SMTPUTF8" + (" BODY=8BITMIME" if smtp.has_extn("8bitmime") else "")
+            encoding = "utf-8" if utf8 else "ascii"
+            pipelining = smtp.has_extn("pipelining")
+            envelope = [f"MAIL FROM:<{sender}>{options}", *(f"RCPT TO:<{r}>" for r in recipients)]
+            if pipelining:  # the envelope and DATA in one round trip
+                smtp.send("".join(f"{c}\r\n" for c in [*envelope, "DATA"]).encode(encoding))
+                replies = [smtp.getreply() for _ in range(len(envelope) + 1)]
+            else:
+                replies = []
+                for command in envelope:
+                    smtp.send(f"{command}\r\n".encode(encoding))
+                    replies.append(smtp.getreply())
+                    if not 200 <= replies[0][0] < 400:
+                        break  # no RCPT after a refused MAIL
+            code, reply = replies[0]
             self._check(smtp, code, reply, "MAIL FROM")
             refused: dict[str, str] = {}
-            for recipient in recipients:
-                code, reply = smtp.rcpt(recipient)
+            for recipient, (code, reply) in zip(recipients, replies[1 : len(envelope)], strict=True):
                 if code == 421:
                     self._check(smtp, code, reply, "RCPT TO")
                 if code not in (250, 251):
                     refused[recipient] = f"{code} {_text(reply)}"
             if len(refused) == len(recipients):
-                smtp.rset()
+                if pipelining and replies[-1][0] == 354:  # the server waits for a message: give it none
+                    smtp.send(b".\r\n")
+                    smtp.getreply()
+                else:
+                    smtp.rset()
                 first = next(iter(refused.values()))
-                raise SendError(f"every recipient refused: {first}", int(first[:3]), first[4:]) from None
-            code, reply = smtp.docmd("DATA")
+                raise SendError(f"every recipient refused: {first}", int(first[:3]), first[4:])
+            if pipelining:
+                code, reply = replies[-1]
+            else:
+                smtp.send(b"DATA\r\n")
+                code, reply = smtp.getreply()
             if code != 354:
                 self._check(smtp, code, reply, "DATA")
+                raise SendError(
+                    f"the SMTP server answered DATA with {code} {_text(reply)}", code, _text(reply)
+                )
             handed_over = True
             smtp.send(_dot_stuffed(data))
+            if while_waiting is not None:
+                while_waiting()
             code, reply = smtp.getreply()
             if code != 250:
                 handed_over = False  # answered: the server did not take it

@@ -528,6 +528,7 @@ class SMTPServer:
         implicit_tls: bool = False,
         refuse: Iterable[str] = (),
         smtputf8: bool = True,
+        pipelining: bool = False,
         folder: Path | str | None = None,
     ) -> None:
         if implicit_tls and (starttls or require_starttls):
@@ -540,6 +541,7 @@ class SMTPServer:
         self.implicit_tls = implicit_tls
         self.refuse = set(refuse)  # compared case-insensitively; may be changed while running
         self.smtputf8 = smtputf8
+        self.pipelining = pipelining  # offer PIPELINING (RFC 2920), as Postfix, Exim and big providers do
         self._folder = Path(folder) if folder is not None else None
         self._own_folder: str | None = None
         self._tls: TLSFiles | None = None
@@ -681,6 +683,14 @@ class _Handler:
 
     def __init__(self, owner: SMTPServer) -> None:
         self.owner = owner
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname  # what aiosmtpd does itself when there is no hook
+        if self.owner.pipelining:  # aiosmtpd reads commands one after another, so it can
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
