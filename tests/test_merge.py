@@ -71,11 +71,14 @@ class Campaign:
         self.config_path = folder / "crmkit.toml"
         self.config(extra="")
 
-    def config(self, extra: str) -> None:
+    def config(self, extra: str, security: str = "starttls") -> None:
+        tls = self.server.starttls or self.server.implicit_tls
         self.config_path.write_text(
             f'store = "crm.json"\n[smtp]\nhost = "{self.server.host}"\nport = {self.server.port}\n'
-            f'security = "starttls"\nuser = "{USER}"\nfrom = "Sales <sales@example.com>"\n'
-            f'cafile = "{self.server.cafile}"\ntimeout = 5\n{extra}'
+            f'security = "{security}"\nfrom = "Sales <sales@example.com>"\ntimeout = 5\n'
+            + (f'user = "{USER}"\n' if self.server.auth else "")
+            + (f'cafile = "{self.server.cafile}"\n' if tls else "")
+            + extra
         )
 
     def template(self, text: str, name: str = "offer.txt") -> Path:
@@ -545,3 +548,29 @@ def test_replies_to_a_campaign_come_back_onto_the_contacts_timeline_and_unsubscr
     later = campaign.send(template, name="next")
     assert later.sent == 1 and later.skipped == {"opted out": 1}
     assert by_address(campaign.server.wait_for(1)) == {"hoa0@example.com": 1}
+
+
+# -- connections ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["ssl", "plain"])
+def test_implicit_tls_and_a_plain_local_relay_work_too(tmp_path: Path, mode: str) -> None:
+    with SMTPServer(implicit_tls=mode == "ssl", auth={USER: PASSWORD} if mode == "ssl" else None) as relay:
+        campaign = Campaign(tmp_path, relay)
+        campaign.config("", security=mode)
+        campaign.contacts(2)
+        result = campaign.cli("merge", str(campaign.template(OFFER)), "--send")
+        assert result.exit_code == 0, result.output
+        assert by_address(relay.wait_for(2)) == {"hoa0@example.com": 1, "hoa1@example.com": 1}
+        assert {m.login for m in relay.messages} == ({USER} if mode == "ssl" else {None})
+
+
+def test_a_certificate_that_cannot_be_verified_sends_nothing(campaign: Campaign) -> None:
+    campaign.contacts(2)
+    # the test server's certificate is signed by a throwaway CA the system does not trust
+    campaign.config_path.write_text(campaign.config_path.read_text().replace(f'cafile = "{campaign.server.cafile}"\n', ""))
+    result = campaign.cli("merge", str(campaign.template(OFFER)), "--send")
+    assert result.exit_code == 1 and "TLS with the SMTP server" in result.output
+    time.sleep(0.2)
+    assert campaign.server.messages == []
+    assert {doc["status"] for doc in sends_of(Store(campaign.store_path), "offer")} == {"queued"}
