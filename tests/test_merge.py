@@ -104,6 +104,13 @@ class Campaign:
         server = MailServer("smtp", self.server.host, self.server.port, security="starttls", user=USER, timeout=5)
         return SMTPSender(server, Secret(PASSWORD), ssl_context=ssl.create_default_context(cafile=str(self.server.cafile)))
 
+    def plan(self, template: Path, name: str = "offer", **options: Any) -> Any:
+        return plan_campaign(Store(self.store_path), MergeTemplate.load(template), name=name,
+                             from_address="Sales <sales@example.com>", **options)  # fmt: skip
+
+    def entries(self, name: str = "offer") -> dict[str, dict[str, Any]]:
+        return {doc["record"]: doc for doc in sends_of(Store(self.store_path), name)}
+
     def send(self, template: Path, name: str = "offer", **options: Any) -> MergeReport:
         plan_keys = ("to", "where", "limit", "attachments_folder", "unsubscribe_url", "unsubscribe_address")
         plan = plan_campaign(
@@ -574,3 +581,154 @@ def test_a_certificate_that_cannot_be_verified_sends_nothing(campaign: Campaign)
     time.sleep(0.2)
     assert campaign.server.messages == []
     assert {doc["status"] for doc in sends_of(Store(campaign.store_path), "offer")} == {"queued"}
+
+
+# -- found in review: each of these failed before its fix -------------------------------------------
+
+
+def test_a_temporary_refusal_of_the_person_is_retried_without_mailing_the_cc_again(campaign: Campaign) -> None:
+    campaign.contacts(1)
+    template = campaign.template("Subject: Hi\nCc: Boss <boss@example.com>\n\nHi\n")
+    campaign.server.fail_next(1, 451, at="RCPT")  # the person's own address, once; the Cc is taken
+    assert campaign.send(template).sent == 1
+    assert by_address(campaign.server.wait_for(2)) == {"boss@example.com": 1, "hoa0@example.com": 1}
+    # refused for longer than a run tries: the next run tries again, still without the Cc
+    campaign.server.clear()
+    campaign.contacts(1, email=lambda i: "late@example.com")
+    campaign.server.fail_next(6, 451, at="RCPT")  # both RCPTs of each of the run's three tries
+    first = campaign.send(template)
+    entry = campaign.entries()["C-2"]
+    assert (entry["status"], entry["temporary"], entry["code"]) == ("failed", True, 451), (first.as_json(), entry)
+    campaign.server.fail_next(0)
+    assert campaign.send(template).sent == 1
+    assert by_address(campaign.server.messages) == {"late@example.com": 1, "boss@example.com": 1}
+
+
+def test_a_perhaps_delivered_message_keeps_its_message_id_on_every_later_try(campaign: Campaign) -> None:
+    campaign.contacts(1)
+    template = campaign.template("Subject: Hi\n\nHi\n")
+    campaign.server.drop_after(1, before_reply=True)
+    assert [u["record"] for u in campaign.send(template).uncertain] == ["C-1"]
+    first_id = str(campaign.server.wait_for(1)[0].message["Message-ID"])
+    campaign.server.fail_next(10, 451, at="RCPT")
+    assert campaign.send(template, resend_uncertain=True).failed[0]["code"] == 451
+    campaign.server.fail_next(0)
+    campaign.send(template)  # a temporary failure is tried again by itself
+    assert [str(m.message["Message-ID"]) for m in campaign.server.messages] == [first_id, first_id]
+
+
+def test_an_attachment_gone_during_the_run_fails_that_person_only(campaign: Campaign) -> None:
+    campaign.contacts(3)
+    for i in (1, 2, 3):
+        (campaign.folder / f"C-{i}.pdf").write_bytes(b"%PDF " + bytes([48 + i]) * 50)
+    plan = campaign.plan(campaign.template("Subject: Hi\nAttachment: {{ id }}.pdf\n\nHi\n"))
+    (campaign.folder / "C-2.pdf").unlink()  # tidied away while the campaign runs
+    with campaign.sender() as sender:
+        report = send_campaign(Store(campaign.store_path), plan, sender)
+    assert by_address(campaign.server.wait_for(2)) == {"hoa0@example.com": 1, "hoa2@example.com": 1}
+    assert report.sent == 2 and [f["record"] for f in report.failed] == ["C-2"]
+    assert "cannot read an attachment" in report.failed[0]["answer"]
+    assert {k: v["status"] for k, v in campaign.entries().items()} == {"C-1": "sent", "C-2": "failed", "C-3": "sent"}
+
+
+def test_a_run_the_server_stops_reports_what_it_sent_and_the_next_run_goes_on(campaign: Campaign) -> None:
+    import threading
+
+    campaign.contacts(6)
+    template = campaign.template(OFFER)
+
+    def go_away_after_two() -> None:
+        campaign.server.wait_for(2)
+        campaign.server.fail_next(100, 421, at="MAIL")  # "closing": it will not talk for a while
+
+    threading.Thread(target=go_away_after_two, daemon=True).start()
+    result = campaign.cli("merge", str(template), "--send", "--json", "--rate", "20/s")
+    report = json.loads(result.output)
+    assert result.exit_code == 1 and report["error"] is True and "421" in report["stopped"]
+    assert report["sent"] >= 2 and report["sent"] + report["remaining"] == 6
+    campaign.server.fail_next(0)
+    again = json.loads(campaign.cli("merge", str(template), "--send", "--json").output)
+    assert (again["sent"], again["already_sent"]) == (6 - report["sent"], report["sent"])
+    assert by_address(campaign.server.messages) == {f"hoa{i}@example.com": 1 for i in range(6)}
+
+
+def test_a_sender_on_an_internationalised_domain_gets_ascii_message_ids(campaign: Campaign) -> None:
+    campaign.contacts(1)
+    campaign.send(campaign.template("Subject: Hi\nFrom: Verkauf <verkauf@müller.example>\n\nHi\n"))
+    [got] = campaign.server.wait_for(1)
+    assert str(got.message["Message-ID"]).endswith("@xn--mller-kva.example>")
+    assert got.message["List-Unsubscribe"] == "<mailto:verkauf@xn--mller-kva.example?subject=unsubscribe>"
+    assert campaign.entries()["C-1"]["message_id"] == str(got.message["Message-ID"])
+
+
+def test_a_journal_that_cannot_open_lets_go_of_the_campaign(campaign: Campaign) -> None:
+    from crmkit.errors import StoreLockedError
+
+    holder = Store(campaign.store_path)
+    journal = CampaignJournal(Store(campaign.store_path, lock_timeout=0.2), "offer")
+    with holder.transaction(), pytest.raises(StoreLockedError), journal:  # another process holds the store
+        pass
+    with CampaignJournal(Store(campaign.store_path), "offer") as journal:
+        assert journal.counts()["sent"] == 0
+
+
+def test_reruns_with_other_segments_never_mail_an_address_twice(campaign: Campaign) -> None:
+    campaign.store.add("contacts", {"name": "Ana", "email": "ana@example.com", "tags": ["a"]})
+    campaign.store.add("contacts", {"name": "Ana L.", "email": "ana@example.com", "tags": ["b"]}, force=True)
+    template = campaign.template("Subject: Hi\n\nHi\n")
+    assert campaign.send(template, where=["tags=a"]).sent == 1
+    second = campaign.send(template, where=["tags=b"])
+    assert second.sent == 0 and second.skipped == {"address already in this campaign": 1}
+    assert by_address(campaign.server.messages) == {"ana@example.com": 1}
+
+
+def test_someone_who_opts_out_while_a_campaign_runs_is_not_mailed(campaign: Campaign) -> None:
+    campaign.contacts(3)
+    plan = campaign.plan(campaign.template("Subject: Hi\n\nHi\n"))
+    Store(campaign.store_path).update("C-3", {"opt_out": True})  # the poller files an "unsubscribe"
+    with campaign.sender() as sender:
+        report = send_campaign(Store(campaign.store_path), plan, sender)
+    assert report.sent == 2 and report.skipped == {"opted out": 1}
+    assert by_address(campaign.server.wait_for(2)) == {"hoa0@example.com": 1, "hoa1@example.com": 1}
+
+
+def test_limit_works_through_a_segment_run_after_run(campaign: Campaign) -> None:
+    campaign.contacts(5, opt_out=lambda i: i == 1)
+    template = campaign.template("Subject: Hi\n\nHi\n")
+    assert [campaign.send(template, limit=2).sent for _ in range(3)] == [2, 2, 0]
+    assert by_address(campaign.server.messages) == {f"hoa{i}@example.com": 1 for i in (0, 2, 3, 4)}
+
+
+def test_another_template_under_a_campaign_name_in_use_is_refused(campaign: Campaign) -> None:
+    campaign.contacts(2)
+    (campaign.folder / "spring").mkdir()
+    (campaign.folder / "autumn").mkdir()
+    spring = campaign.template("Subject: Spring sale\n\nSpring\n", "spring/offer.txt")
+    autumn = campaign.template("Subject: Autumn sale\n\nAutumn\n", "autumn/offer.txt")
+    assert campaign.cli("merge", str(spring), "--send").exit_code == 0
+    refused = campaign.cli("merge", str(autumn), "--send")
+    assert refused.exit_code == 1 and "its own --name" in refused.output
+    assert campaign.cli("merge", str(autumn), "--send", "--name", "autumn").exit_code == 0
+    spring.write_text("Subject: Spring sale (fixed)\n\nSpring\n")  # edited in place: the same campaign
+    assert campaign.cli("merge", str(spring), "--send").exit_code == 0
+    assert by_address(campaign.server.messages) == {"hoa0@example.com": 2, "hoa1@example.com": 2}
+
+
+def test_odd_templates_and_data_are_reported_not_crashed_on(campaign: Campaign) -> None:
+    campaign.contacts(1, title=lambda i: "x" * 300)
+    bom = campaign.folder / "bom.txt"
+    bom.write_bytes("\ufeffSubject: Olá\n\nOlá\n".encode())  # as Windows editors save UTF-8
+    assert campaign.cli("merge", str(bom)).exit_code == 0
+    long_name = campaign.template("Subject: Hi\nAttachment: {{ title }}.pdf\n\nHi\n", "long.txt")
+    result = campaign.cli("merge", str(long_name))
+    assert result.exit_code == 1 and "1 problem(s)" in result.output and "File name too long" in result.output
+
+
+def test_deals_without_a_contact_are_counted_as_skipped(campaign: Campaign) -> None:
+    [contact] = campaign.contacts(1)
+    campaign.store.add("deals", {"title": "D", "contact": contact["id"], "amount": "5", "stage": "proposal"})
+    campaign.store.add("deals", {"title": "No contact", "amount": "5", "stage": "proposal"})
+    result = campaign.cli("merge", str(campaign.template(OFFER)), "--to", "deals", "--json")
+    data = json.loads(result.output)
+    assert (data["recipients"], data["skipped"]) == (1, {"deal without a contact": 1})
+    assert "your deal is worth 5.00" in data["preview"][0]["message"]

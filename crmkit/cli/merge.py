@@ -159,6 +159,8 @@ def merge(
             on_progress=bar.update if show_bar else None,
         )
     _print_report(report, as_json=as_json, quiet=quiet)
+    if report.error:
+        sys.exit(1)
     if report.needs_attention:
         sys.exit(NEEDS_ATTENTION)
 
@@ -217,7 +219,8 @@ def _print_report(report: MergeReport, *, as_json: bool, quiet: bool) -> None:
             err=True,
         )
     if report.stopped:
-        click.echo(f"stopped: {report.stopped} ({report.remaining} left)", err=True)
+        again = "; run again to go on" if report.error else ""
+        click.echo(f"stopped: {report.stopped} ({report.remaining} left{again})", err=True)
     if not quiet:
         already = f", {report.already_sent} sent before" if report.already_sent else ""
         click.echo(
@@ -256,16 +259,17 @@ def list_campaigns(app: App, as_json: bool) -> None:
 @pass_app
 def show_campaign(app: App, name: str, status: str | None, as_json: bool) -> None:
     """The journal of campaign NAME: each recipient's status, Message-ID and the server's answer."""
+    store = app.store(must_exist=True)
+    if not any(s["name"] == name for s in campaign_summaries(store)):
+        raise CrmkitError(f"no campaign {name!r} (crmkit campaigns list shows them)")
     entries = [
         {k: v for k, v in doc.items() if k not in ("key", "campaign")}
-        for doc in sends_of(app.store(must_exist=True), name)
+        for doc in sends_of(store, name)
         if status is None or doc.get("status") == status
     ]
     if as_json:
         emit_json(entries)
         return
-    if not entries and not any(s["name"] == name for s in campaign_summaries(app.store())):
-        raise CrmkitError(f"no campaign {name!r} (crmkit campaigns list shows them)")
     print_table(
         [
             [

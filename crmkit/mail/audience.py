@@ -14,7 +14,7 @@ never mailed: they are kept with the reason, for the summary.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from crmkit.records.query import Condition, matches, parse_condition
 from crmkit.records.schema import OPEN_STAGES, RECORD_TYPES, RecordType, parse_id
 from crmkit.store import Store
 
-__all__ = ["AUDIENCES", "Audience", "Recipient", "record_context", "select_audience"]
+__all__ = ["AUDIENCES", "Audience", "Recipient", "record_context", "select_audience", "skip_reason"]
 
 AUDIENCES = ("contacts", "leads", "deals")
 _UNPAID = frozenset({"sent", "partly_paid", "overdue"})
@@ -47,6 +47,7 @@ class Recipient:
 class Audience:
     recipients: list[Recipient]  # to be mailed, in record order
     skipped: list[Recipient]  # with their reason
+    already_sent: list[Recipient] = field(default_factory=list)  # sent by an earlier run of the campaign
 
     def skipped_by_reason(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -65,9 +66,9 @@ def _loaded(rt: RecordType, doc: Mapping[str, Any]) -> Fields:
             continue
         value = fld.load(value)
         out[fld.name] = Address(value) if isinstance(fld, EmailField) else value
-    custom = doc.get("custom") or {}
+    custom = {k: v for k, v in (doc.get("custom") or {}).items() if v not in (None, "", [])}
     if custom:
-        out["custom"] = dict(custom)
+        out["custom"] = custom
         for key, value in custom.items():
             out.setdefault(key, value)
     return out
@@ -167,8 +168,11 @@ def _split_conditions(rt: RecordType, where: Iterable[str]) -> dict[str, list[Co
     return by_target
 
 
-def _skip_reason(doc: Mapping[str, Any], seen: set[str]) -> str | None:
+def skip_reason(doc: Mapping[str, Any], seen: Collection[str] = ()) -> str | None:
+    """Why this contact or lead must not be mailed (None: it may be); ``seen``: addresses taken."""
     email = doc.get("email")
+    if doc.get("archived_at"):
+        return "archived"
     if doc.get("opt_out"):
         return "opted out"
     if doc.get("email_status") == "bounced":
@@ -183,9 +187,20 @@ def _skip_reason(doc: Mapping[str, Any], seen: set[str]) -> str | None:
 
 
 def select_audience(
-    store: Store, *, to: str = "contacts", where: Iterable[str] = (), limit: int | None = None
+    store: Store,
+    *,
+    to: str = "contacts",
+    where: Iterable[str] = (),
+    limit: int | None = None,
+    sent: Mapping[str, str] | None = None,
 ) -> Audience:
-    """The people a campaign writes to, in record order, and those it must skip (with why)."""
+    """The people a campaign writes to, in record order, and those it must skip (with why).
+
+    ``sent`` (record id -> address) are those an earlier run of the campaign
+    mailed: they are set aside as already sent, their addresses count as
+    already in the campaign, and ``limit`` counts only the others, so that
+    ``--limit 500`` run day after day works through a segment.
+    """
     if to not in AUDIENCES:
         raise CrmkitError(f"--to must be one of {', '.join(AUDIENCES)} (got {to!r})")
     if limit is not None and limit < 1:
@@ -195,11 +210,16 @@ def select_audience(
     related = _Related(store) if to in ("contacts", "deals") else None
     # (person, the deal the campaign is about)
     people: list[tuple[Mapping[str, Any], Mapping[str, Any] | None]] = []
+    audience = Audience([], [])
     if to == "deals":
         for deal in store.find("deals", conditions["self"]):
             contact = store.peek(deal["contact"]) if deal.get("contact") else None
             if contact is not None and not contact.get("archived_at"):
                 people.append((contact, deal))
+            else:
+                audience.skipped.append(
+                    Recipient(deal["id"], str(deal.get("title") or ""), None, skip="deal without a contact")
+                )
     else:
         for doc in store.find(to, conditions["self"]):
             if conditions["account"]:
@@ -213,12 +233,15 @@ def select_audience(
                 if not any(matches(d, conditions["deal"]) for d in deals):
                     continue
             people.append((doc, None))
-    audience = Audience([], [])
-    seen: set[str] = set()
+    sent = sent or {}
+    seen: set[str] = {email_key(address) for address in sent.values() if address}
     for record, about in people:
         email = str(record.get("email") or "") or None
         person = Recipient(record["id"], str(record.get("name") or ""), email)
-        person.skip = _skip_reason(record, seen)
+        if person.record_id in sent:
+            audience.already_sent.append(person)
+            continue
+        person.skip = skip_reason(record, seen)
         if person.skip is not None:
             audience.skipped.append(person)
             continue

@@ -39,7 +39,16 @@ import orjson
 from crmkit.errors import CrmkitError
 from crmkit.store import Store
 
-__all__ = ["CAMPAIGNS", "SENDS", "STATUSES", "CampaignJournal", "campaign_summaries", "sends_of", "sent_on"]
+__all__ = [
+    "CAMPAIGNS",
+    "SENDS",
+    "STATUSES",
+    "CampaignJournal",
+    "campaign_summaries",
+    "recover_if_idle",
+    "sends_of",
+    "sent_on",
+]
 
 CAMPAIGNS = "campaigns"  # store state table _campaigns
 SENDS = "campaign_sends"  # store state table _campaign_sends
@@ -92,8 +101,13 @@ class CampaignJournal:
                 f"campaign {self.name!r} is being sent by another crmkit process; wait for it to finish"
             ) from None
         self._lock_fd = fd
-        self.recover()
-        self._wal_fd = os.open(self.wal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            self.recover()
+            self._wal_fd = os.open(self.wal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except BaseException:
+            self._lock_fd = None
+            os.close(fd)  # closing the file releases the lock
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -177,11 +191,21 @@ class CampaignJournal:
         self._write(step)
 
     def failed(
-        self, record_id: str, *, answer: str, code: int | None = None, temporary: bool = False
+        self,
+        record_id: str,
+        *,
+        answer: str,
+        code: int | None = None,
+        temporary: bool = False,
+        delivered: list[str] | None = None,
     ) -> None:
-        """Refused; ``temporary`` (a 4xx answer) means the next run tries again by itself."""
+        """Refused; ``temporary`` (a 4xx answer) means the next run tries again by itself.
+
+        ``delivered``: other recipients of the message (Cc, Bcc) who got it all the same;
+        a retry leaves them out.
+        """
         step = {"record": record_id, "status": "failed", "at": _now(), "answer": answer, "code": code}
-        self._write({**step, "temporary": temporary})
+        self._write({**step, "temporary": temporary, **({"delivered": delivered} if delivered else {})})
 
     def queued(self, record_id: str) -> None:
         """Back in the queue: the message was never handed over (the server could not be reached)."""
@@ -217,6 +241,8 @@ class CampaignJournal:
             status = step["status"]
             entry["status"] = status
             entry["attempts"] = int(entry.get("attempts", 0)) + (status == "sending")
+            if step.get("delivered"):
+                entry["delivered"] = sorted({*entry.get("delivered", []), *step["delivered"]})
             for key in ("address", "message_id", "answer", "code", "refused", "temporary"):
                 if key in step:
                     entry[key] = step[key]
@@ -239,6 +265,15 @@ class CampaignJournal:
             status = self._status.get(doc["record"], doc.get("status"))
             counts[str(status)] = counts.get(str(status), 0) + 1
         return counts
+
+
+def recover_if_idle(store: Store, name: str) -> None:
+    """Take over what a killed run of ``name`` left, unless a run is sending now (then leave it)."""
+    journal = CampaignJournal(store, name)
+    if not journal.wal_path.exists():
+        return
+    with contextlib.suppress(CrmkitError), journal:
+        pass
 
 
 def sent_on(store: Store, day: date) -> int:

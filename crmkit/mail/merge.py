@@ -17,6 +17,7 @@ Three steps, each usable alone:
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import re
 import secrets
@@ -31,9 +32,9 @@ from typing import Any
 from urllib.parse import quote
 
 from crmkit.errors import CrmkitError
-from crmkit.mail.audience import Audience, Recipient, select_audience
+from crmkit.mail.audience import Audience, Recipient, select_audience, skip_reason
 from crmkit.mail.compose import AddressError, Attachment, build_message, format_address, parse_addresses
-from crmkit.mail.journal import CampaignJournal, check_name, sends_of, sent_on
+from crmkit.mail.journal import CAMPAIGNS, CampaignJournal, check_name, recover_if_idle, sends_of, sent_on
 from crmkit.mail.smtp import SendError, SMTPSender
 from crmkit.mail.template import MergeTemplate, Rendered, RenderError
 from crmkit.store import Store
@@ -150,7 +151,8 @@ class MergeReport:
     uncertain: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
     remaining: int = 0  # not tried yet (a quota or a stop)
-    stopped: str | None = None
+    stopped: str | None = None  # why the run ended before everyone was tried
+    error: bool = False  # stopped by a failure (the server went away), not by the quota
 
     @property
     def needs_attention(self) -> bool:
@@ -168,6 +170,7 @@ class MergeReport:
             "skipped": self.skipped,
             "remaining": self.remaining,
             "stopped": self.stopped,
+            "error": self.error,
         }
 
 
@@ -177,11 +180,14 @@ class MergeReport:
 def _attachment_path(folder: Path, name: str) -> Path:
     """``name`` inside ``folder``; raises CrmkitError for a file outside it, missing, or not a file."""
     root = folder.resolve()
-    path = (root / name).resolve()
-    if not path.is_relative_to(root):
-        raise CrmkitError(f"attachment {name} is outside the attachment folder {root}")
-    if not path.is_file():
-        raise CrmkitError(f"attachment {name} not found in {root}")
+    try:
+        path = (root / name).resolve()
+        if not path.is_relative_to(root):
+            raise CrmkitError(f"attachment {name} is outside the attachment folder {root}")
+        if not path.is_file():
+            raise CrmkitError(f"attachment {name} not found in {root}")
+    except OSError as exc:  # a name too long, a loop of links...
+        raise CrmkitError(f"attachment {name[:100]}: {exc.strerror or exc}") from None
     return path
 
 
@@ -259,8 +265,20 @@ def plan_campaign(
     check_name(name)
     if not template.header("From") and not from_address:
         raise CrmkitError('no sender: give the template a From header, or set [smtp] from = "Name <a@b>"')
+    saved = store.state(CAMPAIGNS, name)
+    if saved and saved.get("template") and saved["template"] != template_key(template):
+        raise CrmkitError(
+            f"campaign {name!r} was sent from {saved['template']}, not {template_key(template)}: "
+            "give this template its own --name (a template edited in place is fine)"
+        )
     folder = attachments_folder or Path(template.name).parent
-    audience = select_audience(store, to=to, where=where, limit=limit)
+    recover_if_idle(store, name)  # what a killed run sent counts as sent
+    sent = {
+        doc["record"]: str(doc.get("address") or "")
+        for doc in sends_of(store, name)
+        if doc.get("status") == "sent"
+    }
+    audience = select_audience(store, to=to, where=where, limit=limit, sent=sent)
     messages: list[Planned] = []
     problems: list[str] = []
     for person in audience.recipients:
@@ -274,11 +292,30 @@ def plan_campaign(
     if problems:
         raise CampaignProblems(problems)
     sender = messages[0].envelope_from if messages else parseaddr(from_address or "")[1]
-    domain = sender.rpartition("@")[2] or "crmkit.invalid"
-    unsubscribe = [f"mailto:{unsubscribe_address or sender}?subject=unsubscribe"]
+    domain = _ascii_domain(sender.rpartition("@")[2])
+    unsubscribe = [f"mailto:{_mailto(unsubscribe_address or sender)}?subject=unsubscribe"]
     if unsubscribe_url:
         unsubscribe.append(unsubscribe_url)
     return Plan(name, template, audience, messages, domain, unsubscribe, one_click=bool(unsubscribe_url))
+
+
+def template_key(template: MergeTemplate) -> str:
+    """How a campaign's journal names its template: the file's full path."""
+    return str(Path(template.name).resolve())
+
+
+def _ascii_domain(domain: str) -> str:
+    """A domain as headers carry it: IDNA (``xn--``) for an internationalised one."""
+    try:
+        return domain.encode("idna").decode("ascii") if domain else "crmkit.invalid"
+    except UnicodeError:
+        return "crmkit.invalid"
+
+
+def _mailto(address: str) -> str:
+    """An address in a mailto: URI (RFC 6068): the local part percent-encoded, the domain IDNA."""
+    local, _, domain = address.rpartition("@")
+    return f"{quote(local, safe='.-_+')}@{_ascii_domain(domain)}"
 
 
 def new_message_id(plan: Plan, record_id: str) -> str:
@@ -312,15 +349,16 @@ def compose(plan: Plan, message: Planned, *, message_id: str, now: datetime | No
 
 
 _FILE_CACHE: dict[Path, tuple[float, bytes]] = {}
+_FILE_CACHE_BYTES = 32 * 1024 * 1024
 
 
 def _read(path: Path) -> bytes:
-    """A file's bytes, read once per run for a brochure every message carries."""
+    """A file's bytes, read once per run for a brochure every message carries (not per-person files)."""
     mtime = path.stat().st_mtime
     cached = _FILE_CACHE.get(path)
     if cached is None or cached[0] != mtime:
         cached = (mtime, path.read_bytes())
-        if len(_FILE_CACHE) > 64:
+        if sum(len(data) for _, data in _FILE_CACHE.values()) + len(cached[1]) > _FILE_CACHE_BYTES:
             _FILE_CACHE.clear()
         _FILE_CACHE[path] = cached
     return cached[1]
@@ -335,10 +373,9 @@ def dry_run(
     """
     report = MergeReport(plan.name, dry_run=True, recipients=len(plan.messages))
     report.skipped = plan.audience.skipped_by_reason()
-    done = {doc["record"] for doc in sends_of(store, plan.name) if doc.get("status") == "sent"}
-    report.already_sent = sum(1 for m in plan.messages if m.recipient.record_id in done)
+    report.already_sent = len(plan.audience.already_sent)
     previews = []
-    for message in [m for m in plan.messages if m.recipient.record_id not in done][:preview]:
+    for message in plan.messages[:preview]:
         record_id = message.recipient.record_id
         previews.append((record_id, compose(plan, message, message_id=new_message_id(plan, record_id))))
     if out is not None:
@@ -381,29 +418,38 @@ def send_campaign(
     """
     report = MergeReport(plan.name, dry_run=False, recipients=len(plan.messages))
     report.skipped = plan.audience.skipped_by_reason()
+    report.already_sent = len(plan.audience.already_sent)
     with CampaignJournal(store, plan.name) as journal:
         journal.start(
-            {"template": plan.template.name, "subject": plan.template.header("Subject")},
+            {"template": template_key(plan.template), "subject": plan.template.header("Subject")},
             [(m.recipient.record_id, m.recipient.email or "") for m in plan.messages],
         )
-        todo: list[Planned] = []
-        first_ids: dict[str, str] = {}  # a resent uncertain message keeps its Message-ID
-        for message in plan.messages:
-            entry = journal.entry(message.recipient.record_id) or {}
-            status = entry.get("status")
-            if status == "sent":
-                report.already_sent += 1
-            elif status == "uncertain" and not resend_uncertain:
-                report.uncertain.append(_problem(message, entry.get("answer", "")))
-            elif status == "failed" and not (retry_failed or entry.get("temporary")):
-                report.failed.append(_problem(message, entry.get("answer", ""), entry.get("code")))
-            else:
-                if status == "uncertain" and entry.get("message_id"):
-                    first_ids[message.recipient.record_id] = entry["message_id"]
-                todo.append(message)
         run = _Run(store, plan, sender, journal, report, rate, per_day, retry_delays, on_progress, sleep)
-        run.first_ids = first_ids
-        run.go(todo)
+        todo: list[Planned] = []
+        for message in plan.messages:
+            record_id = message.recipient.record_id
+            entry = journal.entry(record_id) or {}
+            status = entry.get("status")
+            if status == "sent":  # by a run that was still going when this one was planned
+                report.already_sent += 1
+                continue
+            if status == "uncertain" and not resend_uncertain:
+                report.uncertain.append(_problem(message, entry.get("answer", "")))
+                continue
+            if status == "failed" and not (retry_failed or entry.get("temporary")):
+                report.failed.append(_problem(message, entry.get("answer", ""), entry.get("code")))
+                continue
+            if entry.get("message_id"):  # tried before, perhaps delivered: the same Message-ID again
+                run.first_ids[record_id] = entry["message_id"]
+            if entry.get("delivered"):  # a Cc or Bcc who has it already
+                run.delivered[record_id] = set(entry["delivered"])
+            todo.append(message)
+        try:
+            run.go(todo)
+        except CrmkitError as exc:  # the server went away: report how far the run got
+            report.stopped = str(exc)
+            report.error = True
+            report.remaining = len(run.queue) + run.retrying
     return report
 
 
@@ -438,15 +484,18 @@ class _Run:
         self.next_slot = 0.0
         self.last_checkpoint = time.monotonic()
         self.last_error: dict[str, tuple[str, int | None]] = {}
-        self.first_ids: dict[str, str] = {}
+        self.first_ids: dict[str, str] = {}  # record id -> the Message-ID it was (perhaps) sent with
+        self.delivered: dict[str, set[str]] = {}  # record id -> Cc/Bcc addresses that have it already
         self.composed: dict[str, tuple[str, bytes]] = {}  # record id -> (Message-ID, bytes), made ahead
         self.queue: list[Planned] = []
+        self.retrying = 0
 
     def go(self, todo: list[Planned]) -> None:
         retries: list[_Retry] = []
         queue = self.queue = list(reversed(todo))
         order = 0
         while queue or retries:
+            self.retrying = len(retries)
             if self.left_today is not None and self.left_today <= 0:
                 self.report.stopped = "the daily quota is reached: run again tomorrow to go on"
                 self.report.remaining = len(queue) + len(retries)
@@ -474,6 +523,7 @@ class _Run:
             if time.monotonic() - self.last_checkpoint > CHECKPOINT_EVERY:
                 self.journal.checkpoint()
                 self.last_checkpoint = time.monotonic()
+        self.retrying = 0
 
     def _wait_for_slot(self) -> None:
         if self.rate is None:
@@ -487,7 +537,7 @@ class _Run:
         record_id = message.recipient.record_id
         made = self.composed.pop(record_id, None)
         if made is None:
-            message_id = self.first_ids.get(record_id) or new_message_id(self.plan, record_id)
+            message_id = self.first_ids.setdefault(record_id, new_message_id(self.plan, record_id))
             made = (message_id, compose(self.plan, message, message_id=message_id))
         return made
 
@@ -495,21 +545,42 @@ class _Run:
         """Write the next message while the server takes this one over (the wait is otherwise idle)."""
         if self.queue and not self.composed:
             upcoming = self.queue[-1]
-            self.composed[upcoming.recipient.record_id] = self._compose(upcoming)
+            # an error (an attachment gone) is left for its own turn, where it is reported
+            with contextlib.suppress(Exception):
+                self.composed[upcoming.recipient.record_id] = self._compose(upcoming)
+
+    def _still_wanted(self, message: Planned) -> str | None:
+        """Why this person must not be mailed now (opted out or bounced since the plan), if so."""
+        doc = self.store.peek(message.recipient.record_id)
+        return "no longer in the store" if doc is None else skip_reason(doc)
 
     def _send(self, message: Planned) -> str:
-        """Send one message, journal the outcome; sent, failed, uncertain or temporary (try again)."""
+        """Send one message, journal the outcome; sent, failed, uncertain, skipped or temporary."""
         person = message.recipient
         record_id = person.record_id
-        message_id, data = self._compose(message)
+        reason = self._still_wanted(message)
+        if reason is not None:
+            self.report.skipped[reason] = self.report.skipped.get(reason, 0) + 1
+            return "skipped"
+        try:
+            message_id, data = self._compose(message)
+        except OSError as exc:  # an attachment deleted or unreadable since the plan
+            answer = f"not sent: cannot read an attachment ({exc.strerror or exc})"
+            self.journal.failed(record_id, answer=answer)
+            self.report.failed.append(_problem(message, answer))
+            return "failed"
+        recipients = [r for r in message.envelope_to if r not in self.delivered.get(record_id, ())]
         self._wait_for_slot()
         self.journal.sending(record_id, address=person.email or "", message_id=message_id)
         for attempt in range(3):
             try:
                 refused = self.sender.deliver(
-                    message.envelope_from, message.envelope_to, data, utf8=message.utf8,
+                    message.envelope_from,
+                    recipients,
+                    data,
+                    utf8=message.utf8,
                     while_waiting=self._compose_next,
-                )  # fmt: skip
+                )
             except SendError as exc:
                 if exc.uncertain:
                     self.journal.uncertain(record_id, answer=str(exc))
@@ -527,11 +598,18 @@ class _Run:
         else:  # pragma: no cover - the loop always returns or breaks
             raise AssertionError
         self._count()
-        if person.email in refused:
-            self.journal.failed(record_id, answer=refused[person.email])
-            self.report.failed.append(
-                _problem(message, refused[person.email], int(refused[person.email][:3]))
+        if person.email in refused:  # the others (Cc, Bcc) got it: a retry leaves them out
+            answer = refused[person.email]
+            code = int(answer[:3])
+            got_it = [r for r in recipients if r not in refused]
+            self.delivered.setdefault(record_id, set()).update(got_it)
+            self.journal.failed(
+                record_id, answer=answer, code=code, temporary=400 <= code < 500, delivered=got_it
             )
+            self.last_error[record_id] = (answer, code)
+            if 400 <= code < 500:
+                return "temporary"
+            self.report.failed.append(_problem(message, answer, code))
             return "failed"
         self.journal.sent(record_id, activity=self._activity(message, message_id), refused=refused or None)
         self.report.sent += 1
@@ -541,6 +619,7 @@ class _Run:
         record_id = message.recipient.record_id
         if exc.code is None:  # the connection would not stay up: stop, the next run goes on
             self.journal.queued(record_id)
+            self.queue.append(message)  # counted as remaining
             raise CrmkitError(f"sending stopped: {exc}") from None
         self.journal.failed(record_id, answer=str(exc), code=exc.code, temporary=exc.temporary)
         self.last_error[record_id] = (str(exc), exc.code)

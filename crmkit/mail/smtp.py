@@ -206,7 +206,7 @@ class SMTPSender:
     def _check(self, smtp: smtplib.SMTP, code: int, reply: bytes, step: str) -> None:
         if code == 421:  # the server is closing the connection
             self._drop()
-            raise SendError(f"the SMTP server closed the connection at {step}: {_text(reply)}")
+            raise SendError(f"the SMTP server closed the connection at {step}: {code} {_text(reply)}")
         if not 200 <= code < 400:
             with contextlib.suppress(OSError, smtplib.SMTPException):
                 smtp.rset()

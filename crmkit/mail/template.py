@@ -68,7 +68,9 @@ _KNOWN_HEADERS = {
     "content-type": "Content-Type",
 }
 _BODY_TYPES = ("text/plain", "text/markdown")
-_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~&])")
+# All ASCII punctuation: CommonMark lets a backslash escape each (spec 2.4), and any may be markup
+# somewhere ("===" under a line makes it a heading), so data is never markup.
+_MARKDOWN_PUNCTUATION = re.compile(r"""([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])""")
 
 
 class TemplateError(CrmkitError):
@@ -83,6 +85,27 @@ class Address(str):
     """An email address from a record's own email field: goes into address headers as it is."""
 
     __slots__ = ()
+
+
+class Fields(dict[str, Any]):
+    """A record's fields for templates; knows which record it is, so a missing one is named well."""
+
+    def __init__(self, label: str, values: Mapping[str, Any]) -> None:
+        super().__init__(values)
+        self._crmkit_label = label  # the sandbox hides attributes starting with _ from templates
+
+
+class _Missing(jinja2.ChainableUndefined, jinja2.StrictUndefined):
+    """Strict when used, but ``account.name | default("us")`` works when there is no account."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        owner = self._undefined_obj
+        if isinstance(owner, Fields) and isinstance(self._undefined_name, str):
+            return f"'{owner._crmkit_label}.{self._undefined_name}' is undefined"
+        return str(super()._undefined_message)
 
 
 def first_name(name: Any) -> str:
@@ -120,7 +143,7 @@ def _date(value: Any, pattern: str = "%d %B %Y") -> str:
         return ""
     if isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value) if "T" in value else date.fromisoformat(value)
+            value = date.fromisoformat(value) if len(value) <= 10 else datetime.fromisoformat(value)
         except ValueError:
             return value
     if isinstance(value, (date, datetime)):
@@ -133,7 +156,10 @@ def _quote_display(value: Any) -> str:
     if isinstance(value, Address):
         return str(value)
     text = clean_header_text(_text(value))
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"' if text else ""
+    if not text:
+        return ""
+    # "\=?" keeps text that looks like an encoded word from being read as one (RFC 2047 5: not in quotes)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("=?", "\\=?") + '"'
 
 
 def _one_line(value: Any) -> str:
@@ -146,7 +172,7 @@ def _markdown_escaped(value: Any) -> str:
 
 def _environment(finalize: Any) -> SandboxedEnvironment:
     env = SandboxedEnvironment(
-        undefined=jinja2.StrictUndefined,
+        undefined=_Missing,
         autoescape=False,
         keep_trailing_newline=True,
         finalize=finalize,
@@ -192,7 +218,8 @@ class MergeTemplate:
         self.source = text
         self.headers: list[tuple[str, str]] = []  # (canonical name, template text)
         self.body_type = "text/plain"
-        head, body = _split(text, name)
+        head, body, body_line = _split(text, name)
+        lines: list[int] = []  # the line of each header
         for line_no, key, value in head:
             canonical = _KNOWN_HEADERS.get(key.lower())
             if canonical is None and not key.lower().startswith("x-"):
@@ -205,28 +232,31 @@ class MergeTemplate:
                     )
                 self.body_type = value.strip().lower()
                 continue
-            self.headers.append((canonical or key, value))
+            key = canonical or key
+            if key != "Attachment" and any(key.lower() == seen.lower() for seen, _ in self.headers):
+                raise TemplateError(f"{name}, line {line_no}: {key} is given twice")
+            self.headers.append((key, value))
+            lines.append(line_no)
         if not any(key == "Subject" for key, _ in self.headers):
             raise TemplateError(f"{name}: no Subject header (the first lines, before a blank line)")
-        singles = [key for key, _ in self.headers if key != "Attachment"]
-        for key in set(singles):
-            if singles.count(key) > 1:
-                raise TemplateError(f"{name}: {key} is given twice")
+        self._header_templates = []
+        for (key, value), line_no in zip(self.headers, lines, strict=True):
+            env = _ENVS["address" if key.lower() in ADDRESS_HEADERS else "header"]
+            try:
+                self._header_templates.append((key, env.from_string(value)))
+            except jinja2.TemplateSyntaxError as exc:
+                raise TemplateError(f"{name}, line {line_no}: {exc.message}") from None
         try:
-            self._header_templates = [
-                (key, _ENVS["address" if key.lower() in ADDRESS_HEADERS else "header"].from_string(value))
-                for key, value in self.headers
-            ]
             self._text = _ENVS["text"].from_string(body)
             self._markdown = _ENVS["markdown"].from_string(body) if self.markdown else None
-        except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError(f"{name}: {exc.message} (line {exc.lineno})") from None
+        except jinja2.TemplateSyntaxError as exc:  # exc.lineno counts from the body's first line
+            raise TemplateError(f"{name}, line {body_line + (exc.lineno or 1) - 1}: {exc.message}") from None
 
     @classmethod
     def load(cls, path: str | Path) -> MergeTemplate:
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # Windows editors start UTF-8 with a BOM
         except FileNotFoundError:
             raise TemplateError(f"template {path} not found") from None
         except UnicodeDecodeError:
@@ -268,13 +298,13 @@ class MergeTemplate:
         return Rendered(headers, text, html, attachments)
 
 
-def _split(text: str, name: str) -> tuple[list[tuple[int, str, str]], str]:
-    """The header lines (number, name, value) and the body of a template file."""
+def _split(text: str, name: str) -> tuple[list[tuple[int, str, str]], str, int]:
+    """The header lines (number, name, value), the body and its first line's number."""
     lines = text.replace("\r\n", "\n").split("\n")
     head: list[tuple[int, str, str]] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
-            return head, "\n".join(lines[number:])
+            return head, "\n".join(lines[number:]), number + 1
         if line[0] in " \t" and head:  # a folded header goes on
             n, key, value = head[-1]
             head[-1] = (n, key, f"{value} {line.strip()}")
