@@ -17,7 +17,7 @@ from typing import Any
 from crmkit.config import DEFAULT_STORE
 from crmkit.contacts import contact_view
 from crmkit.project import WORKBOOK_NAME, shipped_workbook
-from crmkit.reports import Pipeline, pipeline
+from crmkit.reports import Report, pipeline
 from crmkit.store import Store
 from crmkit.sync import SyncReport, sync_book
 from crmkit.sync.excel import ExcelBook
@@ -50,7 +50,7 @@ class Quickstart:
     store: Store
     book: ExcelBook
     imported: dict[str, int]
-    pipeline: Pipeline
+    pipeline: Report
     contact: dict[str, Any]
 
     def as_json(self) -> dict[str, Any]:
@@ -58,7 +58,19 @@ class Quickstart:
             "store": str(self.store.path),
             "workbook": str(self.book.path),
             "imported": self.imported,
-            "pipeline": [row.as_json() for row in self.pipeline.rows],
+            "pipeline": [
+                {
+                    "pipeline": row["pipeline"],
+                    "stage": row["stage"],
+                    "currency": table.currency,
+                    "count": row["count"],
+                    "amount": format(row["amount"], "f"),
+                    "weighted": format(row["weighted"], "f"),
+                }
+                for table in self.pipeline.tables
+                if table.chart is not None
+                for row in table.rows
+            ],
             "contact": self.contact,
         }
 

@@ -104,13 +104,14 @@ def main(ctx: click.Context, store_option: str | None, config_option: str | None
 
 
 def _register() -> None:
-    from crmkit.cli import mail, merge, records, setup, sync
+    from crmkit.cli import mail, merge, records, report, setup, sync
 
     setup.register(main)
     records.register(main)
     sync.register(main)
     mail.register(main)
     merge.register(main)
+    report.register(main)
 
 
 _register()

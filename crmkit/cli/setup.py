@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from crmkit.cli.output import emit_json, json_option, print_table
+from crmkit.cli.output import emit_json, json_option
 from crmkit.cli.records import print_contact_view
+from crmkit.cli.report import print_report
 from crmkit.demo import quickstart as quickstart_demo
 from crmkit.project import init_project
-from crmkit.records.money import format_money
 
 __all__ = ["register"]
 
@@ -63,24 +63,9 @@ def quickstart(folder: Path, contact: str, as_json: bool) -> None:
         emit_json(demo.as_json())
         return
     summary = ", ".join(f"{n} {sheet.lower()}" for sheet, n in demo.imported.items())
-    store, book, report = demo.store, demo.book, demo.pipeline
+    store, book = demo.store, demo.book
     click.echo(f"Synced the sample workbook {book.path} into the demo store {store.path}: {summary}.\n")
-    click.echo("Open pipeline (amount and amount × probability):")
-    rows = [
-        [
-            r.pipeline,
-            r.stage,
-            str(r.count),
-            format_money(r.amount, r.currency),
-            format_money(r.weighted, r.currency),
-        ]
-        for r in report.rows
-    ]
-    for currency, (count, amount, weighted) in report.totals().items():
-        rows.append(
-            ["total", "", str(count), format_money(amount, currency), format_money(weighted, currency)]
-        )
-    print_table(rows, ["Pipeline", "Stage", "Deals", "Amount", "Weighted"])
+    print_report(demo.pipeline)
     click.echo(f"\n360° view of {contact}:")
     print_contact_view(demo.contact)
     click.echo(f"\nEdit {book.path}, then: crmkit --store {store.path} sync {book.path}")
