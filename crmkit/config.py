@@ -48,6 +48,7 @@ __all__ = [
     "CONFIG_FILE",
     "Config",
     "InboxSettings",
+    "InvoiceSettings",
     "MailServer",
     "MergeSettings",
     "Secret",
@@ -65,7 +66,7 @@ _DEFAULT_PORTS = {
     "imap": {"ssl": 993, "starttls": 143, "plain": 143},
     "smtp": {"ssl": 465, "starttls": 587, "plain": 25},
 }
-_TOP_KEYS = ("store", "default_currency", "imap", "smtp", "sheets", "merge")
+_TOP_KEYS = ("store", "default_currency", "imap", "smtp", "sheets", "merge", "invoices")
 #: What the support inbox does with mail: [imap] keys beside the connection ones.
 _INBOX_KEYS = (
     "after",
@@ -97,6 +98,7 @@ _SERVER_KEYS = {
 }
 _SHEETS_KEYS = ("credentials", "endpoint", "timeout", "retry_deadline")
 _MERGE_KEYS = ("rate", "per_day", "unsubscribe_address", "unsubscribe_url", "attachments")
+_INVOICE_KEYS = ("number_pattern", "quote_pattern")
 
 
 class Secret:
@@ -178,6 +180,19 @@ class MergeSettings:
 
 
 @dataclass(frozen=True)
+class InvoiceSettings:
+    """``[invoices]``: how new invoice and quote numbers look (``{year}``, ``{month}``, ``{seq:04}``)."""
+
+    number_pattern: str | None = None
+    quote_pattern: str | None = None
+
+    @property
+    def numbering(self) -> dict[str, str]:
+        patterns = {"invoices": self.number_pattern, "quotes": self.quote_pattern}
+        return {table: pattern for table, pattern in patterns.items() if pattern}
+
+
+@dataclass(frozen=True)
 class Config:
     """Settings from crmkit.toml (``path`` is None when there is no file)."""
 
@@ -189,6 +204,7 @@ class Config:
     sheets: SheetsSettings = field(default_factory=SheetsSettings)
     inbox: InboxSettings = field(default_factory=InboxSettings)
     merge: MergeSettings = field(default_factory=MergeSettings)
+    invoices: InvoiceSettings = field(default_factory=InvoiceSettings)
 
 
 def _check_keys(path: Path, table: str, data: Mapping[str, Any], known: tuple[str, ...]) -> None:
@@ -339,7 +355,7 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
     if not is_currency(currency.upper()):
         raise ConfigError(f"{path}: default_currency {currency!r} is not a known currency code")
     tables = {}
-    for name in ("imap", "smtp", "sheets", "merge"):
+    for name in ("imap", "smtp", "sheets", "merge", "invoices"):
         if name in data:
             tables[name] = _expect(path, name, data[name], dict, f"a table ([{name}])")
     sheets = SheetsSettings()
@@ -368,7 +384,27 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
         sheets=sheets,
         inbox=_inbox(path, tables["imap"]) if "imap" in tables else InboxSettings(),
         merge=merge,
+        invoices=_invoices(path, tables["invoices"]) if "invoices" in tables else InvoiceSettings(),
     )
+
+
+def _invoices(path: Path, data: Mapping[str, Any]) -> InvoiceSettings:
+    _check_keys(path, "invoices", data, _INVOICE_KEYS)
+    patterns: dict[str, str] = {}
+    for key in _INVOICE_KEYS:
+        if key not in data:
+            continue
+        pattern = _expect(path, f"invoices.{key}", data[key], str, 'a pattern such as "INV-{year}-{seq:04}"')
+        try:
+            first, second = (pattern.format(year=2026, month="01", seq=n) for n in (1, 2))
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                f"{path}: invoices.{key} {pattern!r}: use {{year}}, {{month}} and {{seq}} only ({exc})"
+            ) from None
+        if "{seq" not in pattern or first == second:
+            raise ConfigError(f"{path}: invoices.{key} {pattern!r} needs {{seq}} (e.g. {{seq:04}})")
+        patterns[key] = pattern
+    return InvoiceSettings(**patterns)
 
 
 def _merge(path: Path, data: Mapping[str, Any]) -> MergeSettings:

@@ -23,6 +23,7 @@ VALID = {
     "accounts": {"name": "Sao Mai Logistics", "domain": "saomai.vn", "tier": "a", "region": "North"},
     "deals": {"title": "Fleet tracking", "amount": "12,500", "stage": "proposal", "close_date": "2026-12-01"},
     "invoices": {"lines": [{"description": "Setup", "quantity": 2, "unit_price": "100.50", "tax_rate": 10}]},
+    "quotes": {"lines": [{"description": "Setup", "quantity": 1, "unit_price": "900", "tax_rate": 0}]},
     "cases": {"subject": "Cannot log in", "priority": "High", "origin": "email"},
     "activities": {"kind": "call", "subject": "Intro call", "date": "2026-03-01 10:00"},
 }  # fmt: skip
@@ -33,6 +34,7 @@ BAD = {
     "accounts": ("tier", "Z"),
     "deals": ("close_date", "next week"),
     "invoices": ("amount_paid", "lots"),
+    "quotes": ("valid_until", "soonish"),
     "cases": ("priority", "whenever"),
     "activities": ("kind", "fax"),
 }

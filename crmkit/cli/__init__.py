@@ -54,7 +54,9 @@ class App:
                 raise CrmkitError(
                     f"no store at {path}: run `crmkit init`, or pass --store / set CRMKIT_STORE"
                 )
-            self._store = Store(path, default_currency=self.config.default_currency)
+            self._store = Store(
+                path, default_currency=self.config.default_currency, numbering=self.config.invoices.numbering
+            )
         return self._store
 
 

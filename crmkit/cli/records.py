@@ -238,6 +238,10 @@ def _contacts_extras(group: click.Group) -> None:
         click.echo(f"Merged {result.merged['id']} into {result.kept['id']} ({moved} moved)")
 
 
+#: Commands added to a record type's group by the invoice work (filled in by register).
+BILLING_EXTRAS: dict[str, Any] = {}
+
+
 def _leads_extras(group: click.Group) -> None:
     @group.command("convert")
     @click.argument("lead_id")
@@ -285,10 +289,15 @@ def _leads_extras(group: click.Group) -> None:
 
 
 def register(main: click.Group) -> None:
+    from crmkit.cli.invoices import deals_extras, invoices_extras, quotes_extras
+
+    BILLING_EXTRAS.update(deals=deals_extras, quotes=quotes_extras, invoices=invoices_extras)
     for rt in RECORD_TYPES.values():
         group = _record_group(rt)
         if rt.table == "contacts":
             _contacts_extras(group)
         elif rt.table == "leads":
             _leads_extras(group)
+        elif rt.table in BILLING_EXTRAS:
+            BILLING_EXTRAS[rt.table](group)
         main.add_command(group)

@@ -41,6 +41,10 @@ class Recipient:
     email: str | None
     context: dict[str, Any] = field(default_factory=dict, repr=False)
     skip: str | None = None
+    key: str = ""  # what the campaign's journal counts once (default: the person; e.g. an invoice)
+
+    def __post_init__(self) -> None:
+        self.key = self.key or self.record_id
 
 
 @dataclass
@@ -121,7 +125,12 @@ def _unpaid_invoice(invoices: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] 
 
 
 def record_context(
-    store: Store, doc: Mapping[str, Any], *, deal: Mapping[str, Any] | None = None, related: Any = None
+    store: Store,
+    doc: Mapping[str, Any],
+    *,
+    deal: Mapping[str, Any] | None = None,
+    invoice: Mapping[str, Any] | None = None,
+    related: Any = None,
 ) -> dict[str, Any]:
     """What a template can use for one contact or lead.
 
@@ -149,7 +158,7 @@ def record_context(
         context["deal"] = _loaded(RECORD_TYPES["deals"], chosen)
     invoices = related.invoices(doc)
     context["invoices"] = [_loaded(RECORD_TYPES["invoices"], i) for i in invoices]
-    unpaid = _unpaid_invoice(invoices)
+    unpaid = invoice or _unpaid_invoice(invoices)
     if unpaid is not None:
         context["invoice"] = _loaded(RECORD_TYPES["invoices"], unpaid)
     return context

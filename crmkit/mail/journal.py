@@ -252,8 +252,9 @@ class CampaignJournal:
                     entry.pop(stale, None)
             if status == "sent":
                 activity = dict(step["activity"])
-                if self.store.exists(record_id):
-                    activity["lead" if record_id.upper().startswith("L-") else "contact"] = record_id
+                for link in ("contact", "lead"):
+                    if activity.get(link) and not self.store.exists(activity[link]):
+                        del activity[link]  # the person was deleted meanwhile: log the send all the same
                 entry["activity"] = self.store.add("activities", activity, actor=ACTOR)["id"]
             self._set(record_id, entry)
 

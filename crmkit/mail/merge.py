@@ -255,8 +255,12 @@ def plan_campaign(
     attachments_folder: Path | None = None,
     unsubscribe_address: str | None = None,
     unsubscribe_url: str | None = None,
+    audience: Audience | None = None,
 ) -> Plan:
     """Pick the audience and render every message; raises :class:`CampaignProblems` if any fails.
+
+    ``audience`` replaces the segment (``to``, ``where``, ``limit``): invoice
+    reminders pass their own, one recipient per invoice.
 
     ``from_address`` is used when the template has no From (crmkit.toml's
     ``[smtp] from``). Attachments are looked up in ``attachments_folder``
@@ -278,7 +282,11 @@ def plan_campaign(
         for doc in sends_of(store, name)
         if doc.get("status") == "sent"
     }
-    audience = select_audience(store, to=to, where=where, limit=limit, sent=sent)
+    if audience is None:
+        audience = select_audience(store, to=to, where=where, limit=limit, sent=sent)
+    else:
+        audience.already_sent = [p for p in audience.recipients if p.key in sent]
+        audience.recipients = [p for p in audience.recipients if p.key not in sent]
     messages: list[Planned] = []
     problems: list[str] = []
     for person in audience.recipients:
@@ -376,7 +384,7 @@ def dry_run(
     report.already_sent = len(plan.audience.already_sent)
     previews = []
     for message in plan.messages[:preview]:
-        record_id = message.recipient.record_id
+        record_id = message.recipient.key
         previews.append((record_id, compose(plan, message, message_id=new_message_id(plan, record_id))))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -422,12 +430,12 @@ def send_campaign(
     with CampaignJournal(store, plan.name) as journal:
         journal.start(
             {"template": template_key(plan.template), "subject": plan.template.header("Subject")},
-            [(m.recipient.record_id, m.recipient.email or "") for m in plan.messages],
+            [(m.recipient.key, m.recipient.email or "") for m in plan.messages],
         )
         run = _Run(store, plan, sender, journal, report, rate, per_day, retry_delays, on_progress, sleep)
         todo: list[Planned] = []
         for message in plan.messages:
-            record_id = message.recipient.record_id
+            record_id = message.recipient.key
             entry = journal.entry(record_id) or {}
             status = entry.get("status")
             if status == "sent":  # by a run that was still going when this one was planned
@@ -455,7 +463,7 @@ def send_campaign(
 
 def _problem(message: Planned, answer: str, code: int | None = None) -> dict[str, Any]:
     return {
-        "record": message.recipient.record_id,
+        "record": message.recipient.key,
         "address": message.recipient.email,
         "answer": answer,
         "code": code,
@@ -516,7 +524,7 @@ class _Run:
                 heapq.heappush(retries, _Retry(due, order, message, attempt + 1))
                 continue
             if outcome == "temporary":  # tried enough for this run; the next run tries again
-                answer, code = self.last_error[message.recipient.record_id]
+                answer, code = self.last_error[message.recipient.key]
                 self.report.failed.append(_problem(message, answer, code))
             if self.on_progress is not None:
                 self.on_progress(1)
@@ -534,7 +542,7 @@ class _Run:
         self.next_slot = max(now, self.next_slot) + self.rate.interval
 
     def _compose(self, message: Planned) -> tuple[str, bytes]:
-        record_id = message.recipient.record_id
+        record_id = message.recipient.key
         made = self.composed.pop(record_id, None)
         if made is None:
             message_id = self.first_ids.setdefault(record_id, new_message_id(self.plan, record_id))
@@ -547,7 +555,7 @@ class _Run:
             upcoming = self.queue[-1]
             # an error (an attachment gone) is left for its own turn, where it is reported
             with contextlib.suppress(Exception):
-                self.composed[upcoming.recipient.record_id] = self._compose(upcoming)
+                self.composed[upcoming.recipient.key] = self._compose(upcoming)
 
     def _still_wanted(self, message: Planned) -> str | None:
         """Why this person must not be mailed now (opted out or bounced since the plan), if so."""
@@ -557,7 +565,7 @@ class _Run:
     def _send(self, message: Planned) -> str:
         """Send one message, journal the outcome; sent, failed, uncertain, skipped or temporary."""
         person = message.recipient
-        record_id = person.record_id
+        record_id = person.key
         reason = self._still_wanted(message)
         if reason is not None:
             self.report.skipped[reason] = self.report.skipped.get(reason, 0) + 1
@@ -616,7 +624,7 @@ class _Run:
         return "sent"
 
     def _refused(self, message: Planned, exc: SendError) -> str:
-        record_id = message.recipient.record_id
+        record_id = message.recipient.key
         if exc.code is None:  # the connection would not stay up: stop, the next run goes on
             self.journal.queued(record_id)
             self.queue.append(message)  # counted as remaining
@@ -633,7 +641,9 @@ class _Run:
             self.left_today -= 1
 
     def _activity(self, message: Planned, message_id: str) -> dict[str, Any]:
+        person = message.recipient.record_id
         return {
+            "lead" if person.upper().startswith("L-") else "contact": person,
             "kind": "email_out",
             "subject": message.rendered.headers.get("Subject"),
             "body": message.rendered.text,

@@ -22,6 +22,7 @@ from crmkit.records.schema import (
     DEAL,
     INVOICE,
     INVOICE_SET_STATUSES,
+    QUOTE,
     STAGE_FORECAST,
     STAGE_PROBABILITY,
     RecordType,
@@ -32,6 +33,8 @@ __all__ = ["apply_rules", "invoice_status", "invoice_totals"]
 _timestamp = DateTimeField("at")
 #: A new invoice with no due date is due this many days after its issue date.
 PAYMENT_TERMS_DAYS = 30
+#: A new quote with no end date is valid this many days after its issue date.
+QUOTE_VALID_DAYS = 30
 
 
 def invoice_totals(lines: list[Mapping[str, Any]] | None, currency: str) -> dict[str, Decimal]:
@@ -153,5 +156,12 @@ def apply_rules(
     elif rt is INVOICE:
         currency = _currency(rt, record, default_currency)
         _invoice_rules(before or {}, record, changes, now.date(), currency)
+    elif rt is QUOTE:
+        currency = _currency(rt, record, default_currency)
+        if record.get("issue_date") is None:
+            record["issue_date"] = now.date()
+        if record.get("valid_until") is None and not before:
+            record["valid_until"] = record["issue_date"] + timedelta(days=QUOTE_VALID_DAYS)
+        record.update(invoice_totals(record.get("lines"), currency))
     rt.check_required(record)
     return record

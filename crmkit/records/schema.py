@@ -42,7 +42,10 @@ __all__ = [
     "INVOICE",
     "LEAD",
     "LEAD_STATUS_TYPES",
+    "QUOTE",
+    "QUOTE_STATUSES",
     "RECORD_TYPES",
+    "SCHEDULES",
     "STAGE_FORECAST",
     "STAGE_PROBABILITY",
     "RecordType",
@@ -85,6 +88,9 @@ OPEN_STAGES = frozenset(DEAL_STAGES) - {"won", "lost"}
 
 #: Invoice statuses a person may set; the others follow from payments and dates.
 INVOICE_SET_STATUSES = ("draft", "sent", "void")
+#: How often a recurring invoice is issued again.
+SCHEDULES = ("monthly", "quarterly", "yearly")
+QUOTE_STATUSES = ("draft", "sent", "accepted", "declined", "expired", "invoiced")
 INVOICE_STATUSES = ("draft", "sent", "partly_paid", "paid", "overdue", "void")
 
 
@@ -383,6 +389,46 @@ INVOICE = RecordType(
         DecimalField("tax", "Tax", system=True),
         DecimalField("total", "Total", system=True),
         _owner,
+        ChoiceField("schedule", "Repeats", choices=SCHEDULES, aliases=("recurring", "schedule")),
+        RefField("quote", "Quote", target="quotes", system=True),
+        RefField("recurring_of", "Recurring of", target="invoices", system=True),
+        TextField("period", "Period", system=True, help="the period a recurring copy was issued for"),
+    ),
+)
+
+QUOTE = RecordType(
+    name="quote",
+    table="quotes",
+    sheet="Quotes",
+    prefix="Q",
+    title_field="number",
+    list_columns=(
+        "id",
+        "number",
+        "account",
+        "deal",
+        "issue_date",
+        "valid_until",
+        "total",
+        "currency",
+        "status",
+    ),
+    unique_keys=("number",),
+    fields=(
+        TextField("number", "Number", aliases=("quote number", "quote no", "quote #", "quote")),
+        RefField("deal", "Deal", target="deals"),
+        RefField("account", "Account", target="accounts", aliases=("company", "customer")),
+        RefField("contact", "Contact", target="contacts"),
+        DateField("issue_date", "Issue date", aliases=("date", "quote date")),
+        DateField("valid_until", "Valid until", aliases=("expires", "expiry date")),
+        TextField("currency", "Currency", aliases=("ccy",)),
+        LinesField("lines", "Lines"),
+        ChoiceField("status", "Status", choices=QUOTE_STATUSES, default="draft"),
+        DecimalField("subtotal", "Subtotal", system=True),
+        DecimalField("tax", "Tax", system=True),
+        DecimalField("total", "Total", system=True),
+        RefField("invoice", "Invoice", target="invoices", system=True),
+        _owner,
     ),
 )
 
@@ -453,7 +499,7 @@ ACTIVITY = RecordType(
 
 #: Every record type, by table name, in the order sheets and help list them.
 RECORD_TYPES: dict[str, RecordType] = {
-    rt.table: rt for rt in (LEAD, CONTACT, ACCOUNT, DEAL, INVOICE, CASE, ACTIVITY)
+    rt.table: rt for rt in (LEAD, CONTACT, ACCOUNT, DEAL, QUOTE, INVOICE, CASE, ACTIVITY)
 }
 _BY_PREFIX = {rt.prefix: rt for rt in RECORD_TYPES.values()}
 _ID = re.compile(r"^\s*([A-Za-z]+)-(\d+)\s*$")

@@ -56,7 +56,8 @@ def pipeline(store: Store) -> Report:
         for row in rows:
             row["upside"] = row["amount"] - row["weighted"]
             row["label"] = f"{row['pipeline']}: {row['stage']}" if several else row["stage"]
-        chart = Chart("stacked_bar", "label", ("weighted", "upside"), f"Open pipeline ({currency})")
+        categories = "label" if several else "stage"
+        chart = Chart("stacked_bar", categories, ("weighted", "upside"), f"Open pipeline ({currency})")
         report.tables.append(
             Table(
                 f"Open deals ({currency})",

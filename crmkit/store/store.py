@@ -74,6 +74,7 @@ INDEXES: dict[str, dict[str, Callable[[Doc], list[str]]]] = {
         "domain": lambda d: _one(d.get("domain"), domain_key),
     },
     "invoices": {"number": lambda d: _one(d.get("number"), str.casefold)},
+    "quotes": {"number": lambda d: _one(d.get("number"), str.casefold)},
     "activities": {"message_id": lambda d: _one(d.get("message_id"), str.strip)},
 }
 
@@ -132,9 +133,12 @@ class Store:
         actor: str | None = None,
         lock_timeout: float = 30.0,
         clock: Callable[[], datetime] | None = None,
+        numbering: Mapping[str, str] | None = None,
     ) -> None:
         self.storage = AtomicJSONStorage(path, lock_timeout=lock_timeout)
         self.default_currency = default_currency
+        #: how new invoice and quote numbers look, by table (crmkit.toml [invoices])
+        self.numbering = {**NUMBER_PATTERNS, **(numbering or {})}
         self.actor = actor or f"cli:{_user()}"
         self.clock = clock or (lambda: datetime.now(UTC))
         self._indexes: dict[tuple[str, str, bool], dict[str, list[str]]] = {}
@@ -359,8 +363,8 @@ class Store:
             candidates = self.find_by_email(rt.table, text)
         elif rt.table == "accounts":
             candidates = self.find_accounts(name=text) or self.find_accounts(domain=text)
-        elif rt.table == "invoices":
-            candidates = self._by_index("invoices", "number", text.casefold())
+        elif rt.table in ("invoices", "quotes"):
+            candidates = self._by_index(rt.table, "number", text.casefold())
         else:
             candidates = []
         if not candidates and rt.table in ("contacts", "leads") and "@" in text:
@@ -482,8 +486,8 @@ class Store:
             actor=actor or self.actor,
             default_currency=self.default_currency,
         )
-        if rt is INVOICE and not record.get("number"):
-            record["number"] = self._next_invoice_number(record.get("issue_date") or self.clock().date())
+        if rt.table in self.numbering and not record.get("number"):
+            record["number"] = self._next_number(rt, record.get("issue_date") or self.clock().date())
         if not force:
             self._check_unique(rt, record, wanted_id or "")
         number = self._claim_number(rt, wanted_id)
@@ -559,17 +563,27 @@ class Store:
         sequences[rt.table] = max(number, int(sequences.get(rt.table, 0)))
         return number
 
-    def _next_invoice_number(self, issued: date) -> str:
-        counters = self._meta().setdefault("invoice_numbers", {})
-        year = str(issued.year)
-        seq = int(counters.get(year, 0))
-        index = self._index("invoices", "number")
+    def _next_number(self, rt: RecordType, issued: date) -> str:
+        """The next number of its pattern (e.g. ``INV-{year}-{seq:04}``), in the caller's transaction.
+
+        The counter is kept per value of the pattern's other fields (per year for
+        the default), advanced only when the record is committed (so a failed add
+        skips no number), and a number already taken is passed over, never reused.
+        Concurrent processes take turns on the store's lock, so none gets the same.
+        """
+        pattern = self.numbering[rt.table]
+        scope = format_number(pattern, issued, 0)
+        counters = self._meta().setdefault("numbers", {})
+        seq = int(counters.get(f"{rt.table}:{scope}", 0))
+        if rt is INVOICE and pattern == NUMBER_PATTERNS["invoices"]:  # counters of stores before [invoices]
+            seq = max(seq, int(self._meta().get("invoice_numbers", {}).get(str(issued.year), 0)))
+        index = self._index(rt.table, "number")
         while True:
             seq += 1
-            number = f"INV-{year}-{seq:04d}"
+            number = format_number(pattern, issued, seq)
             if number.casefold() not in index:
                 break
-        counters[year] = seq
+        counters[f"{rt.table}:{scope}"] = seq
         return number
 
     def _check_unique(self, rt: RecordType, record: Mapping[str, Any], record_id: str) -> None:
@@ -611,6 +625,15 @@ class Store:
                 errors.append(FieldError(name, value, str(exc)))
         if errors:
             raise ValidationError(rt.name, errors)
+
+
+#: The default look of new numbers; crmkit.toml's [invoices] number_pattern / quote_pattern change them.
+NUMBER_PATTERNS = {"invoices": "INV-{year}-{seq:04}", "quotes": "QUO-{year}-{seq:04}"}
+
+
+def format_number(pattern: str, issued: date, seq: int) -> str:
+    """``INV-{year}-{seq:04}`` -> ``INV-2026-0007``; ``{month}`` is the two-digit month."""
+    return pattern.format(year=issued.year, month=f"{issued.month:02d}", seq=seq)
 
 
 def _free_doc_id(table: dict[str, Any]) -> str:

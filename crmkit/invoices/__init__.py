@@ -1,0 +1,1 @@
+"""Invoices: printable documents (HTML, PDF) and what else is done with them."""

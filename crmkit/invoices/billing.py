@@ -1,0 +1,229 @@
+"""The invoice work a team living in spreadsheets does by hand: quotes, invoices from quotes,
+recurring invoices, and overdue ones (with reminders through the mail-merge machinery).
+
+Every step is one store transaction, so it is all or nothing, and two runs at
+the same moment take turns on the store's lock: numbers are never shared, a
+recurring invoice is never issued twice for a period, a quote never becomes
+two invoices.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from crmkit.errors import CrmkitError
+from crmkit.mail.audience import Audience, Recipient, record_context, skip_reason
+from crmkit.records.schema import DEAL, INVOICE
+from crmkit.store import Store
+
+__all__ = [
+    "Issued",
+    "RecurringRun",
+    "invoice_from_quote",
+    "overdue_invoices",
+    "period_key",
+    "quote_from_deal",
+    "reminder_audience",
+    "reminder_campaign_name",
+    "run_recurring",
+]
+
+ACTOR = "billing"
+_MONTHS = {"monthly": 1, "quarterly": 3, "yearly": 12}
+#: A recurring invoice catches up at most this many missed periods in one run.
+MAX_CATCH_UP = 36
+_UNPAID = ("sent", "partly_paid", "overdue")
+_COPIED = ("account", "contact", "deal", "currency", "lines", "owner")
+
+
+def quote_from_deal(
+    store: Store,
+    deal_id: str,
+    *,
+    lines: Sequence[Mapping[str, Any]] | None = None,
+    valid_until: date | None = None,
+    actor: str | None = None,
+) -> dict[str, Any]:
+    """A draft quote for a deal: its account, contact, currency and owner, and ``lines``
+    (default: one line, the deal's title at its amount)."""
+    with store.transaction():
+        deal = DEAL.load(store.lookup("deals", deal_id))
+        if not lines:
+            if deal.get("amount") is None:
+                raise CrmkitError(f"{deal['id']} has no amount: give the quote its lines (--line)")
+            lines = [
+                {"description": deal["title"], "quantity": 1, "unit_price": deal["amount"], "tax_rate": 0}
+            ]
+        values = {"deal": deal["id"], "lines": list(lines), "valid_until": valid_until}
+        for key in ("account", "contact", "currency", "owner"):
+            values[key] = deal.get(key)
+        return store.add("quotes", {k: v for k, v in values.items() if v is not None}, actor=actor or ACTOR)
+
+
+def invoice_from_quote(
+    store: Store, quote_id: str, *, actor: str | None = None
+) -> tuple[dict[str, Any], bool]:
+    """The invoice of a quote, carrying its lines; (invoice, made now). A quote is invoiced once:
+    asking again returns the invoice it already has."""
+    with store.transaction():
+        quote = store.lookup("quotes", quote_id)
+        if quote.get("invoice") and store.exists(quote["invoice"]):
+            return store.get(quote["invoice"]), False
+        if quote.get("status") in ("declined", "expired"):
+            raise CrmkitError(f"{quote['id']} is {quote['status']}: it cannot become an invoice")
+        if not quote.get("lines"):
+            raise CrmkitError(f"{quote['id']} has no lines to invoice")
+        values = {key: quote[key] for key in (*_COPIED, "deal") if quote.get(key) is not None}
+        values["quote"] = quote["id"]
+        invoice = store.add("invoices", values, allow_system=True, actor=actor or ACTOR)
+        store.update(quote["id"], {"status": "invoiced", "invoice": invoice["id"]}, allow_system=True,
+                     actor=actor or ACTOR)  # fmt: skip
+        return invoice, True
+
+
+# -- recurring invoices ---------------------------------------------------------------------------
+
+
+def _add_months(day: date, months: int) -> date:
+    """``day`` plus ``months``, on the same day of the month or the month's last (Jan 31 -> Feb 28)."""
+    month0 = day.month - 1 + months
+    year, month = day.year + month0 // 12, month0 % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def period_key(day: date, schedule: str) -> str:
+    """The period an invoice issued on ``day`` bills: ``2026-11``, ``2026-Q4`` or ``2026``."""
+    if schedule == "monthly":
+        return f"{day.year}-{day.month:02d}"
+    if schedule == "quarterly":
+        return f"{day.year}-Q{(day.month - 1) // 3 + 1}"
+    return str(day.year)
+
+
+@dataclass(frozen=True)
+class Issued:
+    source: str  # the recurring invoice
+    period: str
+    invoice: str  # the copy issued for the period
+    number: str
+
+
+@dataclass
+class RecurringRun:
+    today: date
+    issued: list[Issued] = field(default_factory=list)
+    already: int = 0  # periods issued by an earlier run
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "today": self.today.isoformat(),
+            "issued": [vars(i) for i in self.issued],
+            "already_issued": self.already,
+            "notes": self.notes,
+        }
+
+
+def run_recurring(store: Store, *, today: date | None = None, actor: str | None = None) -> RecurringRun:
+    """Issue every recurring invoice's copies that are due by ``today``, each period exactly once.
+
+    A recurring invoice (``schedule`` monthly, quarterly or yearly) bills its
+    own period; each later period gets a copy dated the same day of the month
+    (or the month's last), with the same lines, due the same number of days
+    after it. A run that finds a period issued already (by itself earlier, by
+    another run at the same moment, archived or voided since) leaves it: safe
+    to run daily from cron and twice a day. Missed periods are caught up, at
+    most :data:`MAX_CATCH_UP` per invoice per run.
+    """
+    run = RecurringRun(today or store.clock().date())
+    with store.transaction():
+        issued: set[tuple[str, str]] = set()
+        for doc in store.all("invoices", archived=True):
+            if doc.get("recurring_of") and doc.get("period"):
+                issued.add((doc["recurring_of"], doc["period"]))
+        for doc in store.all("invoices"):
+            if not doc.get("schedule") or doc.get("recurring_of") or doc.get("status") in ("void", "draft"):
+                continue
+            source = INVOICE.load(doc)
+            first = source.get("issue_date")
+            if first is None:
+                continue
+            terms = (source["due_date"] - first) if source.get("due_date") else None
+            step = _MONTHS[source["schedule"]]
+            for k in range(1, 10_000):
+                day = _add_months(first, k * step)
+                if day > run.today:
+                    break
+                period = period_key(day, source["schedule"])
+                if (source["id"], period) in issued:
+                    run.already += 1
+                    continue
+                if len([i for i in run.issued if i.source == source["id"]]) >= MAX_CATCH_UP:
+                    run.notes.append(f"{source['id']}: more than {MAX_CATCH_UP} periods behind; run again")
+                    break
+                values = {key: source[key] for key in _COPIED if source.get(key) is not None}
+                values.update(issue_date=day, status="sent", recurring_of=source["id"], period=period)
+                if terms is not None:
+                    values["due_date"] = day + terms
+                copy = store.add("invoices", values, allow_system=True, actor=actor or ACTOR)
+                issued.add((source["id"], period))
+                run.issued.append(Issued(source["id"], period, copy["id"], copy["number"]))
+    return run
+
+
+# -- overdue invoices -------------------------------------------------------------------------------
+
+
+def overdue_invoices(store: Store, *, today: date | None = None, mark: bool = True) -> list[dict[str, Any]]:
+    """Unpaid invoices past their due date, oldest due first; ``mark`` sets their status to overdue."""
+    today = today or store.clock().date()
+    found = []
+    with store.transaction():
+        for doc in store.all("invoices"):
+            invoice = INVOICE.load(doc)
+            due = invoice.get("due_date")
+            balance = (invoice.get("total") or Decimal(0)) - (invoice.get("amount_paid") or Decimal(0))
+            if invoice.get("status") not in _UNPAID or due is None or due >= today or balance <= 0:
+                continue
+            if mark and doc.get("status") != "overdue":
+                doc = store.update(doc["id"], {"status": "sent"}, actor=ACTOR)  # the rules make it overdue
+            found.append({**doc, "balance": format(balance, "f"), "days_overdue": (today - due).days})
+    return sorted(found, key=lambda d: (d.get("due_date") or "", d["id"]))
+
+
+def reminder_audience(store: Store, invoices: Iterable[Mapping[str, Any]]) -> Audience:
+    """One recipient per overdue invoice (its contact), keyed by the invoice, with it as ``invoice``.
+
+    An invoice without a contact goes to its account's only contact, if there
+    is exactly one; otherwise it is skipped and counted.
+    """
+    audience = Audience([], [])
+    for invoice in invoices:
+        contact = store.peek(invoice["contact"]) if invoice.get("contact") else None
+        if contact is None and invoice.get("account"):
+            mine = [c for c in store.all("contacts") if c.get("account") == invoice["account"]]
+            contact = mine[0] if len(mine) == 1 else None
+        if contact is None:
+            audience.skipped.append(Recipient(invoice["id"], "", None, skip="invoice without a contact"))
+            continue
+        person = Recipient(
+            contact["id"], str(contact.get("name") or ""), contact.get("email"), key=invoice["id"]
+        )
+        person.skip = skip_reason(contact)
+        if person.skip:
+            audience.skipped.append(person)
+            continue
+        person.context = record_context(store, contact, invoice=invoice)
+        audience.recipients.append(person)
+    return audience
+
+
+def reminder_campaign_name(today: date, every_days: int) -> str:
+    """The campaign of the current reminder window: one reminder per invoice per window."""
+    start = date.fromordinal(today.toordinal() - (today.toordinal() % every_days))
+    return f"overdue reminders {start.isoformat()}" + (f" every {every_days}d" if every_days != 7 else "")
