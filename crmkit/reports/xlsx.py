@@ -57,6 +57,7 @@ from openpyxl.workbook.defined_name import DefinedName
 from openpyxl.worksheet.worksheet import Worksheet
 
 from crmkit.errors import CrmkitError
+from crmkit.records.money import MINOR_UNITS
 from crmkit.reports.model import Chart, Column, Report, Table
 
 __all__ = ["MARKER", "write_report"]
@@ -123,6 +124,11 @@ def build_workbook(report: Report, sheet: str = "Reports") -> Workbook:
     assert isinstance(ws, Worksheet)
     ws.title = sheet
     ws.defined_names.add(DefinedName(MARKER, attr_text=f"{_quote_sheet(sheet)}!$A$1", hidden=True))
+    # printed: landscape, one page wide, so a table and the chart beside it stay together
+    ws.page_setup.orientation = "landscape"
+    ws.page_setup.fitToWidth = 1
+    ws.page_setup.fitToHeight = 0
+    ws.sheet_properties.pageSetUpPr.fitToPage = True
     ws.cell(1, 1, _text(report.title or report.name)).font = _TITLE_FONT
     row = 2
     for note in report.notes:
@@ -167,6 +173,9 @@ def _write_table(ws: Worksheet, table: Table, top: int, widths: dict[int, int]) 
                 cell.number_format = _DATETIME_FORMAT
             elif isinstance(value, date):
                 cell.number_format = NUMBER_FORMATS["date"]
+            elif column.kind == "money" and MINOR_UNITS.get(table.currency or "", 2) != 2:
+                places = MINOR_UNITS[table.currency or ""]
+                cell.number_format = "#,##0" + ("." + "0" * places if places else "")  # VND 0, KWD 3
             elif column.kind in _NUMERIC and not isinstance(value, bool):
                 cell.number_format = NUMBER_FORMATS[column.kind]
             widths[j] = max(widths.get(j, 0), _shown_width(value, column.kind))
