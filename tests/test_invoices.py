@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -15,15 +14,21 @@ import pytest
 from click.testing import CliRunner
 
 from crmkit.cli import main
-from crmkit.errors import CrmkitError
+from crmkit.config import parse_config
+from crmkit.errors import CrmkitError, DuplicateError
 from crmkit.invoices.billing import (
+    REMINDER_CAMPAIGN,
     invoice_from_quote,
     overdue_invoices,
     period_key,
     quote_from_deal,
-    reminder_campaign_name,
+    reminder_audience,
     run_recurring,
 )
+from crmkit.mail.imap import tls_context
+from crmkit.mail.merge import MergeReport, plan_campaign, send_campaign
+from crmkit.mail.smtp import SMTPSender
+from crmkit.mail.template import MergeTemplate
 from crmkit.store import Store
 from crmkit.testing.mailservers import SMTPServer
 
@@ -217,7 +222,83 @@ def test_reminders_go_once_per_invoice_per_interval(store: Store, tmp_path: Path
         again = json.loads(cli(store, "invoices", "overdue", "--remind", str(template), "--send", "--json",
                                config=config).output)  # fmt: skip
         assert (again["sent"], again["already_sent"]) == (0, 2) and len(smtp.messages) == 2
-    assert reminder_campaign_name(date(2026, 4, 15), 7) == reminder_campaign_name(date(2026, 4, 16), 7)
-    names = {reminder_campaign_name(date(2026, 4, d), 7) for d in range(1, 30)}
-    assert 4 <= len(names) <= 5  # a new window, and so a new reminder, every 7 days
-    assert os.path.exists(store.path)
+
+
+def remind(store: Store, template: Path, smtp: SMTPServer, every: int = 7) -> MergeReport:
+    """What `crmkit invoices overdue --remind TEMPLATE --send --every N` does, as the store's clock says."""
+    server = parse_config(Path("crmkit.toml"), {"smtp": {"host": smtp.host, "port": smtp.port, "security": "plain",
+                                                         "from": "billing@example.com"}}).smtp  # fmt: skip
+    assert server is not None
+    audience = reminder_audience(store, overdue_invoices(store), today=store.clock().date(), every_days=every)
+    plan = plan_campaign(store, MergeTemplate.load(template), name=REMINDER_CAMPAIGN, audience=audience,
+                         from_address="billing@example.com")  # fmt: skip
+    with SMTPSender(server, None, ssl_context=tls_context(server)) as sender:
+        return send_campaign(store, plan, sender)
+
+
+def test_a_reminder_waits_its_interval_from_the_last_one_whatever_the_calendar(tmp_path: Path) -> None:
+    clock = Clock(datetime(2026, 4, 4, 9, 0, tzinfo=UTC))
+    store = Store(tmp_path / "crm.json", clock=clock)
+    store.add("contacts", {"name": "Hoa", "email": "hoa@example.com"})
+    store.add("invoices", {"contact": "C-1", "issue_date": "2026-03-01", "due_date": "2026-03-31",
+                           "lines": lines("300"), "status": "sent"})  # fmt: skip
+    template = tmp_path / "r.txt"
+    template.write_text("Subject: Invoice {{ invoice.number }} is overdue\n\nPlease pay.\n")
+    with SMTPServer() as smtp:
+        sent = []
+        for day in range(4, 20):  # cron, daily
+            clock.now = datetime(2026, 4, day, 9, 0, tzinfo=UTC)
+            if remind(store, template, smtp).sent:
+                sent.append(day)
+        assert sent == [4, 11, 18]  # every 7 days from the first, not by calendar weeks
+        assert len(smtp.messages) == 3
+
+
+# -- found in review: each of these failed before its fix ---------------------------------------------
+
+
+def test_an_archived_invoice_keeps_its_number_for_good(store: Store) -> None:
+    first = store.add("invoices", {"lines": lines("10"), "issue_date": "2026-04-01"})
+    store.archive(first["id"])
+    second = Store(store.path).add("invoices", {"lines": lines("10"), "issue_date": "2026-04-02"})
+    assert (first["number"], second["number"]) == ("INV-2026-0001", "INV-2026-0002")
+    Store(store.path).restore(first["id"])  # no number clash to refuse it
+    with pytest.raises(DuplicateError):
+        store.add("invoices", {"number": "INV-2026-0001", "lines": lines("1")})
+    store.archive(first["id"])
+    with pytest.raises(DuplicateError):  # an archived record's number is still taken
+        Store(store.path).add("invoices", {"number": "INV-2026-0001", "lines": lines("1")})
+
+
+def test_a_refused_add_inside_a_transaction_takes_no_number(store: Store) -> None:
+    store.add("invoices", {"lines": lines("1"), "issue_date": "2026-04-01"})
+    with store.transaction():
+        with pytest.raises(DuplicateError):
+            store.add("invoices", {"id": "I-1", "lines": lines("1"), "issue_date": "2026-04-01"}, allow_system=True)
+        second = store.add("invoices", {"lines": lines("1"), "issue_date": "2026-04-01"})
+    assert second["number"] == "INV-2026-0002"
+
+
+def test_changing_a_schedule_never_bills_a_period_twice(store: Store) -> None:
+    store.add("invoices", {"issue_date": "2026-01-15", "lines": lines("100"), "status": "sent", "schedule": "monthly"})
+    run = run_recurring(store, today=date(2026, 4, 20))
+    assert [i.period for i in run.issued] == ["2026-02", "2026-03", "2026-04"]
+    store.update("I-1", {"schedule": "quarterly"})
+    assert run_recurring(store, today=date(2026, 4, 20)).issued == []  # Q2 has its April copy
+    later = run_recurring(store, today=date(2026, 7, 20))
+    assert [(i.period, store.get(i.invoice)["issue_date"]) for i in later.issued] == [("2026-Q3", "2026-07-15")]
+    leap = store.add("invoices", {"issue_date": "2024-02-29", "lines": lines("5"), "status": "sent",
+                                  "schedule": "yearly"})  # fmt: skip
+    yearly = run_recurring(store, today=date(2028, 3, 1))
+    assert [store.get(i.invoice)["issue_date"] for i in yearly.issued if i.source == leap["id"]] == [
+        "2025-02-28", "2026-02-28", "2027-02-28", "2028-02-29"]  # fmt: skip
+
+
+def test_printed_line_amounts_add_up_to_the_subtotal(store: Store) -> None:
+    from crmkit.invoices.render import render_invoice_html
+
+    two = [{"description": f"Part {i}", "quantity": "1", "unit_price": "0.125", "tax_rate": "0"} for i in (1, 2)]
+    invoice = store.add("invoices", {"account": "A-1", "lines": two, "currency": "USD", "status": "sent"})
+    assert (invoice["subtotal"], invoice["total"]) == ("0.26", "0.26")  # each line rounded, then added
+    html = render_invoice_html(store, invoice["id"])
+    assert html.count("0.13 USD") >= 2 and "0.26 USD" in html

@@ -214,3 +214,28 @@ def test_stage_changes_from_the_command_line_are_recorded_with_their_time(crm: S
     history = Store(crm.path).get("D-4")["stage_history"]
     assert [(h["from"], h["stage"]) for h in history][-1] == ("qualification", "proposal")
     assert datetime.fromisoformat(history[-1]["at"]) > datetime(2026, 3, 20, tzinfo=UTC)
+
+
+def test_odd_records_are_reported_not_crashed_on(tmp_path: Path) -> None:
+    """Found in review: records written around crmkit, hand-edited history, a closed-by-hand forecast."""
+    store = Store(tmp_path / "crm.json")
+    store.add("deals", {"title": "D", "stage": "proposal", "amount": "100", "close_date": "2026-05-01",
+                        "forecast_category": "closed"})  # fmt: skip
+    data = json.loads(store.path.read_text())
+    data["deals"]["1"]["stage_history"].append({"stage": "negotiation", "at": "2026-04-20"})  # no time zone
+    data["cases"] = {"1": {"id": "CASE-1", "subject": "no created_at", "status": "open"}}
+    store.path.write_text(json.dumps(data))
+    store = Store(store.path)
+    assert [r["reached"] for r in rows(funnel(store), "Funnel")][1:5] == [1, 1, 1, 1]
+    [may] = rows(forecast(store), "Forecast (USD)")
+    assert may["closed_won"] == D("100.00")  # the team says it is closed: not dropped
+    assert [(r["id"], r["age_days"]) for r in rows(cases(store), "Oldest first")] == [("CASE-1", None)]
+
+
+def test_a_case_under_a_day_old_is_under_a_day_whatever_the_rounding(tmp_path: Path) -> None:
+    clock = Clock()
+    store = Store(tmp_path / "crm.json", clock=clock)
+    store.add("cases", {"subject": "x"})
+    report = cases(store, now=datetime(2026, 3, 2, 8, 30, tzinfo=UTC))  # 23.5 hours later
+    [normal] = [r for r in rows(report, "By priority and age") if r["priority"] == "normal"]
+    assert (normal["under 1 day"], normal["1-3 days"]) == (1, 0)

@@ -17,11 +17,11 @@ from crmkit.cli.output import emit_json, json_option, print_table
 from crmkit.config import resolve_password
 from crmkit.errors import CrmkitError
 from crmkit.invoices.billing import (
+    REMINDER_CAMPAIGN,
     invoice_from_quote,
     overdue_invoices,
     quote_from_deal,
     reminder_audience,
-    reminder_campaign_name,
     run_recurring,
 )
 from crmkit.mail.imap import tls_context
@@ -189,9 +189,9 @@ def invoices_extras(group: click.Group) -> None:
         plan = plan_campaign(
             store,
             MergeTemplate.load(template),
-            name=reminder_campaign_name(store.clock().date(), every),
+            name=REMINDER_CAMPAIGN,
             from_address=smtp.from_address if smtp else None,
-            audience=reminder_audience(store, found),
+            audience=reminder_audience(store, found, today=store.clock().date(), every_days=every),
             attachments_folder=config.merge.attachments,
             unsubscribe_address=config.merge.unsubscribe_address,
             unsubscribe_url=config.merge.unsubscribe_url,

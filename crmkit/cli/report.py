@@ -21,7 +21,8 @@ def print_report(report: Report) -> None:
     for table in report.tables:
         click.echo(f"\n{table.title}")
         rows = [
-            [text_value(row.get(c.key), c.kind, table.currency) for c in table.columns] for row in table.rows
+            [text_value(row.get(c.key), c.kind, table.currency or row.get("currency")) for c in table.columns]
+            for row in table.rows
         ]
         print_table(rows, [c.label for c in table.columns], max_width=48)
     for note in report.notes:

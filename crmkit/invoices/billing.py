@@ -18,18 +18,20 @@ from typing import Any
 
 from crmkit.errors import CrmkitError
 from crmkit.mail.audience import Audience, Recipient, record_context, skip_reason
+from crmkit.mail.journal import recover_if_idle, sends_of
 from crmkit.records.schema import DEAL, INVOICE
 from crmkit.store import Store
 
 __all__ = [
+    "REMINDER_CAMPAIGN",
     "Issued",
     "RecurringRun",
     "invoice_from_quote",
+    "last_reminders",
     "overdue_invoices",
     "period_key",
     "quote_from_deal",
     "reminder_audience",
-    "reminder_campaign_name",
     "run_recurring",
 ]
 
@@ -81,8 +83,12 @@ def invoice_from_quote(
         values = {key: quote[key] for key in (*_COPIED, "deal") if quote.get(key) is not None}
         values["quote"] = quote["id"]
         invoice = store.add("invoices", values, allow_system=True, actor=actor or ACTOR)
-        store.update(quote["id"], {"status": "invoiced", "invoice": invoice["id"]}, allow_system=True,
-                     actor=actor or ACTOR)  # fmt: skip
+        store.update(
+            quote["id"],
+            {"status": "invoiced", "invoice": invoice["id"]},
+            allow_system=True,
+            actor=actor or ACTOR,
+        )
         return invoice, True
 
 
@@ -142,10 +148,10 @@ def run_recurring(store: Store, *, today: date | None = None, actor: str | None 
     """
     run = RecurringRun(today or store.clock().date())
     with store.transaction():
-        issued: set[tuple[str, str]] = set()
+        copies: dict[str, list[date]] = {}  # recurring invoice -> issue dates of its copies, archived too
         for doc in store.all("invoices", archived=True):
-            if doc.get("recurring_of") and doc.get("period"):
-                issued.add((doc["recurring_of"], doc["period"]))
+            if doc.get("recurring_of") and doc.get("issue_date"):
+                copies.setdefault(doc["recurring_of"], []).append(date.fromisoformat(doc["issue_date"]))
         for doc in store.all("invoices"):
             if not doc.get("schedule") or doc.get("recurring_of") or doc.get("status") in ("void", "draft"):
                 continue
@@ -155,12 +161,15 @@ def run_recurring(store: Store, *, today: date | None = None, actor: str | None 
                 continue
             terms = (source["due_date"] - first) if source.get("due_date") else None
             step = _MONTHS[source["schedule"]]
+            # periods billed, read in the schedule as it is now (one changed from monthly to
+            # quarterly must not bill again a quarter whose months it billed)
+            billed = {period_key(day, source["schedule"]) for day in [first, *copies.get(source["id"], [])]}
             for k in range(1, 10_000):
                 day = _add_months(first, k * step)
                 if day > run.today:
                     break
                 period = period_key(day, source["schedule"])
-                if (source["id"], period) in issued:
+                if period in billed:
                     run.already += 1
                     continue
                 if len([i for i in run.issued if i.source == source["id"]]) >= MAX_CATCH_UP:
@@ -171,7 +180,7 @@ def run_recurring(store: Store, *, today: date | None = None, actor: str | None 
                 if terms is not None:
                     values["due_date"] = day + terms
                 copy = store.add("invoices", values, allow_system=True, actor=actor or ACTOR)
-                issued.add((source["id"], period))
+                billed.add(period)
                 run.issued.append(Issued(source["id"], period, copy["id"], copy["number"]))
     return run
 
@@ -196,24 +205,57 @@ def overdue_invoices(store: Store, *, today: date | None = None, mark: bool = Tr
     return sorted(found, key=lambda d: (d.get("due_date") or "", d["id"]))
 
 
-def reminder_audience(store: Store, invoices: Iterable[Mapping[str, Any]]) -> Audience:
-    """One recipient per overdue invoice (its contact), keyed by the invoice, with it as ``invoice``.
+#: The campaign (and journal) of invoice reminders: one entry per invoice per day it was reminded.
+REMINDER_CAMPAIGN = "overdue reminders"
 
-    An invoice without a contact goes to its account's only contact, if there
-    is exactly one; otherwise it is skipped and counted.
+
+def last_reminders(store: Store) -> dict[str, date]:
+    """The day each invoice was last reminded (a reminder handed to the server, perhaps delivered)."""
+    recover_if_idle(store, REMINDER_CAMPAIGN)
+    last: dict[str, date] = {}
+    for doc in sends_of(store, REMINDER_CAMPAIGN):
+        if doc.get("status") not in ("sent", "uncertain", "sending"):
+            continue
+        invoice_id, _, day = str(doc["record"]).rpartition(".")
+        try:
+            when = date.fromisoformat(day)
+        except ValueError:
+            continue
+        last[invoice_id] = max(when, last.get(invoice_id, when))
+    return last
+
+
+def reminder_audience(
+    store: Store, invoices: Iterable[Mapping[str, Any]], *, today: date, every_days: int = 7
+) -> Audience:
+    """One recipient per overdue invoice not reminded in the last ``every_days`` days.
+
+    The recipient is the invoice's contact (else its account's only contact),
+    with the invoice as ``invoice`` in the template; the journal counts
+    ``<invoice id>.<today>``, so a second run the same day sends nothing more.
     """
+    if every_days < 1:
+        raise CrmkitError("--every must be at least 1 day")
+    last = last_reminders(store)
     audience = Audience([], [])
     for invoice in invoices:
+        key = f"{invoice['id']}.{today.isoformat()}"
+        reminded = last.get(invoice["id"])
+        if reminded is not None and reminded != today and (today - reminded).days < every_days:
+            audience.skipped.append(
+                Recipient(invoice["id"], "", None, key=key, skip=f"reminded within {every_days} days")
+            )
+            continue
         contact = store.peek(invoice["contact"]) if invoice.get("contact") else None
         if contact is None and invoice.get("account"):
             mine = [c for c in store.all("contacts") if c.get("account") == invoice["account"]]
             contact = mine[0] if len(mine) == 1 else None
         if contact is None:
-            audience.skipped.append(Recipient(invoice["id"], "", None, skip="invoice without a contact"))
+            audience.skipped.append(
+                Recipient(invoice["id"], "", None, key=key, skip="invoice without a contact")
+            )
             continue
-        person = Recipient(
-            contact["id"], str(contact.get("name") or ""), contact.get("email"), key=invoice["id"]
-        )
+        person = Recipient(contact["id"], str(contact.get("name") or ""), contact.get("email"), key=key)
         person.skip = skip_reason(contact)
         if person.skip:
             audience.skipped.append(person)
@@ -221,9 +263,3 @@ def reminder_audience(store: Store, invoices: Iterable[Mapping[str, Any]]) -> Au
         person.context = record_context(store, contact, invoice=invoice)
         audience.recipients.append(person)
     return audience
-
-
-def reminder_campaign_name(today: date, every_days: int) -> str:
-    """The campaign of the current reminder window: one reminder per invoice per window."""
-    start = date.fromordinal(today.toordinal() - (today.toordinal() % every_days))
-    return f"overdue reminders {start.isoformat()}" + (f" every {every_days}d" if every_days != 7 else "")

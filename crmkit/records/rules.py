@@ -38,15 +38,17 @@ QUOTE_VALID_DAYS = 30
 
 
 def invoice_totals(lines: list[Mapping[str, Any]] | None, currency: str) -> dict[str, Decimal]:
-    """Subtotal, tax and total of invoice lines, each rounded to the currency."""
-    subtotal = Decimal(0)
-    tax = Decimal(0)
+    """Subtotal, tax and total of invoice (or quote) lines.
+
+    Each line's amount and tax are rounded to the currency first, as a printed
+    invoice shows them, so the lines always add up to the subtotal and tax.
+    """
+    subtotal = quantize(Decimal(0), currency)
+    tax = quantize(Decimal(0), currency)
     for line in lines or ():
         net = line["quantity"] * line["unit_price"]
-        subtotal += net
-        tax += net * line["tax_rate"] / 100
-    subtotal = quantize(subtotal, currency)
-    tax = quantize(tax, currency)
+        subtotal += quantize(net, currency)
+        tax += quantize(net * line["tax_rate"] / 100, currency)
     return {"subtotal": subtotal, "tax": tax, "total": subtotal + tax}
 
 

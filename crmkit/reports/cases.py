@@ -36,29 +36,34 @@ def cases(store: Store, *, now: datetime | None = None) -> Report:
     for doc in store.all("cases"):
         if doc.get("status", "new") not in OPEN_CASE_STATUSES:
             continue
-        opened = datetime.fromisoformat(str(doc["created_at"]))
-        if opened.tzinfo is None:
+        try:
+            opened: datetime | None = datetime.fromisoformat(str(doc["created_at"]))
+        except (KeyError, ValueError):
+            opened = None  # written around crmkit: its age is unknown, it goes last
+        if opened is not None and opened.tzinfo is None:
             opened = opened.replace(tzinfo=UTC)
+        age = (now - opened).total_seconds() / 86400 if opened is not None else None
         rows.append(
             {
                 "id": doc["id"],
                 "subject": doc.get("subject", ""),
                 "priority": doc.get("priority", "normal"),
                 "status": doc.get("status", "new"),
-                "age_days": round((now - opened).total_seconds() / 86400, 1),
+                "age_days": None if age is None else round(age, 1),
+                "age": age,
                 "contact": doc.get("contact"),
                 "owner": doc.get("owner"),
                 "opened": opened,
             }
         )
-    rows.sort(key=lambda r: (r["opened"], r["id"]))
+    rows.sort(key=lambda r: (r["opened"] is None, r["opened"] or now, r["id"]))
     summary = []
     for priority in PRIORITIES:
         mine = [r for r in rows if r["priority"] == priority]
         row: dict[str, Any] = {"priority": priority, "open": len(mine)}
         for label, _ in AGE_BUCKETS:
-            row[label] = sum(1 for r in mine if _bucket(r["age_days"]) == label)
-        row["oldest_days"] = max((r["age_days"] for r in mine), default=None)
+            row[label] = sum(1 for r in mine if r["age"] is not None and _bucket(r["age"]) == label)
+        row["oldest_days"] = max((r["age_days"] for r in mine if r["age"] is not None), default=None)
         summary.append(row)
     buckets = tuple(label for label, _ in AGE_BUCKETS)
     report = Report("cases", "Open cases")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from crmkit.records.schema import DEAL_STAGES
@@ -29,9 +29,10 @@ def _history(doc: dict[str, Any]) -> list[tuple[str, datetime]]:
     out = []
     for entry in doc.get("stage_history") or []:
         try:
-            out.append((str(entry["stage"]), datetime.fromisoformat(str(entry["at"]))))
+            at = datetime.fromisoformat(str(entry["at"]))
         except (KeyError, TypeError, ValueError):
             continue  # a hand-edited entry: left out, not a crash
+        out.append((str(entry.get("stage")), at if at.tzinfo else at.replace(tzinfo=UTC)))
     return sorted(out, key=lambda item: item[1])
 
 

@@ -486,8 +486,9 @@ class Store:
             actor=actor or self.actor,
             default_currency=self.default_currency,
         )
+        counter: tuple[str, int] | None = None
         if rt.table in self.numbering and not record.get("number"):
-            record["number"] = self._next_number(rt, record.get("issue_date") or self.clock().date())
+            record["number"], counter = self._next_number(rt, record.get("issue_date") or self.clock().date())
         if not force:
             self._check_unique(rt, record, wanted_id or "")
         number = self._claim_number(rt, wanted_id)
@@ -502,6 +503,8 @@ class Store:
             if not doc["custom"]:
                 del doc["custom"]
         self._put(rt, number, doc, None)
+        if counter is not None:  # only once the record is in: a refused one takes no number
+            self._meta().setdefault("numbers", {})[counter[0]] = counter[1]
         return _copy(doc)
 
     def _update(
@@ -563,28 +566,29 @@ class Store:
         sequences[rt.table] = max(number, int(sequences.get(rt.table, 0)))
         return number
 
-    def _next_number(self, rt: RecordType, issued: date) -> str:
-        """The next number of its pattern (e.g. ``INV-{year}-{seq:04}``), in the caller's transaction.
+    def _next_number(self, rt: RecordType, issued: date) -> tuple[str, tuple[str, int]]:
+        """The next number of its pattern (e.g. ``INV-{year}-{seq:04}``), and its counter's new value.
 
         The counter is kept per value of the pattern's other fields (per year for
-        the default), advanced only when the record is committed (so a failed add
-        skips no number), and a number already taken is passed over, never reused.
-        Concurrent processes take turns on the store's lock, so none gets the same.
+        the default); the caller saves it once the record is added (so a refused
+        record skips no number). A number already taken, by an archived record
+        too, is passed over, never reused. Concurrent processes take turns on the
+        store's lock, so none gets the same.
         """
         pattern = self.numbering[rt.table]
-        scope = format_number(pattern, issued, 0)
-        counters = self._meta().setdefault("numbers", {})
-        seq = int(counters.get(f"{rt.table}:{scope}", 0))
-        if rt is INVOICE and pattern == NUMBER_PATTERNS["invoices"]:  # counters of stores before [invoices]
+        scope = f"{rt.table}:{format_number(pattern, issued, 0)}"
+        seq = int(self._meta().get("numbers", {}).get(scope, 0))
+        if rt is INVOICE and format_number(pattern, issued, 7) == format_number(
+            NUMBER_PATTERNS["invoices"], issued, 7
+        ):
+            # the counters of stores written before [invoices] existed
             seq = max(seq, int(self._meta().get("invoice_numbers", {}).get(str(issued.year), 0)))
-        index = self._index(rt.table, "number")
+        active, archived = self._index(rt.table, "number"), self._index(rt.table, "number", True)
         while True:
             seq += 1
             number = format_number(pattern, issued, seq)
-            if number.casefold() not in index:
-                break
-        counters[f"{rt.table}:{scope}"] = seq
-        return number
+            if number.casefold() not in active and number.casefold() not in archived:
+                return number, (scope, seq)
 
     def _check_unique(self, rt: RecordType, record: Mapping[str, Any], record_id: str) -> None:
         for field_name in rt.unique_keys:
@@ -593,6 +597,8 @@ class Store:
                 continue
             key = _UNIQUE_KEY[field_name](str(value))
             others = [i for i in self._index(rt.table, field_name).get(key, []) if i != record_id]
+            if not others and field_name == "number":  # an archived invoice keeps its number for good
+                others = [i for i in self._index(rt.table, field_name, True).get(key, []) if i != record_id]
             if others:
                 other = self.get(others[0])
                 raise DuplicateError(
