@@ -38,6 +38,7 @@ import orjson
 
 from crmkit.errors import CrmkitError
 from crmkit.store import Store
+from crmkit.store.store import Checked
 
 __all__ = [
     "CAMPAIGNS",
@@ -86,6 +87,8 @@ class CampaignJournal:
         self._lock_fd: int | None = None
         self._wal_fd: int | None = None
         self._pending: list[dict[str, Any]] = []  # steps written ahead, not yet in the store
+        self._checked: dict[int, Checked] = {}  # id(step) -> its activity, validated while idle
+        self._to_check: list[dict[str, Any]] = []  # sent steps whose activity is not validated yet
         self._status: dict[str, str] = {}
 
     # -- the run's lock and the write-ahead file
@@ -189,6 +192,7 @@ class CampaignJournal:
         if refused:
             step["refused"] = refused
         self._write(step)
+        self._to_check.append(step)
 
     def failed(
         self,
@@ -214,6 +218,14 @@ class CampaignJournal:
     def uncertain(self, record_id: str, *, answer: str) -> None:
         self._write({"record": record_id, "status": "uncertain", "at": _now(), "answer": answer})
 
+    def prepare(self) -> bool:
+        """Validate one sent step's activity ahead of the checkpoint (idle time); False if none is left."""
+        if not self._to_check:
+            return False
+        step = self._to_check.pop()
+        self._checked[id(step)] = self.store.check("activities", step["activity"])
+        return True
+
     def checkpoint(self) -> None:
         """Move the steps written ahead into the store (one commit), then empty the file."""
         if not self._pending or self._wal_fd is None:
@@ -223,6 +235,8 @@ class CampaignJournal:
             self._fold(self._pending)
         os.ftruncate(self._wal_fd, 0)
         self._pending = []
+        self._checked = {}
+        self._to_check = []
 
     # -- folding steps into the store (idempotent: a step replayed twice changes nothing more)
 
@@ -232,12 +246,15 @@ class CampaignJournal:
         )
 
     def _fold(self, steps: Iterable[dict[str, Any]]) -> None:
+        folded: dict[str, dict[str, Any]] = {}  # record -> its entry after this batch's steps
         for step in steps:
             record_id = step["record"]
-            saved = self.entry(record_id) or {}
-            if saved.get("status") == "sent":
+            if record_id not in folded:
+                saved = self.entry(record_id) or {}
+                folded[record_id] = {k: v for k, v in saved.items() if k not in ("campaign", "record")}
+            entry = folded[record_id]
+            if entry.get("status") == "sent":
                 continue  # already folded (a replay after a crash between commit and truncate)
-            entry = {k: v for k, v in saved.items() if k not in ("campaign", "record")}
             status = step["status"]
             entry["status"] = status
             entry["attempts"] = int(entry.get("attempts", 0)) + (status == "sending")
@@ -252,10 +269,16 @@ class CampaignJournal:
                     entry.pop(stale, None)
             if status == "sent":
                 activity = dict(step["activity"])
+                checked = self._checked.get(id(step))
                 for link in ("contact", "lead"):
                     if activity.get(link) and not self.store.exists(activity[link]):
                         del activity[link]  # the person was deleted meanwhile: log the send all the same
-                entry["activity"] = self.store.add("activities", activity, actor=ACTOR)["id"]
+                        checked = None
+                if checked is not None:
+                    entry["activity"] = self.store.add_checked(checked, actor=ACTOR)["id"]
+                else:
+                    entry["activity"] = self.store.add("activities", activity, actor=ACTOR)["id"]
+        for record_id, entry in folded.items():  # one bookkeeping write per person, not per step
             self._set(record_id, entry)
 
     # -- figures

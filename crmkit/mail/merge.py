@@ -549,13 +549,16 @@ class _Run:
             made = (message_id, compose(self.plan, message, message_id=message_id))
         return made
 
-    def _compose_next(self) -> None:
-        """Write the next message while the server takes this one over (the wait is otherwise idle)."""
-        if self.queue and not self.composed:
-            upcoming = self.queue[-1]
-            # an error (an attachment gone) is left for its own turn, where it is reported
-            with contextlib.suppress(Exception):
+    def _idle(self) -> None:
+        """Work done while the server answers a command (the wait is otherwise idle): write the
+        next message, else validate a journaled send's activity ahead of the checkpoint."""
+        # an error (an attachment gone) is left for the message's own turn, where it is reported
+        with contextlib.suppress(Exception):
+            if self.queue and not self.composed:
+                upcoming = self.queue[-1]
                 self.composed[upcoming.recipient.key] = self._compose(upcoming)
+            else:
+                self.journal.prepare()
 
     def _still_wanted(self, message: Planned) -> str | None:
         """Why this person must not be mailed now (opted out or bounced since the plan), if so."""
@@ -587,7 +590,7 @@ class _Run:
                     recipients,
                     data,
                     utf8=message.utf8,
-                    while_waiting=self._compose_next,
+                    while_waiting=self._idle,
                 )
             except SendError as exc:
                 if exc.uncertain:

@@ -124,8 +124,9 @@ class SMTPSender:
 
         The addresses must be checked ones (no spaces or brackets): they go into the
         commands as they are. With PIPELINING (RFC 2920) the envelope goes in one
-        round trip. ``while_waiting`` runs while the server takes the message over
-        (a campaign writes its next message then).
+        round trip. ``while_waiting`` runs while the server answers each command (a
+        campaign writes its next message and checks its journal then); what it
+        raises is ignored.
 
         Raises :class:`SendError`: ``uncertain`` when the connection broke after
         the message was handed over; ``code`` None when it broke before (nothing
@@ -136,6 +137,13 @@ class SMTPSender:
             self._smtp = self._connect()
         smtp = self._smtp
         handed_over = False
+
+        def answer_to_last() -> tuple[int, bytes]:
+            if while_waiting is not None:  # the server is busy with our command: use the time
+                with contextlib.suppress(Exception):  # the caller's work must not look like a broken line
+                    while_waiting()
+            return smtp.getreply()
+
         try:
             options = ""
             if utf8:
@@ -149,12 +157,12 @@ class SMTPSender:
             envelope = [f"MAIL FROM:<{sender}>{options}", *(f"RCPT TO:<{r}>" for r in recipients)]
             if pipelining:  # the envelope and DATA in one round trip
                 smtp.send("".join(f"{c}\r\n" for c in [*envelope, "DATA"]).encode(encoding))
-                replies = [smtp.getreply() for _ in range(len(envelope) + 1)]
+                replies = [answer_to_last(), *(smtp.getreply() for _ in range(len(envelope)))]
             else:
                 replies = []
                 for command in envelope:
                     smtp.send(f"{command}\r\n".encode(encoding))
-                    replies.append(smtp.getreply())
+                    replies.append(answer_to_last())
                     if not 200 <= replies[0][0] < 400:
                         break  # no RCPT after a refused MAIL
             code, reply = replies[0]
@@ -177,7 +185,7 @@ class SMTPSender:
                 code, reply = replies[-1]
             else:
                 smtp.send(b"DATA\r\n")
-                code, reply = smtp.getreply()
+                code, reply = answer_to_last()
             if code != 354:
                 self._check(smtp, code, reply, "DATA")
                 raise SendError(
@@ -185,9 +193,7 @@ class SMTPSender:
                 )
             handed_over = True
             smtp.send(_dot_stuffed(data))
-            if while_waiting is not None:
-                while_waiting()
-            code, reply = smtp.getreply()
+            code, reply = answer_to_last()
             if code != 250:
                 handed_over = False  # answered: the server did not take it
                 raise SendError(f"the SMTP server answered {code} {_text(reply)}", code, _text(reply))
