@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -12,10 +11,8 @@ import click
 
 from crmkit.cli import App, pass_app
 from crmkit.cli.invoice_render import add_render_command
-from crmkit.cli.merge import NEEDS_ATTENTION, _print_dry_run, _print_report
+from crmkit.cli.merge import _print_dry_run, send_plan
 from crmkit.cli.output import emit_json, json_option, print_table
-from crmkit.config import resolve_password
-from crmkit.errors import CrmkitError
 from crmkit.invoices.billing import (
     REMINDER_CAMPAIGN,
     invoice_from_quote,
@@ -24,9 +21,7 @@ from crmkit.invoices.billing import (
     reminder_audience,
     run_recurring,
 )
-from crmkit.mail.imap import tls_context
-from crmkit.mail.merge import dry_run, parse_rate, plan_campaign, send_campaign
-from crmkit.mail.smtp import SMTPSender
+from crmkit.mail.merge import dry_run, plan_campaign
 from crmkit.mail.template import MergeTemplate
 from crmkit.records.money import format_money
 
@@ -200,16 +195,6 @@ def invoices_extras(group: click.Group) -> None:
             report, previews = dry_run(store, plan)
             _print_dry_run(report, previews, as_json=as_json, quiet=quiet, out=None)
             return
-        if smtp is None:
-            raise CrmkitError("sending reminders needs an [smtp] table in crmkit.toml")
-        password = resolve_password(smtp) if smtp.user else None
-        speed = rate or config.merge.rate
-        with SMTPSender(smtp, password, ssl_context=tls_context(smtp)) as sender:
-            report = send_campaign(store, plan, sender, rate=parse_rate(speed) if speed else None)
-        _print_report(report, as_json=as_json, quiet=quiet)
-        if report.error:
-            sys.exit(1)
-        if report.needs_attention:
-            sys.exit(NEEDS_ATTENTION)
+        send_plan(app, store, plan, rate=rate, quiet=quiet, as_json=as_json)
 
     add_render_command(group)  # the printable invoice

@@ -17,11 +17,12 @@ from crmkit.errors import CrmkitError
 from crmkit.mail.audience import AUDIENCES
 from crmkit.mail.imap import tls_context
 from crmkit.mail.journal import STATUSES, campaign_summaries, sends_of
-from crmkit.mail.merge import MergeReport, dry_run, parse_rate, plan_campaign, send_campaign
+from crmkit.mail.merge import MergeReport, Plan, dry_run, parse_rate, plan_campaign, send_campaign
 from crmkit.mail.smtp import SMTPSender
 from crmkit.mail.template import MergeTemplate
+from crmkit.store import Store
 
-__all__ = ["register"]
+__all__ = ["register", "send_plan"]
 
 #: Exit code when the run finished but some recipients failed or are uncertain.
 NEEDS_ATTENTION = 3
@@ -134,6 +135,26 @@ def merge(
         report, previews = dry_run(store, plan, preview=preview, out=out)
         _print_dry_run(report, previews, as_json=as_json, quiet=quiet, out=out)
         return
+    send_plan(
+        app,
+        store,
+        plan,
+        rate=rate,
+        per_day=per_day,
+        resend_uncertain=resend_uncertain,
+        retry_failed=retry_failed,
+        quiet=quiet,
+        as_json=as_json,
+    )
+
+
+def send_plan(
+    app: App, store: Store, plan: Plan, *, rate: str | None, quiet: bool, as_json: bool, **options: Any
+) -> None:
+    """Send a planned campaign over [smtp] (a progress bar in a terminal), print its report, and exit
+    1 when the server went away, 3 when some recipients failed or are uncertain."""
+    config = app.config
+    smtp = config.smtp
     if smtp is None:
         raise CrmkitError(
             'sending needs an [smtp] table in crmkit.toml: host = "smtp.example.com", '
@@ -147,16 +168,16 @@ def merge(
         if show_bar
         else contextlib.nullcontext()
     )
+    options.setdefault("per_day", None)
+    options["per_day"] = options["per_day"] or config.merge.per_day
     with SMTPSender(smtp, password, ssl_context=tls_context(smtp)) as sender, bar:
         report = send_campaign(
             store,
             plan,
             sender,
             rate=parse_rate(speed) if speed else None,
-            per_day=per_day or config.merge.per_day,
-            resend_uncertain=resend_uncertain,
-            retry_failed=retry_failed,
             on_progress=bar.update if show_bar else None,
+            **options,
         )
     _print_report(report, as_json=as_json, quiet=quiet)
     if report.error:

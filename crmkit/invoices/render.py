@@ -74,6 +74,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from crmkit.errors import CrmkitError
+from crmkit.mail.template import as_date
 from crmkit.records.money import MINOR_UNITS, format_money, quantize
 from crmkit.records.rules import invoice_status, invoice_totals
 from crmkit.records.schema import ACCOUNT, CONTACT, DEAL, INVOICE, RecordType
@@ -183,11 +184,7 @@ def format_date(value: Any, pattern: str | None = None) -> str:
     """``date(2026, 3, 31)`` -> ``31 Mar 2026`` (English whatever the locale); ``""`` for none."""
     if value is None or value == "" or isinstance(value, jinja2.Undefined):
         return ""
-    if isinstance(value, str):
-        try:
-            value = date.fromisoformat(value) if len(value) <= 10 else datetime.fromisoformat(value)
-        except ValueError:
-            return value
+    value = as_date(value)
     if not isinstance(value, (date, datetime)):
         return str(value)
     if pattern:

@@ -137,15 +137,21 @@ def _money(value: Any, currency: str | None = None) -> str:
     return format_money(amount, currency)
 
 
+def as_date(value: Any) -> Any:
+    """An ISO date or date-time text as a date or datetime; anything else as it is."""
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value) if len(value) <= 10 else datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _date(value: Any, pattern: str = "%d %B %Y") -> str:
     """``{{ invoice.due_date | date }}`` -> ``05 December 2026``; ``date("%d/%m/%Y")`` for others."""
     if value is None or value == "":
         return ""
-    if isinstance(value, str):
-        try:
-            value = date.fromisoformat(value) if len(value) <= 10 else datetime.fromisoformat(value)
-        except ValueError:
-            return value
+    value = as_date(value)
     if isinstance(value, (date, datetime)):
         return value.strftime(pattern)
     return str(value)
