@@ -44,6 +44,15 @@ default_currency = "{currency}"
 # user = "support@example.com"
 # from = "Support <support@example.com>"
 
+# [merge]                     # mail-merge campaigns: crmkit merge TEMPLATE
+# rate = "30/min"             # providers cap sending
+# per_day = 2000              # every campaign's sends of a day count
+# unsubscribe_url = "https://example.com/unsubscribe?c={{campaign}}&r={{record}}"   # one-click (RFC 8058)
+
+# [invoices]                  # how new numbers look
+# number_pattern = "INV-{{year}}-{{seq:04}}"
+# quote_pattern = "QUO-{{year}}-{{seq:04}}"
+
 # [sheets]                    # Google Sheets sync: crmkit sync gsheet:KEY
 # credentials = "~/.config/crmkit/service-account.json"   # a key file; keep it out of repositories
 """
