@@ -68,6 +68,16 @@ def test_where_filters(run) -> None:
     assert "must be one of" in result.stderr
 
 
+def test_where_on_tags_finds_records_that_have_the_tag_among_others(run) -> None:
+    run("contacts", "add", "name=A", "email=a@example.com", "tags=vip, newsletter")
+    run("contacts", "add", "name=B", "email=b@example.com", "tags=newsletter")
+    run("contacts", "add", "name=C", "email=c@example.com", "tags=vip")
+    ids = lambda *w: [d["id"] for d in as_json(run("contacts", "list", "--json", *w))]  # noqa: E731
+    assert ids("--where", "tags=newsletter") == ["C-1", "C-2"]
+    assert ids("--where", "tags=vip, newsletter") == ["C-1"]  # both
+    assert ids("--where", "tags!=vip") == ["C-2"]
+
+
 def test_errors_are_one_line_with_exit_code_1(run) -> None:
     run("contacts", "add", "name=Ana", "email=ana@example.com")
     dup = run("contacts", "add", "name=Ana Two", "email=ANA@example.com", code=1)

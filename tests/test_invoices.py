@@ -195,7 +195,7 @@ def test_overdue_invoices_are_listed_and_marked(store: Store) -> None:
     found = overdue_invoices(store)
     assert [(d["id"], d["balance"], d["days_overdue"]) for d in found] == [("I-1", "1000.00", 15)]
     table = cli(store, "invoices", "overdue")
-    assert "INV-2026-0001" in table.output and "1000.00 USD" in table.output
+    assert "INV-2026-0001" in table.output and "1,000.00 USD" in table.output
 
 
 def test_reminders_go_once_per_invoice_per_interval(store: Store, tmp_path: Path) -> None:

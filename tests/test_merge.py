@@ -732,3 +732,34 @@ def test_deals_without_a_contact_are_counted_as_skipped(campaign: Campaign) -> N
     data = json.loads(result.output)
     assert (data["recipients"], data["skipped"]) == (1, {"deal without a contact": 1})
     assert "your deal is worth 5.00" in data["preview"][0]["message"]
+
+
+def test_account_and_deal_filters_and_the_dry_run_after_a_send(campaign: Campaign) -> None:
+    """Found in a walk through the README: account.x never matched; the dry run counted sent ones twice."""
+    campaign.store.add("accounts", {"name": "Acme", "tier": "A"})
+    campaign.store.add("accounts", {"name": "Bolt", "tier": "B"})
+    campaign.contacts(3, account=lambda i: ["A-1", "A-2", "A-1"][i])
+    campaign.store.add("deals", {"title": "D", "contact": "C-2", "stage": "proposal", "amount": "5"})
+    template = campaign.template(OFFER)
+    tier_a = json.loads(campaign.cli("merge", str(template), "--where", "account.tier=A", "--json").output)
+    assert tier_a["recipients"] == 2 and [p["record"] for p in tier_a["preview"]] == ["C-1", "C-3"]
+    proposal = json.loads(campaign.cli("merge", str(template), "--where", "deal.stage=proposal", "--json").output)
+    assert [p["record"] for p in proposal["preview"]] == ["C-2"]
+    assert campaign.cli("merge", str(template), "--where", "account.tier=A", "--send").exit_code == 0
+    again = campaign.cli("merge", str(template), "--where", "account.tier=A")
+    assert "0 message(s) to send; 2 already sent" in again.output
+    misuse = campaign.cli("merge", str(template), "--send", "--out", str(campaign.folder / "x"))
+    assert misuse.exit_code == 2 and "--out" in misuse.output
+
+
+def test_failures_left_by_an_earlier_run_are_told_apart_from_new_ones(campaign: Campaign) -> None:
+    campaign.contacts(2)
+    campaign.server.refuse.add("hoa1@example.com")
+    template = campaign.template(OFFER)
+    first = campaign.cli("merge", str(template), "--send")
+    assert first.exit_code == 3 and "failed: C-2 <hoa1@example.com>: every recipient refused" in first.output
+    again = campaign.cli("merge", str(template), "--send")
+    assert "failed: C-2" not in again.output
+    assert "left from earlier runs: 1 failed (--retry-failed tries again)" in again.output
+    data = json.loads(campaign.cli("merge", str(template), "--send", "--json").output)
+    assert [(f["record"], f["earlier"]) for f in data["failed"]] == [("C-2", True)]

@@ -120,7 +120,7 @@ def test_pipeline_counts_amounts_and_weights_open_deals_per_currency(crm: Store)
 
 def test_funnel_reaches_converts_and_times_each_stage_from_the_stage_history(crm: Store) -> None:
     report = funnel(crm)
-    table = {r["stage"]: (r["reached"], r["next"], r["median_days"]) for r in rows(report, "Funnel")}
+    table = {r["stage"]: (r["reached"], r["next"], r["median_days"]) for r in rows(report, "Stages")}
     # reached: D-1 won (all five), D-2 lost after qualification, D-3 negotiation, D-4 qualification,
     # D-5 proposal (entered there: it passed the stages before)
     assert table == {
@@ -186,7 +186,7 @@ def test_every_report_on_an_empty_store_says_so(tmp_path: Path) -> None:
     store = Store(tmp_path / "crm.json")
     store.create()
     assert pipeline(store).notes == ["no open deals"] and pipeline(store).tables == []
-    assert [r["reached"] for r in rows(funnel(store), "Funnel")] == [0] * 6
+    assert [r["reached"] for r in rows(funnel(store), "Stages")] == [0] * 6
     assert [r["rate"] for r in rows(funnel(store), "Conversion")] == [None] * 3
     assert forecast(store).notes == ["no deals to forecast"]
     assert revenue(store).notes == ["no payments recorded on invoices"]
@@ -226,7 +226,7 @@ def test_odd_records_are_reported_not_crashed_on(tmp_path: Path) -> None:
     data["cases"] = {"1": {"id": "CASE-1", "subject": "no created_at", "status": "open"}}
     store.path.write_text(json.dumps(data))
     store = Store(store.path)
-    assert [r["reached"] for r in rows(funnel(store), "Funnel")][1:5] == [1, 1, 1, 1]
+    assert [r["reached"] for r in rows(funnel(store), "Stages")][1:5] == [1, 1, 1, 1]
     [may] = rows(forecast(store), "Forecast (USD)")
     assert may["closed_won"] == D("100.00")  # the team says it is closed: not dropped
     assert [(r["id"], r["age_days"]) for r in rows(cases(store), "Oldest first")] == [("CASE-1", None)]

@@ -74,7 +74,8 @@ def render(
     """Write invoice INVOICE (an id, I-3, or a number, INV-2026-0001) as a printable document.
 
     The HTML is made from a template the team can change (--template: Jinja2,
-    sandboxed, the same names as crmkit's own; see crmkit/invoices/render.py).
+    sandboxed; start from crmkit's own, crmkit/invoices/invoice.html, whose names
+    crmkit/invoices/render.py lists).
     With --pdf, LibreOffice also turns it into a PDF. Prints the paths written.
 
     \b

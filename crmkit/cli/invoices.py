@@ -24,6 +24,7 @@ from crmkit.invoices.billing import (
 from crmkit.mail.merge import dry_run, plan_campaign
 from crmkit.mail.template import MergeTemplate
 from crmkit.records.money import format_money
+from crmkit.records.output import record_output
 
 __all__ = ["deals_extras", "invoices_extras", "quotes_extras"]
 
@@ -75,7 +76,7 @@ def deals_extras(group: click.Group) -> None:
             valid_until=valid_until.date() if valid_until else None,
         )
         if as_json:
-            emit_json(made)
+            emit_json(record_output(made))
             return
         click.echo(f"Quote {made['id']} {made['number']}: {_money(made)}, valid until {made['valid_until']}")
 
@@ -89,7 +90,7 @@ def quotes_extras(group: click.Group) -> None:
         """Turn a quote into an invoice with its lines (once: asking again shows that invoice)."""
         made, new = invoice_from_quote(app.store(must_exist=True), quote_id)
         if as_json:
-            emit_json({**made, "created": new})
+            emit_json({"invoice": record_output(made), "created": new})
             return
         verb = "Made invoice" if new else "Already invoiced as"
         click.echo(f"{verb} {made['id']} {made['number']}: {_money(made)}")
@@ -150,8 +151,9 @@ def invoices_extras(group: click.Group) -> None:
         """List unpaid invoices past their due date and mark them overdue; --remind mails their contacts.
 
         Reminders go through the mail-merge machinery (a dry run unless --send;
-        the campaign "overdue reminders <date>" journals them), so each invoice
-        gets at most one reminder per --every days however often this runs.
+        the campaign "overdue reminders" journals them), so each invoice gets at
+        most one reminder per --every days, counted from its last one, however
+        often this runs.
 
         \b
         Example:
@@ -162,7 +164,12 @@ def invoices_extras(group: click.Group) -> None:
         found = overdue_invoices(store, mark=not no_mark)
         if template is None:
             if as_json:
-                emit_json(found)
+                emit_json(
+                    [
+                        {**record_output(d), "balance": d["balance"], "days_overdue": d["days_overdue"]}
+                        for d in found
+                    ]
+                )
                 return
             print_table(
                 [
@@ -171,7 +178,7 @@ def invoices_extras(group: click.Group) -> None:
                         d.get("number", ""),
                         str(d.get("due_date", "")),
                         str(d["days_overdue"]),
-                        f"{d['balance']} {d.get('currency', '')}",
+                        format_money(Decimal(d["balance"]), d.get("currency")),
                         str(d.get("contact") or d.get("account") or ""),
                     ]
                     for d in found

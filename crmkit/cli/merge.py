@@ -131,6 +131,8 @@ def merge(
         unsubscribe_address=config.merge.unsubscribe_address,
         unsubscribe_url=config.merge.unsubscribe_url,
     )
+    if send and out is not None:
+        raise click.UsageError("--out writes a dry run's messages; leave it out with --send")
     if not send:
         report, previews = dry_run(store, plan, preview=preview, out=out)
         _print_dry_run(report, previews, as_json=as_json, quiet=quiet, out=out)
@@ -217,7 +219,7 @@ def _print_dry_run(
         for number, (record_id, raw) in enumerate(previews, start=1):
             click.echo(f"--- {number}/{len(previews)}: {record_id} " + "-" * 40)
             click.echo(_readable(raw))
-    to_send = report.recipients - report.already_sent
+    to_send = report.recipients  # those already sent are counted apart
     already = f"; {report.already_sent} already sent" if report.already_sent else ""
     click.echo(
         f"dry run of campaign {report.campaign!r}: {to_send} message(s) to send{already}{_skipped(report)}."
@@ -232,11 +234,22 @@ def _print_report(report: MergeReport, *, as_json: bool, quiet: bool) -> None:
         emit_json(report.as_json())
         return
     for item in report.failed:
-        click.echo(f"failed: {item['record']} <{item['address']}>: {item['answer']}", err=True)
+        if not item.get("earlier"):
+            click.echo(f"failed: {item['record']} <{item['address']}>: {item['answer']}", err=True)
     for item in report.uncertain:
+        if not item.get("earlier"):
+            click.echo(
+                f"uncertain: {item['record']} <{item['address']}>: {item['answer']} "
+                "(perhaps delivered; --resend-uncertain sends again)",
+                err=True,
+            )
+    failed_before = sum(1 for item in report.failed if item.get("earlier"))
+    uncertain_before = sum(1 for item in report.uncertain if item.get("earlier"))
+    if failed_before or uncertain_before:
         click.echo(
-            f"uncertain: {item['record']} <{item['address']}>: {item['answer']} "
-            "(perhaps delivered; --resend-uncertain sends again)",
+            f"left from earlier runs: {failed_before} failed (--retry-failed tries again), "
+            f"{uncertain_before} uncertain (--resend-uncertain); "
+            f"crmkit campaigns show {report.campaign!r} --status failed lists them",
             err=True,
         )
     if report.stopped:

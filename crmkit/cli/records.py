@@ -46,6 +46,10 @@ def _line_option(rt: RecordType) -> Any:
     )
 
 
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
+
+
 def _today() -> date:
     return date.today()
 
@@ -126,7 +130,7 @@ def _record_group(rt: RecordType) -> click.Group:
 
     fields_help = ", ".join(f.name for f in rt.user_fields)
     add.help = (
-        f"Add a {rt.name}. Fields: {fields_help}.\n\n\b\nExample:\n"
+        f"Add {_a(rt.name)}. Fields: {fields_help}.\n\n\b\nExample:\n"
         f'    crmkit {rt.table} add {example_field}="…" owner=ana'
     )
 
@@ -155,7 +159,7 @@ def _record_group(rt: RecordType) -> click.Group:
             click.echo(f"Updated {doc['id']} {rt.title_of(doc)}")
 
     update.help = (
-        f"Change fields of a {rt.name}; FIELD= (empty) clears one.\n\n\b\nExample:\n"
+        f"Change fields of {_a(rt.name)}; FIELD= (empty) clears one.\n\n\b\nExample:\n"
         f"    crmkit {rt.table} update {rt.prefix}-1 owner=binh"
     )
 

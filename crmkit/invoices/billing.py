@@ -153,7 +153,10 @@ def run_recurring(store: Store, *, today: date | None = None, actor: str | None 
             if doc.get("recurring_of") and doc.get("issue_date"):
                 copies.setdefault(doc["recurring_of"], []).append(date.fromisoformat(doc["issue_date"]))
         for doc in store.all("invoices"):
-            if not doc.get("schedule") or doc.get("recurring_of") or doc.get("status") in ("void", "draft"):
+            if not doc.get("schedule") or doc.get("recurring_of") or doc.get("status") == "void":
+                continue
+            if doc.get("status") == "draft":
+                run.notes.append(f"{doc['id']} repeats {doc['schedule']} but is a draft: send it to start")
                 continue
             source = INVOICE.load(doc)
             first = source.get("issue_date")

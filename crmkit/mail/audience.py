@@ -70,6 +70,8 @@ def _loaded(rt: RecordType, doc: Mapping[str, Any]) -> Fields:
             continue
         value = fld.load(value)
         out[fld.name] = Address(value) if isinstance(fld, EmailField) else value
+    if rt.table == "invoices" and out.get("total") is not None:  # what is still to pay
+        out["balance"] = out["total"] - (out.get("amount_paid") or 0)
     custom = {k: v for k, v in (doc.get("custom") or {}).items() if v not in (None, "", [])}
     if custom:
         out["custom"] = custom
@@ -171,7 +173,8 @@ def _split_conditions(rt: RecordType, where: Iterable[str]) -> dict[str, list[Co
         target = "self"
         name = text.split("=", 1)[0].split("~", 1)[0].rstrip("!").strip()
         if rt.table == "contacts" and "." in name and name.split(".", 1)[0] in ("account", "deal"):
-            target, text = name.split(".", 1)[0], text.strip()[len(target) + 1 :]
+            target = name.split(".", 1)[0]
+            text = text.strip()[len(target) + 1 :]
         target_rt = {"self": rt, "account": RECORD_TYPES["accounts"], "deal": RECORD_TYPES["deals"]}[target]
         by_target[target].append(parse_condition(target_rt, text))
     return by_target

@@ -296,7 +296,8 @@ def plan_campaign(
                 _plan_one(person, rendered, from_header=from_address or "", attachments_folder=folder)
             )
         except (RenderError, CrmkitError) as exc:
-            problems.append(f"{person.record_id} ({person.email}): {exc}")
+            about = f"{person.key}, " if person.key != person.record_id else ""  # e.g. the invoice reminded
+            problems.append(f"{about}{person.record_id} ({person.email}): {exc}")
     if problems:
         raise CampaignProblems(problems)
     sender = messages[0].envelope_from if messages else parseaddr(from_address or "")[1]
@@ -442,10 +443,12 @@ def send_campaign(
                 report.already_sent += 1
                 continue
             if status == "uncertain" and not resend_uncertain:
-                report.uncertain.append(_problem(message, entry.get("answer", "")))
+                report.uncertain.append(_problem(message, entry.get("answer", ""), earlier=True))
                 continue
             if status == "failed" and not (retry_failed or entry.get("temporary")):
-                report.failed.append(_problem(message, entry.get("answer", ""), entry.get("code")))
+                report.failed.append(
+                    _problem(message, entry.get("answer", ""), entry.get("code"), earlier=True)
+                )
                 continue
             if entry.get("message_id"):  # tried before, perhaps delivered: the same Message-ID again
                 run.first_ids[record_id] = entry["message_id"]
@@ -461,12 +464,16 @@ def send_campaign(
     return report
 
 
-def _problem(message: Planned, answer: str, code: int | None = None) -> dict[str, Any]:
+def _problem(
+    message: Planned, answer: str, code: int | None = None, *, earlier: bool = False
+) -> dict[str, Any]:
+    """A failed or uncertain recipient; ``earlier``: left so by an earlier run, not tried again now."""
     return {
         "record": message.recipient.key,
         "address": message.recipient.email,
         "answer": answer,
         "code": code,
+        "earlier": earlier,
     }
 
 

@@ -72,6 +72,9 @@ def _text(value: Any) -> str:
 def _equal(stored: Any, wanted: Any) -> bool:
     if isinstance(stored, list) and not isinstance(wanted, list):
         return _text(wanted) in (_text(v) for v in stored)
+    if isinstance(stored, list) and isinstance(wanted, list) and wanted:
+        have = {_text(v) for v in stored}  # tags=a,b: records with both tags, whatever else they have
+        return all(_text(v) in have for v in wanted)
     if wanted is None or wanted is False or wanted == "":
         return stored is None or stored is False or stored in ("", [])
     left, right = _number(stored), _number(wanted)

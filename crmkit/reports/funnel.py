@@ -80,7 +80,7 @@ def funnel(store: Store) -> Report:
         )
     leads_won = sum(1 for lead in converted if lead.get("converted_deal") in won_ids)
     table = Table(
-        "Funnel",
+        "Stages",
         [
             Column("stage", "Stage"),
             Column("reached", "Reached", "int"),

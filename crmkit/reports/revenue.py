@@ -66,7 +66,7 @@ def revenue(store: Store) -> Report:
                 [
                     {"measure": "total received", "value": total},
                     {
-                        "measure": f"average per customer ({count} customers)",
+                        "measure": f"average per customer ({count} customer{'s' if count != 1 else ''})",
                         "value": quantize(total / count, currency),
                     },
                 ],
