@@ -194,6 +194,29 @@ def test_a_storm_past_the_deadline_mid_write_is_finished_by_the_next_run(
     assert sync(store, standin, sid).changes == 0
 
 
+def test_no_request_is_bigger_than_the_limit_even_for_one_long_range(
+    standin: SheetsStandIn, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first sync writes one ID range per sheet: 20,000 rows of it is megabytes in one range."""
+    n = 300
+    sid = standin.create_spreadsheet("CRM", four_sheets(n))
+    monkeypatch.setattr("crmkit.sync.gsheet._MAX_PAYLOAD", 2000)
+    book = open_sheet(standin, sid)
+    write = book.client.values_batch_update
+    sizes: list[int] = []
+
+    def measured(*args: Any, **kwargs: Any) -> Any:
+        body = kwargs.get("body") or args[-1]
+        sizes.append(len(json.dumps(body["data"], default=str)))
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(book.client, "values_batch_update", measured)
+    assert not sync_book(store, book).needs_attention
+    assert len(sizes) > 3 and max(sizes) <= 2000
+    for title, prefix in (("Contacts", "C"), ("Leads", "L"), ("Deals", "D")):
+        assert [r["ID"] for r in rows(standin, sid, title)] == [f"{prefix}-{i}" for i in range(1, n + 1)]
+
+
 def test_a_server_that_does_not_answer_times_out(standin: SheetsStandIn, store: Store) -> None:
     sid = standin.create_spreadsheet("CRM", {"Contacts": [["ID", "Name"], [None, "Ana"]]})
     standin.latency = 1.0

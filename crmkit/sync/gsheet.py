@@ -428,11 +428,49 @@ def _runs(rows: dict[int, dict[int, Any]]) -> Iterator[tuple[int, list[dict[int,
         yield start, block
 
 
+def _split(value_range: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A value range whose JSON is over the request limit, as ranges of fewer rows under it."""
+    title, _, cells = value_range["range"].rpartition("!")
+    found = re.fullmatch(r"([A-Z]+)(\d+):([A-Z]+)(\d+)", cells)
+    if found is None or len(value_range["values"]) < 2:
+        yield value_range  # nothing to split by (the limit is a guess of Google's, not a wall)
+        return
+    first_col, first_row, last_col = found.group(1), int(found.group(2)), found.group(3)
+    part: list[list[Any]] = []
+    size = 0
+    start = first_row
+    for line in value_range["values"]:
+        length = len(json.dumps(line, default=str)) + 2  # and its ", "
+        if part and size + length > _MAX_PAYLOAD - 300:  # room for the range and the keys
+            yield {
+                **value_range,
+                "range": f"{title}!{first_col}{start}:{last_col}{start + len(part) - 1}",
+                "values": part,
+            }
+            start += len(part)
+            part, size = [], 0
+        part.append(line)
+        size += length
+    if part:
+        yield {
+            **value_range,
+            "range": f"{title}!{first_col}{start}:{last_col}{start + len(part) - 1}",
+            "values": part,
+        }
+
+
 def _chunks(ranges: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Value ranges grouped into requests of at most :data:`_MAX_PAYLOAD` bytes of JSON each;
+    a range bigger than that alone is split by rows."""
     chunk: list[dict[str, Any]] = []
     size = 0
-    for value_range in ranges:
-        length = len(json.dumps(value_range, default=str))
+    pieces = (
+        piece
+        for whole in ranges
+        for piece in (_split(whole) if len(json.dumps(whole, default=str)) > _MAX_PAYLOAD else (whole,))
+    )
+    for value_range in pieces:
+        length = len(json.dumps(value_range, default=str)) + 2  # and the ", " or "[]" around it
         if chunk and size + length > _MAX_PAYLOAD:
             yield chunk
             chunk, size = [], 0
