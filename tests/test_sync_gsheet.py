@@ -227,6 +227,18 @@ def test_a_server_that_does_not_answer_times_out(standin: SheetsStandIn, store: 
     assert time.monotonic() - started < 3
 
 
+def test_a_slow_answer_is_cut_at_the_deadline_not_at_the_longer_request_timeout(
+    standin: SheetsStandIn, store: Store
+) -> None:
+    sid = standin.create_spreadsheet("CRM", {"Contacts": [["ID", "Name"], [None, "Ana"]]})
+    standin.latency = 5.0
+    book = open_sheet(standin, sid, RetryPolicy(timeout=30, deadline=1.0, first_wait=0.05, max_wait=0.1))
+    started = time.monotonic()
+    with pytest.raises(SheetsUnavailableError, match="did not answer"):
+        sync_book(store, book)
+    assert time.monotonic() - started < 2.5  # not the 30 s of one request's timeout
+
+
 def test_unknown_spreadsheet_is_one_line(standin: SheetsStandIn, store: Store) -> None:
     with pytest.raises(CrmkitError, match="no Google spreadsheet with key nope"):
         sync(store, standin, "nope")

@@ -91,6 +91,10 @@ class PatientHTTPClient(HTTPClient):
         attempt = 0
         while True:
             self.requests_sent += 1
+            # no try may outlast the deadline: a slow answer is cut at what is left of it
+            self.timeout = max(
+                0.1, min(self.policy.timeout, self.policy.deadline - (time.monotonic() - started))
+            )
             try:
                 return super().request(method, endpoint, *args, **kwargs)
             except APIError as exc:
