@@ -98,7 +98,7 @@ _SERVER_KEYS = {
 }
 _SHEETS_KEYS = ("credentials", "endpoint", "timeout", "retry_deadline")
 _MERGE_KEYS = ("rate", "per_day", "unsubscribe_address", "unsubscribe_url", "attachments")
-_INVOICE_KEYS = ("number_pattern", "quote_pattern")
+_INVOICE_KEYS = ("number_pattern", "quote_pattern", "company", "template")
 
 
 class Secret:
@@ -185,6 +185,8 @@ class InvoiceSettings:
 
     number_pattern: str | None = None
     quote_pattern: str | None = None
+    company: Path | None = None  # a TOML file with the seller, for printed invoices
+    template: Path | None = None  # the team's own invoice HTML template
 
     @property
     def numbering(self) -> dict[str, str]:
@@ -390,8 +392,12 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
 
 def _invoices(path: Path, data: Mapping[str, Any]) -> InvoiceSettings:
     _check_keys(path, "invoices", data, _INVOICE_KEYS)
-    patterns: dict[str, str] = {}
-    for key in _INVOICE_KEYS:
+    patterns: dict[str, Any] = {}
+    for key in ("company", "template"):
+        if key in data:
+            name = _expect(path, f"invoices.{key}", data[key], str, "a file path")
+            patterns[key] = path.parent / Path(name).expanduser()  # relative to crmkit.toml
+    for key in ("number_pattern", "quote_pattern"):
         if key not in data:
             continue
         pattern = _expect(path, f"invoices.{key}", data[key], str, 'a pattern such as "INV-{year}-{seq:04}"')

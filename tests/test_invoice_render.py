@@ -386,6 +386,17 @@ def test_company_from_a_toml_file(cli, crm: dict[str, Any], tmp_path: Path) -> N
     assert "name must be text" in cli("render", crm["usd"]["id"], "--company", str(seller), code=1).output
 
 
+def test_the_seller_and_template_can_come_from_crmkit_toml(cli, crm: dict[str, Any]) -> None:
+    Path("seller.toml").write_text('name = "Sao Mai Trading"\ntax_id = "VN-0101"\n', encoding="utf-8")
+    Path("ours.html").write_text("<p>{{ company.name }} bills {{ invoice.number }}</p>", encoding="utf-8")
+    Path("crmkit.toml").write_text('[invoices]\ncompany = "seller.toml"\n', encoding="utf-8")
+    cli("render", crm["usd"]["id"], "--out", "a.html")
+    assert "Sao Mai Trading" in Page(Path("a.html").read_text(encoding="utf-8")).text
+    Path("crmkit.toml").write_text('[invoices]\ncompany = "seller.toml"\ntemplate = "ours.html"\n', encoding="utf-8")
+    cli("render", crm["usd"]["id"], "--out", "b.html")
+    assert Path("b.html").read_text(encoding="utf-8").startswith("<p>Sao Mai Trading bills INV-")
+
+
 # --- PDF ---------------------------------------------------------------------------------------------
 
 

@@ -47,7 +47,7 @@ def load_company(path: Path) -> dict[str, str]:
 @click.option(
     "--template",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A Jinja2 HTML template of your own [default: crmkit's A4 invoice].",
+    help="A Jinja2 HTML template of your own [default: [invoices] template, else crmkit's A4 invoice].",
 )
 @click.option(
     "--out",
@@ -58,7 +58,8 @@ def load_company(path: Path) -> dict[str, str]:
 @click.option(
     "--company",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A TOML file with the seller: name, address, email, phone, website, tax_id.",
+    help="A TOML file with the seller: name, address, email, phone, website, tax_id "
+    "[default: [invoices] company].",
 )
 @json_option
 @pass_app
@@ -93,6 +94,8 @@ def render(
             raise CrmkitError(missing_converter_message())
     store = app.store(must_exist=True)
     doc = store.lookup("invoices", invoice)
+    company = company or app.config.invoices.company
+    template = template or app.config.invoices.template
     seller = load_company(company) if company is not None else None
     html = render_invoice_html(store, doc["id"], template=template, company=seller)
     html_path = out if out is not None else Path(file_name_for(str(doc.get("number") or doc["id"])) + ".html")
