@@ -76,6 +76,8 @@ def test_where_on_tags_finds_records_that_have_the_tag_among_others(run) -> None
     assert ids("--where", "tags=newsletter") == ["C-1", "C-2"]
     assert ids("--where", "tags=vip, newsletter") == ["C-1"]  # both
     assert ids("--where", "tags!=vip") == ["C-2"]
+    typo = run("contacts", "list", "--where", "stag=vip", code=1)
+    assert "no contact has a field 'stag' (did you mean tags?)" in typo.stderr
 
 
 def test_errors_are_one_line_with_exit_code_1(run) -> None:

@@ -17,6 +17,7 @@ one load, one atomic write, however many records change.
 
 from __future__ import annotations
 
+import difflib
 import getpass
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -27,7 +28,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from crmkit.errors import DuplicateError, FieldError, NotFoundError, StoreError, ValidationError
+from crmkit.errors import CrmkitError, DuplicateError, FieldError, NotFoundError, StoreError, ValidationError
 from crmkit.records.fields import RefField, decimal_to_json
 from crmkit.records.matching import company_key, domain_key, email_key, phone_key
 from crmkit.records.query import Condition, matches
@@ -296,8 +297,26 @@ class Store:
         archived: bool = False,
         limit: int | None = None,
     ) -> list[Doc]:
-        """Records of a type that meet every condition, in id order."""
+        """Records of a type that meet every condition, in id order.
+
+        A condition on a field the schema does not know is on a custom field; if
+        no record of the type has that custom field, it is taken for a typo and
+        refused (naming the closest field) rather than matching nothing.
+        """
         conds = list(conditions)
+        rt = record_type(type_name)
+        unknown = {
+            c.field
+            for c in conds
+            if c.field not in rt.by_name and c.field not in ("id", "created_at", "updated_at", "archived_at")
+        }
+        if unknown:
+            table = self._table(rt)
+            seen = {key for doc in table.values() for key in (doc.get("custom") or {})}
+            for name in sorted(unknown - seen):
+                hint = difflib.get_close_matches(name, [f.name for f in rt.fields] + sorted(seen), n=1)
+                suggestion = f" (did you mean {hint[0]}?)" if hint else ""
+                raise CrmkitError(f"no {rt.name} has a field {name!r}{suggestion}")
         found: list[Doc] = []
         for doc in self.all(type_name, archived=archived):
             if matches(doc, conds):
