@@ -798,3 +798,23 @@ def test_idle_waits_for_a_store_held_by_another_process(inbox: Inbox, caplog: py
         holder.wait(timeout=10)
     assert any("reconnecting" in r.getMessage() for r in caplog.records)
     assert [a["subject"] for a in inbox.activities()] == ["while the store is busy"]
+
+
+def test_a_message_expunged_by_another_client_mid_run_is_passed_over_and_the_rest_filed(inbox: Inbox) -> None:
+    uids = inbox.append(*(mail(f"c{n}@gone.example", f"Question {n}") for n in range(5)))
+    expunged: list[int] = []
+
+    def another_client_deletes_the_third(filed: Any, parsed: Any) -> None:
+        if expunged:
+            return
+        with inbox.dovecot.connect(inbox.user) as client:
+            client.select_folder(inbox.folder)
+            client.delete_messages([uids[2]])
+            client.expunge()
+        expunged.append(uids[2])
+
+    report = inbox.poll_lib(after="none", batch=1, commit_every=1, on_filed=another_client_deletes_the_third)
+    assert expunged == [uids[2]] and report.last_uid == uids[-1]
+    subjects = sorted(a["subject"] for a in inbox.activities())
+    assert subjects == ["Question 0", "Question 1", "Question 3", "Question 4"]
+    assert inbox.poll()["messages"] == 0  # nothing left behind, nothing filed twice
