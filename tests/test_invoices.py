@@ -231,7 +231,7 @@ def remind(store: Store, template: Path, smtp: SMTPServer, every: int = 7) -> Me
     assert server is not None
     audience = reminder_audience(store, overdue_invoices(store), today=store.clock().date(), every_days=every)
     plan = plan_campaign(store, MergeTemplate.load(template), name=REMINDER_CAMPAIGN, audience=audience,
-                         from_address="billing@example.com")  # fmt: skip
+                         from_address="billing@example.com", one_template=False)  # fmt: skip
     with SMTPSender(server, None, ssl_context=tls_context(server)) as sender:
         return send_campaign(store, plan, sender)
 
@@ -302,3 +302,43 @@ def test_printed_line_amounts_add_up_to_the_subtotal(store: Store) -> None:
     assert (invoice["subtotal"], invoice["total"]) == ("0.26", "0.26")  # each line rounded, then added
     html = render_invoice_html(store, invoice["id"])
     assert html.count("0.13 USD") >= 2 and "0.26 USD" in html
+
+
+# -- found in a second review ---------------------------------------------------------------------------
+
+
+def test_a_schedule_made_shorter_never_bills_months_a_longer_period_covered(store: Store) -> None:
+    store.add("invoices", {"issue_date": "2026-01-15", "lines": lines("300"), "status": "sent", "schedule": "quarterly"})
+    assert [i.period for i in run_recurring(store, today=date(2026, 7, 20)).issued] == ["2026-Q2", "2026-Q3"]
+    store.update("I-1", {"schedule": "monthly"})
+    assert run_recurring(store, today=date(2026, 9, 20)).issued == []  # Jan to Sep are billed
+    assert [i.period for i in run_recurring(store, today=date(2026, 10, 20)).issued] == ["2026-10"]
+
+
+def test_a_copy_re_dated_by_hand_still_bills_its_own_period(store: Store) -> None:
+    store.add("invoices", {"issue_date": "2026-01-15", "lines": lines("100"), "status": "sent", "schedule": "monthly"})
+    [feb] = run_recurring(store, today=date(2026, 2, 20)).issued
+    store.update(feb.invoice, {"issue_date": "2026-03-02"})  # it went out late
+    assert [i.period for i in run_recurring(store, today=date(2026, 3, 20)).issued] == ["2026-03"]
+
+
+def test_reminders_may_change_template_in_one_journal(tmp_path: Path) -> None:
+    clock = Clock(datetime(2026, 4, 15, 9, 0, tzinfo=UTC))
+    store = Store(tmp_path / "crm.json", clock=clock)
+    store.add("contacts", {"name": "Hoa", "email": "hoa@example.com"})
+    store.add("invoices", {"contact": "C-1", "issue_date": "2026-03-01", "due_date": "2026-03-31",
+                           "lines": lines("300"), "status": "sent"})  # fmt: skip
+    friendly, final = tmp_path / "reminder.txt", tmp_path / "final-notice.txt"
+    friendly.write_text("Subject: Invoice {{ invoice.number }} is overdue\n\nPlease pay.\n")
+    final.write_text("Subject: Final notice: {{ invoice.number }}\n\nPay now.\n")
+    with SMTPServer() as smtp:
+        assert remind(store, friendly, smtp).sent == 1  # as `invoices overdue --remind` does, on April 15
+        clock.now = datetime(2026, 5, 15, 9, 0, tzinfo=UTC)
+        assert remind(store, final, smtp).sent == 1  # a month later, the final notice, in the same journal
+        assert [str(m.message["Subject"]) for m in smtp.wait_for(2)][-1] == "Final notice: INV-2026-0001"
+        config = tmp_path / "crmkit.toml"  # and the command line takes another template too
+        config.write_text(f'[smtp]\nhost = "{smtp.host}"\nport = {smtp.port}\nsecurity = "plain"\n'
+                          'from = "Billing <billing@example.com>"\n')  # fmt: skip
+        for template in (friendly, final):
+            result = cli(store, "invoices", "overdue", "--remind", str(template), "--send", config=config)
+            assert result.exit_code == 0, result.output

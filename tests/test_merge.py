@@ -763,3 +763,32 @@ def test_failures_left_by_an_earlier_run_are_told_apart_from_new_ones(campaign: 
     assert "left from earlier runs: 1 failed (--retry-failed tries again)" in again.output
     data = json.loads(campaign.cli("merge", str(template), "--send", "--json").output)
     assert [(f["record"], f["earlier"]) for f in data["failed"]] == [("C-2", True)]
+
+
+def test_a_journal_written_before_activities_named_their_person_is_still_logged_on_them(campaign: Campaign) -> None:
+    """Found in review: the journal format of an earlier crmkit, left by a kill, recovered after an upgrade."""
+    import orjson
+
+    [person] = campaign.contacts(1)
+    journal = CampaignJournal(campaign.store, "offer")
+    with journal:
+        journal.start({}, [(person["id"], person["email"])])
+    activity = {"kind": "email_out", "subject": "Hi", "message_id": "<m1@x>", "sender": "s@example.com"}
+    steps = [{"record": person["id"], "status": "sending", "address": person["email"], "message_id": "<m1@x>",
+              "at": "2026-01-01T00:00:00+00:00"},
+             {"record": person["id"], "status": "sent", "at": "2026-01-01T00:00:01+00:00", "activity": activity}]  # fmt: skip
+    journal.wal_path.write_bytes(b"".join(orjson.dumps(step) + b"\n" for step in steps))
+    with CampaignJournal(Store(campaign.store_path), "offer"):
+        pass
+    [entry] = sends_of(Store(campaign.store_path), "offer")
+    assert Store(campaign.store_path).get(entry["activity"])["contact"] == person["id"]
+
+
+def test_a_typo_in_an_account_or_deal_filter_is_refused(campaign: Campaign) -> None:
+    campaign.store.add("accounts", {"name": "Acme", "tier": "A"})
+    campaign.contacts(1, account=lambda i: "A-1")
+    campaign.store.add("deals", {"title": "D", "contact": "C-1", "stage": "won", "amount": "1"})
+    template = campaign.template(OFFER)
+    for where, hint in (("deal.stge=won", "stage"), ("account.tierr=A", "tier")):
+        result = campaign.cli("merge", str(template), "--where", where)
+        assert result.exit_code == 1 and f"did you mean {hint}?" in result.output

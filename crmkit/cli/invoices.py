@@ -194,6 +194,7 @@ def invoices_extras(group: click.Group) -> None:
             name=REMINDER_CAMPAIGN,
             from_address=smtp.from_address if smtp else None,
             audience=reminder_audience(store, found, today=store.clock().date(), every_days=every),
+            one_template=False,  # a final notice may follow a friendly reminder in the same journal
             attachments_folder=config.merge.attachments,
             unsubscribe_address=config.merge.unsubscribe_address,
             unsubscribe_url=config.merge.unsubscribe_url,

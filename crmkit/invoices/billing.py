@@ -111,6 +111,23 @@ def period_key(day: date, schedule: str) -> str:
     return str(day.year)
 
 
+def _span_of(period: Any) -> tuple[date, date] | None:
+    """The days a period key bills, as [first day, first day after): ``2026-02``, ``2026-Q1``, ``2026``."""
+    text = str(period or "")
+    try:
+        if len(text) == 7 and text[4] == "-" and text[5:].isdigit():
+            start = date(int(text[:4]), int(text[5:]), 1)
+            return start, _add_months(start, 1)
+        if len(text) == 7 and text[4:6] == "-Q" and text[6] in "1234":
+            start = date(int(text[:4]), 3 * (int(text[6]) - 1) + 1, 1)
+            return start, _add_months(start, 3)
+        if len(text) == 4 and text.isdigit():
+            return date(int(text), 1, 1), date(int(text) + 1, 1, 1)
+    except ValueError:
+        return None
+    return None
+
+
 @dataclass(frozen=True)
 class Issued:
     source: str  # the recurring invoice
@@ -148,10 +165,17 @@ def run_recurring(store: Store, *, today: date | None = None, actor: str | None 
     """
     run = RecurringRun(today or store.clock().date())
     with store.transaction():
-        copies: dict[str, list[date]] = {}  # recurring invoice -> issue dates of its copies, archived too
+        # recurring invoice -> the spans its copies billed (archived and void ones too), each read
+        # from the copy's own period: a copy re-dated by hand still bills what it was issued for
+        copies: dict[str, list[tuple[date, date]]] = {}
         for doc in store.all("invoices", archived=True):
-            if doc.get("recurring_of") and doc.get("issue_date"):
-                copies.setdefault(doc["recurring_of"], []).append(date.fromisoformat(doc["issue_date"]))
+            span = _span_of(doc.get("period")) or (
+                _span_of(period_key(date.fromisoformat(doc["issue_date"]), "monthly"))
+                if doc.get("issue_date")
+                else None
+            )
+            if doc.get("recurring_of") and span is not None:
+                copies.setdefault(doc["recurring_of"], []).append(span)
         for doc in store.all("invoices"):
             if not doc.get("schedule") or doc.get("recurring_of") or doc.get("status") == "void":
                 continue
@@ -164,15 +188,25 @@ def run_recurring(store: Store, *, today: date | None = None, actor: str | None 
                 continue
             terms = (source["due_date"] - first) if source.get("due_date") else None
             step = _MONTHS[source["schedule"]]
-            # periods billed, read in the schedule as it is now (one changed from monthly to
-            # quarterly must not bill again a quarter whose months it billed)
-            billed = {period_key(day, source["schedule"]) for day in [first, *copies.get(source["id"], [])]}
+            # what is billed already, as spans of days: a schedule changed from monthly to
+            # quarterly, or back, never bills again a month or a quarter a copy covers
+            if not doc.get("period"):  # what the invoice itself bills, kept for when its schedule changes
+                store.update(
+                    doc["id"],
+                    {"period": period_key(first, source["schedule"])},
+                    allow_system=True,
+                    actor=actor or ACTOR,
+                )
+            own = _span_of(store.get(doc["id"]).get("period"))
+            billed = [*([own] if own else []), *copies.get(source["id"], [])]
             for k in range(1, 10_000):
                 day = _add_months(first, k * step)
                 if day > run.today:
                     break
                 period = period_key(day, source["schedule"])
-                if period in billed:
+                span = _span_of(period)
+                assert span is not None
+                if any(start < span[1] and span[0] < end for start, end in billed):
                     run.already += 1
                     continue
                 if len([i for i in run.issued if i.source == source["id"]]) >= MAX_CATCH_UP:
@@ -183,7 +217,7 @@ def run_recurring(store: Store, *, today: date | None = None, actor: str | None 
                 if terms is not None:
                     values["due_date"] = day + terms
                 copy = store.add("invoices", values, allow_system=True, actor=actor or ACTOR)
-                billed.add(period)
+                billed.append(span)
                 run.issued.append(Issued(source["id"], period, copy["id"], copy["number"]))
     return run
 

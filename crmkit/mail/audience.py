@@ -219,6 +219,9 @@ def select_audience(
         raise CrmkitError("--limit must be at least 1")
     rt = RECORD_TYPES[to]
     conditions = _split_conditions(rt, where)
+    for related_table, target in (("accounts", "account"), ("deals", "deal")):
+        if conditions[target]:  # a field no account (deal) has is a typo: refused as for the records
+            store.find(related_table, conditions[target], limit=1)
     related = _Related(store) if to in ("contacts", "deals") else None
     # (person, the deal the campaign is about)
     people: list[tuple[Mapping[str, Any], Mapping[str, Any] | None]] = []

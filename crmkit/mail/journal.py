@@ -270,6 +270,14 @@ class CampaignJournal:
             if status == "sent":
                 activity = dict(step["activity"])
                 checked = self._checked.get(id(step))
+                if (
+                    not activity.get("contact")
+                    and not activity.get("lead")
+                    and re.match(r"^[CL]-\d+$", record_id)
+                ):
+                    # a step written before activities carried their person: the record is the person
+                    activity["lead" if record_id.startswith("L-") else "contact"] = record_id
+                    checked = None
                 for link in ("contact", "lead"):
                     if activity.get(link) and not self.store.exists(activity[link]):
                         del activity[link]  # the person was deleted meanwhile: log the send all the same

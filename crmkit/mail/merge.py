@@ -256,11 +256,14 @@ def plan_campaign(
     unsubscribe_address: str | None = None,
     unsubscribe_url: str | None = None,
     audience: Audience | None = None,
+    one_template: bool = True,
 ) -> Plan:
     """Pick the audience and render every message; raises :class:`CampaignProblems` if any fails.
 
     ``audience`` replaces the segment (``to``, ``where``, ``limit``): invoice
-    reminders pass their own, one recipient per invoice.
+    reminders pass their own, one recipient per invoice. ``one_template``: the
+    campaign's name belongs to the first template file it was sent from
+    (reminders, whose journal spans templates, pass False).
 
     ``from_address`` is used when the template has no From (crmkit.toml's
     ``[smtp] from``). Attachments are looked up in ``attachments_folder``
@@ -270,7 +273,7 @@ def plan_campaign(
     if not template.header("From") and not from_address:
         raise CrmkitError('no sender: give the template a From header, or set [smtp] from = "Name <a@b>"')
     saved = store.state(CAMPAIGNS, name)
-    if saved and saved.get("template") and saved["template"] != template_key(template):
+    if one_template and saved and saved.get("template") and saved["template"] != template_key(template):
         raise CrmkitError(
             f"campaign {name!r} was sent from {saved['template']}, not {template_key(template)}: "
             "give this template its own --name (a template edited in place is fine)"
@@ -578,6 +581,7 @@ class _Run:
         record_id = person.key
         reason = self._still_wanted(message)
         if reason is not None:
+            self.composed.pop(record_id, None)  # made ahead for nobody: let the next be made
             self.report.skipped[reason] = self.report.skipped.get(reason, 0) + 1
             return "skipped"
         try:
