@@ -78,6 +78,7 @@ def test_where_on_tags_finds_records_that_have_the_tag_among_others(run) -> None
     assert ids("--where", "tags!=vip") == ["C-2"]
     typo = run("contacts", "list", "--where", "stag=vip", code=1)
     assert "no contact has a field 'stag' (did you mean tags?)" in typo.stderr
+    assert ids("--where", "region=") == ["C-1", "C-2", "C-3"]  # a custom field nobody has: all are without
 
 
 def test_errors_are_one_line_with_exit_code_1(run) -> None:

@@ -308,7 +308,9 @@ class Store:
         unknown = {
             c.field
             for c in conds
-            if c.field not in rt.by_name and c.field not in ("id", "created_at", "updated_at", "archived_at")
+            if c.field not in rt.by_name
+            and c.field not in ("id", "created_at", "updated_at", "archived_at")
+            and c.value not in (None, "")  # region= asks for records without one: all of them, then
         }
         if unknown:
             table = self._table(rt)
