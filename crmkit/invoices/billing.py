@@ -275,6 +275,7 @@ def reminder_audience(
         raise CrmkitError("--every must be at least 1 day")
     last = last_reminders(store)
     audience = Audience([], [])
+    by_account: dict[str, list[dict[str, Any]]] | None = None  # made on the first invoice without a contact
     for invoice in invoices:
         key = f"{invoice['id']}.{today.isoformat()}"
         reminded = last.get(invoice["id"])
@@ -285,7 +286,11 @@ def reminder_audience(
             continue
         contact = store.peek(invoice["contact"]) if invoice.get("contact") else None
         if contact is None and invoice.get("account"):
-            mine = [c for c in store.all("contacts") if c.get("account") == invoice["account"]]
+            if by_account is None:
+                by_account = {}
+                for doc in store.all("contacts"):
+                    by_account.setdefault(str(doc.get("account")), []).append(doc)
+            mine = by_account.get(invoice["account"], [])
             contact = mine[0] if len(mine) == 1 else None
         if contact is None:
             audience.skipped.append(

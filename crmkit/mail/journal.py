@@ -147,12 +147,6 @@ class CampaignJournal:
 
     # -- steps
 
-    def status(self, record_id: str) -> str | None:
-        if record_id in self._status:
-            return self._status[record_id]
-        doc = self.store.state(SENDS, _key(self.name, record_id))
-        return None if doc is None else str(doc.get("status"))
-
     def entry(self, record_id: str) -> dict[str, Any] | None:
         doc = self.store.state(SENDS, _key(self.name, record_id))
         return None if doc is None else _strip(doc)

@@ -81,9 +81,6 @@ class Rate:
     def interval(self) -> float:
         return self.seconds / self.count
 
-    def __str__(self) -> str:
-        return f"{self.count}/{_UNIT_NAMES.get(self.seconds, f'{self.seconds:g}s')}"
-
 
 _UNITS = {
     "s": 1.0,
@@ -97,7 +94,6 @@ _UNITS = {
     "d": 86400.0,
     "day": 86400.0,
 }
-_UNIT_NAMES = {1.0: "s", 60.0: "min", 3600.0: "hour", 86400.0: "day"}
 
 
 def parse_rate(text: str) -> Rate:
