@@ -12,6 +12,7 @@ from typing import Any
 __all__ = [
     "CellChange",
     "Conflict",
+    "Formatted",
     "InvalidCell",
     "SheetChanges",
     "SheetRow",
@@ -55,6 +56,22 @@ class SheetTable:
     headers: list[str]
     rows: list[SheetRow] = field(default_factory=list)
     serial_dates: bool = False
+    #: "worksheet", or what else a tab of that name is ("chartsheet", "dialogsheet",
+    #: "macrosheet"): crmkit syncs worksheets only and never writes into anything else.
+    kind: str = "worksheet"
+
+
+@dataclass(frozen=True)
+class Formatted:
+    """A value to write with the number format its cell must show.
+
+    Money is written this way in its row's currency (no decimals for JPY or VND):
+    adapters give the cell this format, keeping the rest of its look. Anywhere a
+    plain value may go (:class:`CellChange`, an appended row), this may go too.
+    """
+
+    value: Any
+    number_format: str
 
 
 @dataclass
