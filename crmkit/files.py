@@ -9,12 +9,43 @@ removes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
+import stat
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["fsync_dir", "remove_temp_leftovers", "temp_beside"]
+__all__ = ["fsync_dir", "remove_temp_leftovers", "replace_file", "temp_beside"]
+
+
+def replace_file(path: Path, write: Callable[[Path], object]) -> None:
+    """Have ``write`` fill a temporary file, then put it in ``path``'s place in one step.
+
+    A symlink is followed: its target is replaced and the link stays a link. The
+    file keeps its permissions and, where this process may set them, its owner
+    and group; a new file gets the mode a new file gets here (0666 less the umask).
+    """
+    real = Path(os.path.realpath(path))
+    tmp = temp_beside(real)
+    try:
+        before = real.stat() if real.exists() else None
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        if before is not None:
+            os.chmod(tmp, stat.S_IMODE(before.st_mode))
+            with contextlib.suppress(PermissionError):
+                os.chown(tmp, before.st_uid, before.st_gid)
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, real)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(real.parent)
 
 
 def temp_beside(path: Path) -> Path:

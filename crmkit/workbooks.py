@@ -61,6 +61,7 @@ __all__ = [
     "main",
     "read_workbook",
     "sheet_columns",
+    "write_sheet",
 ]
 
 #: The last sheet row that drop-down lists and checks are set up for.
@@ -282,7 +283,7 @@ def _list_validation(wb: Workbook, field_name: str, choices: Sequence[str]) -> D
     )
 
 
-def _write_sheet(
+def write_sheet(
     wb: Workbook, sheet: Sheet, rows: Sequence[Mapping[str, Any]], currencies: Mapping[str, str]
 ) -> None:
     ws: Worksheet = wb.create_sheet(sheet.title)
@@ -405,7 +406,7 @@ def build_template(path: str | Path, *, sample: bool = False) -> Path:
     wb.properties.title = "crmkit workbook"
     _write_readme(wb)
     for sheet in SHEETS:
-        _write_sheet(wb, sheet, data.get(sheet.table, []), currencies)
+        write_sheet(wb, sheet, data.get(sheet.table, []), currencies)
     if _LISTS in wb.sheetnames:
         wb.move_sheet(_LISTS, offset=len(wb.sheetnames))
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
 from crmkit.cli import App, pass_app
 from crmkit.cli.output import emit_json, json_option
+from crmkit.project import WORKBOOK_NAME
 from crmkit.sync import ON_CONFLICT, open_book, sync_book
 from crmkit.sync.engine import summarize
 
@@ -34,6 +36,12 @@ NEEDS_ATTENTION = 3
     help="Google service-account key file for a gsheet: workbook "
     "[default: [sheets] credentials in crmkit.toml, or GOOGLE_APPLICATION_CREDENTIALS].",
 )
+@click.option(
+    "--create",
+    is_flag=True,
+    help="Start a new workbook from crmkit's template when WORKBOOK does not exist "
+    "(without it, a missing file is an error: a typo must not start a second workbook).",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would change on each side; write nothing.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only problems (for cron).")
 @json_option
@@ -43,6 +51,7 @@ def sync(
     workbook: str,
     on_conflict: str,
     credentials: str | None,
+    create: bool,
     dry_run: bool,
     quiet: bool,
     as_json: bool,
@@ -57,15 +66,20 @@ def sync(
     person, 1 failed (nothing half-written).
 
     WORKBOOK is an .xlsx file, or a Google spreadsheet as gsheet:KEY (or its
-    URL), shared with the service account whose key --credentials names.
+    URL), shared with the service account whose key --credentials names. A
+    workbook that does not exist is an error, unless --create is given or it is
+    the crm.xlsx that `crmkit init` made beside crmkit.toml. crmkit writes only
+    its own sheets: everything else in the workbook is kept byte for byte.
 
     \b
     Example:
         crmkit sync crm.xlsx --dry-run
+        crmkit sync team.xlsx --create
         crmkit sync crm.xlsx --on-conflict sheet --quiet
         crmkit sync gsheet:1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms --credentials key.json
     """
-    book = open_book(workbook, sheets=app.config.sheets, credentials=credentials)
+    create = create or _is_init_workbook(app, workbook)
+    book = open_book(workbook, sheets=app.config.sheets, credentials=credentials, create=create)
     bar = _ProgressBar(enabled=not (quiet or as_json) and sys.stderr.isatty())
     try:
         report = sync_book(app.store(), book, on_conflict=on_conflict, dry_run=dry_run, progress=bar.advance)
@@ -86,6 +100,14 @@ def sync(
                 click.echo(f"problem: {sheet.sheet}: {problem}", err=True)
     if report.needs_attention:
         sys.exit(NEEDS_ATTENTION)
+
+
+def _is_init_workbook(app: App, workbook: str) -> bool:
+    """Whether ``workbook`` is the crm.xlsx `crmkit init` puts beside crmkit.toml."""
+    config = app.config.path
+    if config is None:
+        return False
+    return Path(workbook).resolve() == (config.parent / WORKBOOK_NAME).resolve()
 
 
 class _ProgressBar:

@@ -33,12 +33,14 @@ def open_book(
     *,
     sheets: SheetsSettings | None = None,
     credentials: str | os.PathLike[str] | None = None,
+    create: bool = False,
 ) -> SheetBook:
     """The workbook a ``crmkit sync`` argument names.
 
     ``gsheet:KEY`` (or a Google Sheets URL) is a Google spreadsheet, reached with
     ``sheets`` settings and ``credentials`` (a key file, overriding the settings');
-    anything else is the path of an .xlsx file.
+    anything else is the path of an .xlsx file, which must exist unless ``create``
+    is set (the first sync then makes it from crmkit's template).
     """
     if target.startswith(GSHEET_PREFIX) or target.startswith("https://docs.google.com/spreadsheets/"):
         from crmkit.sync.google import connect
@@ -49,4 +51,4 @@ def open_book(
         return GoogleSheetBook(key, client, creds)
     from crmkit.sync.excel import ExcelBook
 
-    return ExcelBook(target)
+    return ExcelBook(target, create=create)

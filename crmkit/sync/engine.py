@@ -35,7 +35,16 @@ from filelock import FileLock, Timeout
 
 from crmkit.errors import CrmkitError, DuplicateError, FieldError, ValidationError
 from crmkit.perf import paused_gc
-from crmkit.records.fields import Field, LinesField, RefField
+from crmkit.records.fields import (
+    DateField,
+    DateTimeField,
+    DecimalField,
+    Field,
+    IntField,
+    LinesField,
+    PercentField,
+    RefField,
+)
 from crmkit.records.output import record_output
 from crmkit.records.rules import invoice_status
 from crmkit.records.schema import ACCOUNT, CASE, CONTACT, DEAL, INVOICE, LEAD, RecordType, parse_id
@@ -43,6 +52,7 @@ from crmkit.store import Store
 from crmkit.sync.model import (
     CellChange,
     Conflict,
+    Formatted,
     InvalidCell,
     SheetChanges,
     SheetRow,
@@ -62,18 +72,26 @@ from crmkit.sync.values import (
     parse_cell,
     row_signature,
 )
-from crmkit.workbooks import LINES_SHEET, sheet_columns
+from crmkit.workbooks import LINES_SHEET, SHEETS, _money_format, sheet_columns
 
 __all__ = ["ON_CONFLICT", "SYNCED_TYPES", "sync_book"]
 
 ON_CONFLICT = ("fail", "sheet", "store")
-# The fields of a base entry, and the mark of a value no sync agreed on yet.
-_SIGNATURE, _REVISION, _CLEAN, _VALUES, _STATUS = range(5)
+# The fields of a base entry, and the mark of a value no sync agreed on yet. An entry
+# has a sixth only when some of its cells were invalid: the keys whose base value is
+# the store's value that stood in for an invalid cell (see _SheetSync._write_back).
+_SIGNATURE, _REVISION, _CLEAN, _VALUES, _STATUS, _INVALID = range(6)
 _ABSENT = "\x00absent"
 #: The record types a workbook may hold, in the order they are synced (links first).
 SYNCED_TYPES: tuple[RecordType, ...] = (ACCOUNT, CONTACT, LEAD, DEAL, INVOICE, CASE)
 #: Sheets created when missing; Accounts and Cases are synced only where present.
 ALWAYS = frozenset({LEAD.table, CONTACT.table, DEAL.table, INVOICE.table})
+#: The titles of crmkit's sheets: what ``sheet_names`` maps to the workbook's own tab names.
+SHEET_TITLES: tuple[str, ...] = tuple(sheet.title for sheet in SHEETS)
+#: Fields a cell holds as a number or a date: typed as text, the cell is written back as one.
+_TYPED = (DecimalField, IntField, PercentField, DateField, DateTimeField)
+#: What a tab that is not a worksheet is, for a person.
+_TAB_KINDS = {"chartsheet": "a chart sheet", "dialogsheet": "a dialog sheet", "macrosheet": "a macro sheet"}
 STATE = "sync"
 _MISSING = object()
 #: Called as rows are done: (rows just done, rows in all synced sheets).
@@ -121,6 +139,7 @@ class _SheetSync:
         rt: RecordType,
         table: SheetTable | None,
         *,
+        title: str | None = None,
         base: dict[str, Any],
         pending: dict[str, Any],
         on_conflict: str,
@@ -129,6 +148,7 @@ class _SheetSync:
         progress: Callable[[int], None] | None,
         read_back: Callable[[Any], Any] = as_read,
         lines_table: SheetTable | None = None,
+        lines_title: str | None = None,
         lines_cache: dict[str, Any] | None = None,
     ) -> None:
         self.store = store
@@ -145,7 +165,8 @@ class _SheetSync:
         self.today = today
         self.progress = progress
         self.read_back = read_back  # how the workbook will hand back a value crmkit writes
-        self.title = table.title if table else rt.sheet
+        # the tab's own title; ``title`` names the tab to create when there is none
+        self.title = table.title if table else title or rt.sheet
         self.serial_dates = table is not None and table.serial_dates
         self.summary = SheetSummary(self.title)
         self.changes = SheetChanges(self.title)
@@ -153,7 +174,11 @@ class _SheetSync:
         self.new_ids: dict[str, Any] = {}
         self.columns: list[_Column] = []
         self.id_column = -1
-        self.lines: _Lines | None = _Lines(lines_table, self, lines_cache or {}) if rt is INVOICE else None
+        self.lines: _Lines | None = (
+            _Lines(lines_table, self, lines_cache or {}, lines_title or LINES_SHEET.title)
+            if rt is INVOICE
+            else None
+        )
 
     # -- columns and cells ------------------------------------------------
 
@@ -161,7 +186,7 @@ class _SheetSync:
         if self.table is None:
             headers = [f.label for f in sheet_columns(self.rt)]
             self.changes.create_headers = headers
-            self.table = SheetTable(self.rt.sheet, headers, [])
+            self.table = SheetTable(self.title, headers, [])
         used: set[str] = set()
         for index, header in enumerate(self.table.headers):
             if header is None or not str(header).strip():
@@ -289,9 +314,19 @@ class _SheetSync:
         """The values a base entry holds, by column key (fields still in conflict left out)."""
         return {k: v for k, v in zip(self.keys, entry[_VALUES], strict=True) if v != _ABSENT}
 
-    def _entry(self, signature: str, doc: dict[str, Any], clean: bool, values: dict[str, Any]) -> list[Any]:
+    def _entry(
+        self,
+        signature: str,
+        doc: dict[str, Any],
+        clean: bool,
+        values: dict[str, Any],
+        stand_ins: Iterable[str] = (),
+    ) -> list[Any]:
         status = _invoice_status_today(doc, self.today) if self.rt is INVOICE else None
-        return [signature, doc.get("_rev"), clean, [values.get(k, _ABSENT) for k in self.keys], status]
+        entry = [signature, doc.get("_rev"), clean, [values.get(k, _ABSENT) for k in self.keys], status]
+        if stand_ins:
+            entry.append(sorted(stand_ins))
+        return entry
 
     def _rekey_base(self) -> None:
         """Entries saved under another set of columns (one was added or removed) are re-ordered."""
@@ -308,6 +343,8 @@ class _SheetSync:
                 [old.get(k, _ABSENT) for k in self.keys],
                 None,
             ]
+            if stand_ins := [k for k in _stand_ins(entry) if k in self.keys]:
+                self.base[record_id].append(stand_ins)
 
     def _writable(self, row: _Row) -> set[str]:
         """The columns a person edits, less the row's invalid cells."""
@@ -506,6 +543,7 @@ class _SheetSync:
         stored = self._store_values(doc)
         known = self.base.get(row.record_id)
         base_values: dict[str, Any] = self._agreed(known) if known else {}
+        stand_ins = _stand_ins(known)
         to_store: dict[str, Any] = {}
         agreed: set[str] = set()
         for column in self.columns:
@@ -526,13 +564,21 @@ class _SheetSync:
                 elif store_value in (None, False):
                     side = "store"
                 else:
-                    side = self._conflict(row, column, sheet_value, store_value)
+                    side = self._conflict(row, column, sheet_value, store_value, None, "none")
+            elif key in stand_ins:
+                # The cell was invalid at the last sync and the store's value only stood in
+                # for it: a valid value there now is the person's edit, to keep unless the
+                # store changed the field meanwhile too.
+                if store_value == base_value:
+                    side = "store"
+                else:
+                    side = self._conflict(row, column, sheet_value, store_value, base_value, "invalid")
             elif sheet_value == base_value:
                 side = "sheet"
             elif store_value == base_value:
                 side = "store"
             else:
-                side = self._conflict(row, column, sheet_value, store_value)
+                side = self._conflict(row, column, sheet_value, store_value, base_value, "agreed")
             if side == "store":
                 to_store[key] = sheet_value
                 agreed.add(key)
@@ -547,7 +593,7 @@ class _SheetSync:
                 self.summary.store_updated.append(doc["id"])
                 doc = updated
             agreed -= row.invalid
-        self._write_back(row, doc, agreed=agreed, base=base_values)
+        self._write_back(row, doc, agreed=agreed, base=base_values, stand_ins=stand_ins)
 
     def _apply_new_with_id(self, values: dict[str, Any], row: _Row) -> dict[str, Any] | None:
         payload = {(_custom_name(k) if k.startswith("custom:") else k): v for k, v in values.items()}
@@ -557,22 +603,45 @@ class _SheetSync:
             self._invalid(row, None, row.record_id, str(exc))
             return None
 
-    def _conflict(self, row: _Row, column: _Column, sheet_value: Any, store_value: Any) -> str:
+    def _conflict(
+        self, row: _Row, column: _Column, sheet_value: Any, store_value: Any, base_value: Any, base: str
+    ) -> str:
         resolution = {"fail": "none", "sheet": "sheet", "store": "store"}[self.on_conflict]
         assert row.record_id is not None
         self.summary.conflicts.append(
             Conflict(
-                self.title, row.number, row.record_id, column.header, sheet_value, store_value, resolution
+                self.title,
+                row.number,
+                row.record_id,
+                column.header,
+                sheet_value,
+                store_value,
+                resolution,
+                base_value=base_value,
+                base=base,
             )
         )
         # "sheet wins" copies the sheet's value into the store; "store wins" the reverse.
         return {"none": "none", "sheet": "store", "store": "sheet"}[resolution]
 
     def _write_back(
-        self, row: _Row, doc: dict[str, Any], *, agreed: set[str], base: dict[str, Any] | None
+        self,
+        row: _Row,
+        doc: dict[str, Any],
+        *,
+        agreed: set[str],
+        base: dict[str, Any] | None,
+        stand_ins: frozenset[str] = frozenset(),
     ) -> None:
-        """Put the store's final values into the row where they differ; remember the new base."""
+        """Put the store's final values into the row where they differ; remember the new base.
+
+        A cell is written even when its value agrees where it holds a number or a date
+        as text (so that sums and date filters count it), and a money cell where its
+        row's currency changed (it takes the new currency's format).
+        """
         stored = self._store_values(doc)
+        currency = self._currency(doc)
+        recurrency = base is not None and "currency" in base and base["currency"] != stored.get("currency")
         cells = list(row.cells)
         wrote = False
         if row.link is not None or not _same_id(row.cells, self.id_column, doc["id"]):
@@ -587,21 +656,43 @@ class _SheetSync:
                 if not column.readonly
                 else _readonly_value(column, row, serial_dates=self.serial_dates)
             )
-            if stored[key] != current:
-                if key == "lines":
+            if key == "lines":
+                if stored[key] != current:
                     assert self.lines is not None
-                    self.lines.write(doc["id"], doc.get("number"), stored[key])
-                else:
-                    self._set(cells, row.number, column.index, cell_value(column.field, stored[key]))
+                    self.lines.write(doc["id"], doc.get("number"), stored[key], currency)
+                    wrote = True
+                continue
+            value = _cell(column.field, stored[key], currency)
+            raw = row.cells[column.index] if column.index < len(row.cells) else None
+            if (
+                stored[key] != current
+                or (recurrency and isinstance(value, Formatted))
+                or _typed_as_text(column.field, raw, value)
+            ):
+                self._set(cells, row.number, column.index, value)
                 wrote = True
         if wrote:
             self.summary.sheet_updated.append(doc["id"])
         values = {k: stored[k] for k in agreed}
+        kept: set[str] = set()
         if base:  # keep the old base of a field still in conflict, so it stays one
-            values.update({k: v for k, v in base.items() if k not in agreed and k not in values})
+            for k, v in base.items():
+                if k not in agreed and k not in values:
+                    values[k] = v
+                    if k in stand_ins:
+                        kept.add(k)
+        # An invalid cell without a base yet (a new row's): the store's value stands in
+        # for it, so that once the cell is fixed its value is the sheet's edit.
+        for k in row.invalid:
+            if k in stored and k not in values and k in self.keys:
+                values[k] = stored[k]
+                kept.add(k)
         clean = not row.invalid and agreed >= {c.key for c in self.columns if not c.readonly}
         signature = row_signature(cells) if cells != row.cells else row.signature
-        self.new_base[doc["id"]] = self._entry(signature, doc, clean, values)
+        self.new_base[doc["id"]] = self._entry(signature, doc, clean, values, kept)
+
+    def _currency(self, doc: dict[str, Any]) -> str:
+        return str(doc.get("currency") or self.store.default_currency)
 
     def _set(self, cells: list[Any], row: int, column: int, value: Any) -> None:
         self.changes.cells.append(CellChange(row, column, value))
@@ -652,14 +743,15 @@ class _SheetSync:
                 continue
             doc = self.store.get(record_id)
             stored = self._store_values(doc)
+            currency = self._currency(doc)
             cells: list[Any] = [None] * width
             cells[self.id_column] = doc["id"]
             for column in self.columns:
                 if column.key == "lines":
                     if self.lines is not None and stored["lines"]:
-                        self.lines.write(doc["id"], doc.get("number"), stored["lines"])
+                        self.lines.write(doc["id"], doc.get("number"), stored["lines"], currency)
                     continue
-                cells[column.index] = cell_value(column.field, stored[column.key])
+                cells[column.index] = _cell(column.field, stored[column.key], currency)
             self.changes.append.append(cells)
             self.summary.sheet_added.append(doc["id"])
             signature = row_signature([self.read_back(c) for c in cells])
@@ -677,16 +769,18 @@ class _LineGroup:
 class _Lines:
     """The Invoice Lines sheet: line items grouped by invoice, read and written for the Invoices sheet."""
 
-    def __init__(self, table: SheetTable | None, owner: _SheetSync, cache: dict[str, Any]) -> None:
+    def __init__(
+        self, table: SheetTable | None, owner: _SheetSync, cache: dict[str, Any], title: str = LINES_SHEET.title
+    ) -> None:
         self.owner = owner
         # group key -> [signature of its raw cells, parsed lines], from the last sync
         self.cache = cache
         self.new_cache: dict[str, Any] = {}
-        self.changes = SheetChanges(table.title if table else LINES_SHEET.title)
+        self.changes = SheetChanges(table.title if table else title)
         if table is None:
             headers = [f.label for f in LINES_SHEET.columns]
             self.changes.create_headers = headers
-            table = SheetTable(LINES_SHEET.title, headers, [])
+            table = SheetTable(title, headers, [])
         self.table = table
         self.index: dict[str, int] = {}
         for position, header in enumerate(table.headers):
@@ -767,10 +861,13 @@ class _Lines:
                 return self.groups[key]
         return None
 
-    def write(self, record_id: str, number: Any, lines: list[dict[str, Any]] | None) -> None:
+    def write(
+        self, record_id: str, number: Any, lines: list[dict[str, Any]] | None, currency: str | None = None
+    ) -> None:
         """Make the sheet's rows for this invoice show ``lines``: rewrite, add or clear rows.
 
         Rows keep the invoice reference people typed (id or number); new rows get the id.
+        Unit prices are money, in the invoice's currency's format.
         """
         if INVOICE.name not in self.index:
             return
@@ -779,6 +876,7 @@ class _Lines:
         names = ("description", "quantity", "unit_price", "tax_rate")
         for position, line in enumerate(lines):
             values: dict[str, Any] = {n: (Decimal(line[n]) if n != "description" else line[n]) for n in names}
+            values["unit_price"] = Formatted(values["unit_price"], _money_format(currency))
             if position < len(group.rows):
                 row = group.rows[position]
             else:
@@ -831,6 +929,30 @@ def _readonly_value(column: _Column, row: _Row, *, serial_dates: bool) -> Any:
         return parse_cell(column.field, raw)
     except FieldError:
         return _MISSING  # whatever is there is not what crmkit keeps: rewrite it
+
+
+def _cell(field: Field | None, value: Any, currency: str | None) -> Any:
+    """What to write into a cell for a stored value: money as a number in its currency's format."""
+    out = cell_value(field, value)
+    if isinstance(field, DecimalField) and isinstance(out, Decimal):
+        return Formatted(out, _money_format(currency))
+    return out
+
+
+def _typed_as_text(field: Field | None, raw: Any, value: Any) -> bool:
+    """A number or date column's cell holds its value as text, where it can hold the real thing."""
+    plain = value.value if isinstance(value, Formatted) else value
+    return (
+        isinstance(field, _TYPED)
+        and isinstance(raw, str)
+        and plain is not None
+        and not isinstance(plain, str)  # an amount beyond a double stays text
+    )
+
+
+def _stand_ins(entry: list[Any] | None) -> frozenset[str]:
+    """The keys of a base entry whose value only stood in for a cell that was invalid."""
+    return frozenset(entry[_INVALID]) if entry is not None and len(entry) > _INVALID else frozenset()
 
 
 def _same_id(cells: list[Any], index: int, record_id: str) -> bool:

@@ -106,7 +106,14 @@ class SheetChanges:
 
 @dataclass
 class Conflict:
-    """A field changed on both sides to different values since the last sync."""
+    """A field changed on both sides to different values since the last sync.
+
+    ``base`` says what ``base_value`` is: ``"agreed"``, the value both sides agreed
+    on at the last sync (each side changed it from there); ``"invalid"``, the
+    store's value at the last sync, when the sheet's cell was invalid and the
+    store's value only stood in for it; ``"none"``, no earlier sync of this row
+    and record to compare with (``base_value`` is then None).
+    """
 
     sheet: str
     row: int
@@ -115,6 +122,8 @@ class Conflict:
     sheet_value: Any
     store_value: Any
     resolution: str  # "none" (fail), "sheet" or "store": which side won
+    base_value: Any = None
+    base: str = "none"  # "agreed", "invalid" or "none"
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -125,14 +134,31 @@ class Conflict:
             "sheet_value": self.sheet_value,
             "store_value": self.store_value,
             "resolution": self.resolution,
+            "base_value": self.base_value,
+            "base": self.base,
         }
 
     def __str__(self) -> str:
-        kept = {"none": "neither side changed", "sheet": "sheet value kept", "store": "store value kept"}
-        return (
-            f"{self.sheet} row {self.row} ({self.record_id}) {self.field}: sheet has {self.sheet_value!r}, "
-            f"store has {self.store_value!r} ({kept[self.resolution]})"
-        )
+        sheet, store, base = _shown(self.sheet_value), _shown(self.store_value), _shown(self.base_value)
+        if self.base == "agreed":
+            sides = f"sheet changed {base} → {sheet}, store changed {base} → {store}"
+        elif self.base == "invalid":
+            sides = (
+                f"sheet now has {sheet} (its cell was invalid at the last sync), "
+                f"store changed {base} → {store}"
+            )
+        else:
+            sides = f"sheet has {sheet}, store has {store}, no earlier sync to compare"
+        kept = {
+            "none": "neither kept (use --on-conflict sheet|store)",
+            "sheet": "sheet value kept",
+            "store": "store value kept",
+        }
+        return f"{self.sheet} row {self.row} ({self.record_id}) {self.field}: {sides}; {kept[self.resolution]}"
+
+
+def _shown(value: Any) -> str:
+    return "(empty)" if value is None else repr(value)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from crmkit.records.fields import (
     PercentField,
     TagsField,
 )
+from crmkit.sync.model import Formatted
 
 __all__ = [
     "as_read",
@@ -134,7 +135,12 @@ def cell_value(field: Field | None, value: Any) -> Any:
 
 
 def as_read(value: Any) -> Any:
-    """A value as a reader hands it back after crmkit wrote it: numbers come back as floats."""
+    """A value as a reader hands it back after crmkit wrote it: numbers come back as floats.
+
+    A :class:`~crmkit.sync.model.Formatted` value comes back as its value: the format shows, it is not read.
+    """
+    if isinstance(value, Formatted):
+        value = value.value
     if isinstance(value, (int, Decimal)) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str) and not value.strip():

@@ -1,80 +1,66 @@
-"""Writing sync changes into an .xlsx by patching only the worksheets they touch.
+"""Writing sync changes into worksheets at the XML level: only the cells that change.
 
-openpyxl loads every sheet of a workbook into objects and writes them all out
-again; for a workbook of 50,000 rows that takes seconds even when the sync only
-fills in the ID column. :func:`patch_workbook` instead edits the XML of the
-worksheets that change, as text, and copies every other part of the zip
-byte for byte (compressed data included), in the same order.
+:func:`patch_sheets` edits the XML text of the worksheets that change, in a
+:class:`~crmkit.xlsx.package.Package`; every other part is left to be copied
+byte for byte. It never reads the workbook into objects: a sheet of 50,000 rows
+is indexed by its row tags and only the rows that change are rebuilt.
 
-It is deliberately conservative: whenever a change or a workbook is outside
-what it knows to be safe (a new sheet, a formula cell, an array formula or
-merged area over a target cell, a date in a cell without a date format, the
-1904 date system, an unusual zip or XML layout, ...) it writes nothing and
-returns ``False``, and the caller writes the workbook with openpyxl instead.
-
-What it does to a workbook it patches:
+What it does to a worksheet it writes:
 
 * cell values: text as an inline string (never a formula, and sharedStrings.xml
-  stays as it is; text starting with ``=+-@`` gets the cell's quotePrefix twin
-  style when the workbook already has one), numbers and Decimals (exact text)
-  as numbers, booleans as booleans, dates and datetimes as 1900-system serial
-  numbers, ``None`` clears the value (a styled cell keeps its style, empty);
+  stays as it is; text starting with ``=+-@`` is shown as typed through its
+  style's quotePrefix; control characters are written as Excel's ``_xHHHH_``
+  escapes), numbers and Decimals (exact text) as numbers, booleans as booleans,
+  dates and datetimes as serial numbers of the workbook's date system (1900 or
+  1904), ``None`` clears the value (a styled cell keeps its style, empty);
 * a changed cell keeps its style; a new cell takes its column's style (but a
   number never takes a date format from its column), and an appended cell the
   style of the cell in the last data row above it;
 * a date needs a style that shows dates (and times, for a datetime with one):
-  the cell's own; or, for a cell without one, the cell above's, or an existing
-  style that looks like the cell's but has a date format; styles.xml itself is
-  never changed;
+  the cell's own, the cell above's, an existing one that looks the same with a
+  date format, or one appended to styles.xml; a :class:`~crmkit.sync.model.Formatted`
+  value gets its number format the same way;
+* a plain formula in a cell crmkit writes is replaced by the value (as typing
+  over it would); shared and array formulas, merged areas and a table's header
+  row are never written into: the write is refused, naming the cell;
 * rows are appended below the last row holding a value;
 * the sheet's ``<dimension>``, its auto-filter (and the workbook's matching
   ``_xlnm._FilterDatabase`` name) and the Excel tables that ended at the last
   data row grow to cover appended rows;
-* the workbook's ``calcPr`` gets ``fullCalcOnLoad="1"`` (as openpyxl writes it),
-  so formulas over the changed cells are recomputed when the file is opened.
+* the workbook's ``calcPr`` gets ``fullCalcOnLoad="1"``, so formulas over the
+  changed cells are recomputed when the file is opened.
+
+Anything it cannot write safely raises :class:`~crmkit.xlsx.package.WorkbookError`
+naming the sheet and cell, before anything is written.
 """
 
 from __future__ import annotations
 
 import bisect
 import gc
-import logging
 import math
-import posixpath
 import re
-import struct
-import zipfile
-import zlib
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 from xml.etree import ElementTree as ET
 
-from crmkit.sync.model import SheetChanges, column_letter
+from crmkit.sync.model import Formatted, SheetChanges, column_letter
+from crmkit.xlsx.graft import SheetEntry
+from crmkit.xlsx.package import Package, WorkbookError
+from crmkit.xlsx.styles import Styles
 
-__all__ = ["patch_workbook"]
+__all__ = ["patch_sheets"]
 
-log = logging.getLogger(__name__)
-
-_MAIN_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
-_PKG_RELS_NS = "http://schemas.openxmlformats.org/package/2006/relationships"
-_DOC_RELS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
-_OFFICE_DOCUMENT = f"{_DOC_RELS}/officeDocument"
-_WORKSHEET = f"{_DOC_RELS}/worksheet"
-_STYLES = f"{_DOC_RELS}/styles"
-_TABLE = f"{_DOC_RELS}/table"
-_M = f"{{{_MAIN_NS}}}"
 
 _MAX_ROW = 1_048_576
 _MAX_COLUMN = 16_384
 _MAX_TEXT = 32_767  # characters Excel keeps in a cell
-_DEFLATE_LEVEL = 6  # zlib's default, like openpyxl's
 _FORMULA_STARTS = ("=", "+", "-", "@")
-_EXCEL_EPOCH = date(1899, 12, 30)
-_FIRST_SAFE_DATE = date(1900, 3, 1)  # before it, Excel's 1900 leap-year bug shifts serials
+_EPOCH_1900 = date(1899, 12, 30)
+_EPOCH_1904 = date(1904, 1, 1)
+_LEAP_BUG_END = date(1900, 3, 1)  # Excel counts a 29 February 1900 that never was
 
 _SHEET_DATA_RE = re.compile(r"<sheetData\b([^>]*?)(/?)>")
 _ROW_NUMBER_RE = re.compile(r"""\sr\s*=\s*["'](\d+)["']""")
@@ -94,166 +80,34 @@ _COL_RE = re.compile(r"<col\b([^>]*?)/?>")
 _TABLE_ROOT_RE = re.compile(r"<table\b([^>]*?)/?>")
 _PREFIXED_ELEMENT_RE = re.compile(r"</?[A-Za-z_][\w.-]*:")
 _RANGE_RE = re.compile(r"^\$?([A-Z]{1,3})\$?(\d+)(?::\$?([A-Z]{1,3})\$?(\d+))?$")
-_ENCODING_RE = re.compile(rb"^<\?xml[^>]*\bencoding\s*=\s*[\"']([^\"']+)[\"']")
 _ILLEGAL_XML_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _ESCAPED_CHAR_RE = re.compile("_x[0-9A-Fa-f]{4}_")  # Excel reads it as one escaped character
-_QUOTED_RE = re.compile(r'"[^"]*"|\\.|[_*].')
-_BRACKET_RE = re.compile(r"\[([^\]]*)\]")
-
-# Built-in number formats that show a date (14-17) or a date and a time (22).
-_BUILTIN_DATE_FORMATS = {14: False, 15: False, 16: False, 17: False, 22: True}
 
 
 class _Unsupported(Exception):
-    """A change or a workbook this module does not patch; openpyxl writes it instead."""
+    """A change this module cannot make safely; the caller reports it and writes nothing."""
 
 
-def patch_workbook(source: Path, target: Path, changes: list[SheetChanges]) -> bool:
-    """Write ``source`` with ``changes`` applied to ``target``, patching only the changed sheets.
+def patch_sheets(
+    package: Package, styles: Styles, changes: list[SheetChanges], sheets: dict[str, SheetEntry]
+) -> None:
+    """Make ``changes`` in the worksheets of ``package``; ``sheets`` maps folded titles to tabs.
 
-    Returns ``False``, with nothing written, when a change or the workbook is
-    one this module does not handle; the caller then writes it with openpyxl.
-    Errors writing ``target`` (``OSError``) are raised, and a partly written
-    ``target`` is removed.
+    New cell formats go to ``styles`` (the caller saves them). Raises
+    :class:`WorkbookError` naming the sheet and cell when a change cannot be made safely.
     """
-    source, target = Path(source), Path(target)
     # Patching makes hundreds of thousands of short-lived strings and lists, none in
     # reference cycles; the cyclic collector would only walk the caller's objects again
     # and again (15-30% of the time in a sync of 50,000 rows).
     collecting = gc.isenabled()
     gc.disable()
     try:
-        with zipfile.ZipFile(source) as zf:
-            members = _Patcher(zf).run(changes)
-            comment = zf.comment
+        _Patcher(package, styles).run(changes, sheets)
     except _Unsupported as exc:
-        log.debug("%s: not patched in place: %s", source, exc)
-        return False
-    except Exception:  # a damaged or unusual workbook: openpyxl's path decides what to do
-        log.debug("%s: not patched in place", source, exc_info=True)
-        return False
+        raise WorkbookError(f"cannot write {package.path.name}: {exc}") from None
     finally:
         if collecting:
             gc.enable()
-    try:
-        _write_zip(target, members, comment)
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
-    return True
-
-
-# -- the zip -------------------------------------------------------------------------
-
-
-@dataclass
-class _Member:
-    """One zip member as it will be written: its data already compressed."""
-
-    info: zipfile.ZipInfo
-    method: int
-    crc: int
-    size: int
-    payload: bytes
-    flags: int
-
-
-def _raw_payload(fh: Any, info: zipfile.ZipInfo) -> bytes:
-    fh.seek(info.header_offset)
-    head = fh.read(30)
-    if len(head) != 30 or head[:4] != b"PK\x03\x04":
-        raise _Unsupported(f"bad local header for {info.filename}")
-    name_length, extra_length = struct.unpack("<HH", head[26:30])
-    fh.seek(info.header_offset + 30 + name_length + extra_length)
-    payload = fh.read(info.compress_size)
-    if len(payload) != info.compress_size:
-        raise _Unsupported(f"{info.filename} is cut short")
-    return payload
-
-
-def _packed(info: zipfile.ZipInfo, data: bytes) -> _Member:
-    if info.compress_type == zipfile.ZIP_STORED:
-        method, payload = zipfile.ZIP_STORED, data
-    else:
-        method = zipfile.ZIP_DEFLATED
-        packer = zlib.compressobj(_DEFLATE_LEVEL, zlib.DEFLATED, -15)
-        payload = packer.compress(data) + packer.flush()
-    if len(data) >= 0xFFFFFFFF or len(payload) >= 0xFFFFFFFF:
-        raise _Unsupported("a part would need ZIP64")
-    return _Member(info, method, zlib.crc32(data), len(data), payload, info.flag_bits & 0x800)
-
-
-def _dos_time(info: zipfile.ZipInfo) -> tuple[int, int]:
-    year, month, day, hour, minute, second = info.date_time
-    return hour << 11 | minute << 5 | second // 2, max(year - 1980, 0) << 9 | month << 5 | day
-
-
-def _write_zip(target: Path, members: list[_Member], comment: bytes) -> None:
-    central: list[bytes] = []
-    with open(target, "wb") as out:
-        for m in members:
-            info = m.info
-            name = info.orig_filename.encode("utf-8" if m.flags & 0x800 else "cp437")
-            version = max(20, info.extract_version)
-            dos_time, dos_date = _dos_time(info)
-            offset = out.tell()
-            if offset >= 0xFFFFFFFF:
-                raise OSError("the workbook would need ZIP64")
-            out.write(
-                struct.pack(
-                    "<4s5H3L2H",
-                    b"PK\x03\x04",
-                    version,
-                    m.flags,
-                    m.method,
-                    dos_time,
-                    dos_date,
-                    m.crc,
-                    len(m.payload),
-                    m.size,
-                    len(name),
-                    0,
-                )
-            )
-            out.write(name)
-            out.write(m.payload)
-            member_comment = info.comment or b""
-            central.append(
-                struct.pack(
-                    "<4s6H3L5H2L",
-                    b"PK\x01\x02",
-                    info.create_system << 8 | info.create_version,
-                    version,
-                    m.flags,
-                    m.method,
-                    dos_time,
-                    dos_date,
-                    m.crc,
-                    len(m.payload),
-                    m.size,
-                    len(name),
-                    0,
-                    len(member_comment),
-                    0,
-                    info.internal_attr,
-                    info.external_attr,
-                    offset,
-                )
-                + name
-                + member_comment
-            )
-        start = out.tell()
-        for entry in central:
-            out.write(entry)
-        size = out.tell() - start
-        if start >= 0xFFFFFFFF:
-            raise OSError("the workbook would need ZIP64")
-        out.write(
-            struct.pack(
-                "<4s4H2LH", b"PK\x05\x06", 0, 0, len(members), len(members), size, start, len(comment)
-            )
-        )
-        out.write(comment)
 
 
 # -- small helpers -----------------------------------------------------------------
@@ -341,23 +195,13 @@ class _Range:
         return _Range(self.first_row, self.first_column, last_row, self.last_column)
 
 
-def _format_shows(code: str) -> tuple[bool, bool]:
-    """Whether a number format code shows (a date, a time of day)."""
-    code = _QUOTED_RE.sub("", code)
-    elapsed = any(
-        part.strip().lower() in ("h", "hh", "m", "mm", "s", "ss") for part in _BRACKET_RE.findall(code)
-    )
-    section = _BRACKET_RE.sub("", code).split(";")[0].lower()
-    has_date = "d" in section or "y" in section
-    has_time = "h" in section or "s" in section
-    return has_date and not elapsed, has_time
-
-
 def _text_xml(value: str) -> str:
     if len(value) > _MAX_TEXT:
-        raise _Unsupported("text longer than Excel keeps in a cell")
-    if _ILLEGAL_XML_RE.search(value) or _ESCAPED_CHAR_RE.search(value):
-        raise _Unsupported("text with control characters or _xHHHH_ sequences")
+        raise _Unsupported(f"text of {len(value)} characters, more than the {_MAX_TEXT} a cell keeps")
+    # Excel reads "_xHHHH_" as one escaped character: a literal one has its "_" escaped, and
+    # characters XML cannot hold are written that way.
+    value = _ESCAPED_CHAR_RE.sub(lambda m: "_x005F" + m[0], value)
+    value = _ILLEGAL_XML_RE.sub(lambda m: f"_x{ord(m[0]):04X}_", value)
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
 
 
@@ -366,97 +210,28 @@ def _number_text(value: int | float | Decimal) -> str:
         return int.__repr__(value)  # an IntEnum as its number too
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise _Unsupported("a number that is not finite")
+            raise _Unsupported(f"the number {value!r}, which a cell cannot hold")
         text = float.__repr__(value)
         return text[:-2] if text.endswith(".0") else text
     if not value.is_finite() or not math.isfinite(float(value)):
-        raise _Unsupported("a Decimal that is not finite")
+        raise _Unsupported(f"the number {value}, which a cell cannot hold")
     return "0" if value == 0 else format(value, "f")
 
 
-def _date_serial(value: date) -> str:
+def _date_serial(value: date, date1904: bool) -> str:
+    day = value.date() if isinstance(value, datetime) else value
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        raise _Unsupported(f"the date and time {value.isoformat()} with a time zone, which a cell cannot hold")
+    if date1904:
+        days = (day - _EPOCH_1904).days
+    else:
+        days = (day - _EPOCH_1900).days - (1 if day < _LEAP_BUG_END else 0)
+    if days < (0 if date1904 else 1):
+        raise _Unsupported(f"the date {day.isoformat()}, earlier than this workbook's dates can go")
     if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            raise _Unsupported("a datetime with a time zone")
-        if value.date() < _FIRST_SAFE_DATE:
-            raise _Unsupported("a date before 1900-03-01")
-        days = (value.date() - _EXCEL_EPOCH).days
         seconds = value.hour * 3600 + value.minute * 60 + value.second + value.microsecond / 1_000_000
         return str(days) if seconds == 0 else repr(days + seconds / 86400)
-    if value < _FIRST_SAFE_DATE:
-        raise _Unsupported("a date before 1900-03-01")
-    return str((value - _EXCEL_EPOCH).days)
-
-
-def _decode(data: bytes, name: str) -> str:
-    """A part's text; a UTF-8 byte-order mark is dropped (the part is written back without it)."""
-    data = data.removeprefix(b"\xef\xbb\xbf")
-    m = _ENCODING_RE.match(data)
-    if m and m[1].decode("ascii", "replace").lower().replace("_", "-") not in ("utf-8", "utf8"):
-        raise _Unsupported(f"{name} is not UTF-8")
-    return data.decode("utf-8")
-
-
-# -- styles ------------------------------------------------------------------------------
-
-
-class _Styles:
-    """What the workbook's cell formats (``cellXfs``) show; styles.xml itself is never changed."""
-
-    def __init__(self, data: bytes | None) -> None:
-        self.formats: list[int] = []
-        self.codes: dict[int, str] = {}
-        self.quoted: dict[int, int] = {}  # a style -> the same style with quotePrefix, when one exists
-        self.looks: list[tuple[Any, ...]] = []  # per style: everything but its number format
-        if data is None:
-            return
-        root = ET.fromstring(data)
-        if root.tag != f"{_M}styleSheet":
-            raise _Unsupported("styles.xml is not a SpreadsheetML style sheet")
-        for fmt in root.iterfind(f"{_M}numFmts/{_M}numFmt"):
-            self.codes[int(fmt.get("numFmtId", "-1"))] = fmt.get("formatCode", "")
-        keys: list[tuple[Any, ...]] = []
-        with_prefix: dict[tuple[Any, ...], int] = {}
-        for index, xf in enumerate(root.iterfind(f"{_M}cellXfs/{_M}xf")):
-            self.formats.append(int(xf.get("numFmtId", "0")))
-            children = b"".join(ET.tostring(child) for child in xf)
-            key = (tuple(sorted((k, v) for k, v in xf.attrib.items() if k != "quotePrefix")), children)
-            keys.append(key)
-            looks = {k: v for k, v in xf.attrib.items() if k not in ("numFmtId", "applyNumberFormat")}
-            self.looks.append((tuple(sorted(looks.items())), children))
-            if xf.get("quotePrefix") in ("1", "true"):
-                with_prefix.setdefault(key, index)
-        for index, key in enumerate(keys):
-            if key in with_prefix:
-                self.quoted[index] = with_prefix[key]
-
-    def shows_date(self, style: str | None, with_time: bool) -> bool:
-        index = int(style or "0")
-        if index >= len(self.formats):
-            return False
-        number_format = self.formats[index]
-        if number_format in self.codes:
-            has_date, has_time = _format_shows(self.codes[number_format])
-        elif number_format in _BUILTIN_DATE_FORMATS:
-            has_date, has_time = True, _BUILTIN_DATE_FORMATS[number_format]
-        else:
-            return False
-        return has_date and (has_time or not with_time)
-
-    def as_date(self, style: str | None, with_time: bool) -> str | None:
-        """An existing style that looks like ``style`` but shows dates (and times), or None."""
-        index = int(style or "0")
-        if index >= len(self.looks):
-            return None
-        look = self.looks[index]
-        for other, other_look in enumerate(self.looks):
-            if other_look == look and self.shows_date(str(other), with_time):
-                return str(other)
-        return None
-
-    def quote_prefixed(self, style: str | None) -> str | None:
-        twin = self.quoted.get(int(style or "0"))
-        return style if twin is None else str(twin)
+    return str(days)
 
 
 # -- one worksheet ---------------------------------------------------------------------------
@@ -489,14 +264,14 @@ class _SheetResult:
 class _Sheet:
     """The text of one worksheet part and an index of its rows."""
 
-    def __init__(self, text: str, name: str) -> None:
+    def __init__(self, text: str, name: str, main: str) -> None:
         m = _SHEET_DATA_RE.search(text)
         if m is None:
-            raise _Unsupported(f"{name} has no <sheetData> (or a namespace prefix)")
+            raise _Unsupported(f"its part {name} has no <sheetData> (or a namespace prefix crmkit does not edit)")
         head = text[: m.start()]
         root = re.search(r"<worksheet\b([^>]*)>", head)
-        if root is None or _attrs(root[1]).get("xmlns") != _MAIN_NS:
-            raise _Unsupported(f"{name} is not a transitional worksheet in the default namespace")
+        if root is None or _attrs(root[1]).get("xmlns") != main:
+            raise _Unsupported(f"its part {name} is not a worksheet in the default namespace")
         if m[2]:
             text = f"{text[: m.start()]}<sheetData{m[1]}></sheetData>{text[m.end() :]}"
             m = _SHEET_DATA_RE.search(text, m.start())
@@ -597,131 +372,55 @@ class _Sheet:
 
 
 class _Patcher:
-    def __init__(self, zf: zipfile.ZipFile) -> None:
-        self.zf = zf
-        self.infos = zf.infolist()
-        names = [info.filename for info in self.infos]
-        if len(set(names)) != len(names) or len(names) >= 0xFFFF:
-            raise _Unsupported("duplicate or too many zip members")
-        for info in self.infos:
-            if info.flag_bits & 0x1:
-                raise _Unsupported("an encrypted zip member")
-            if max(info.file_size, info.compress_size, info.header_offset) >= 0xFFFFFFFF:
-                raise _Unsupported("a ZIP64 archive")
-        self.by_name = {info.filename: info for info in self.infos}
-        self.folded = {name.casefold(): name for name in names}
-        self.originals: dict[str, str] = {}  # parts read as text, by member name
-        self.changed: dict[str, str] = {}  # parts to write anew, by member name
-        self._styles: _Styles | None = None
-        self.styles_part: str | None = None
-
-    # -- package plumbing --
-
-    def member(self, name: str) -> str | None:
-        return name if name in self.by_name else self.folded.get(name.casefold())
-
-    def read(self, name: str) -> bytes:
-        return self.zf.read(name)
+    def __init__(self, package: Package, styles: Styles) -> None:
+        self.package = package
+        self.styles = styles
+        self.main = package.ns.main
+        self.texts: dict[str, str] = {}  # parts read or changed, as text, by member name
+        book = ET.fromstring(package.read(package.workbook))
+        props = book.find(f"{{{self.main}}}workbookPr")
+        self.date1904 = props is not None and props.get("date1904", "0").lower() in ("1", "true")
 
     def text(self, name: str) -> str:
         """A part's text as it stands: changed already, or as in the source."""
-        if name in self.changed:
-            return self.changed[name]
-        if name not in self.originals:
-            self.originals[name] = _decode(self.read(name), name)
-        return self.originals[name]
+        if name not in self.texts:
+            self.texts[name] = self.package.text(name)
+        return self.texts[name]
 
-    def relationships(self, part: str) -> list[tuple[str, str, str]]:
-        """(Id, Type, target member) of a part's internal relationships."""
-        folder, base = posixpath.split(part)
-        rels = self.member(posixpath.join(folder, "_rels", f"{base}.rels"))
-        if rels is None:
-            return []
-        root = ET.fromstring(self.read(rels))
-        found = []
-        for rel in root.iter(f"{{{_PKG_RELS_NS}}}Relationship"):
-            if rel.get("TargetMode") == "External":
-                continue
-            target = unquote(rel.get("Target", ""))
-            if target.startswith("/"):
-                name = target.lstrip("/")
-            else:
-                name = posixpath.normpath(posixpath.join(folder, target))
-            found.append((rel.get("Id", ""), rel.get("Type", ""), name))
-        return found
-
-    @property
-    def styles(self) -> _Styles:
-        if self._styles is None:
-            name = self.member(self.styles_part) if self.styles_part else None
-            self._styles = _Styles(self.read(name) if name else None)
-        return self._styles
+    def put(self, name: str, text: str) -> None:
+        self.texts[name] = text
+        self.package.put(name, text)
 
     # -- the whole job --
 
-    def run(self, changes: list[SheetChanges]) -> list[_Member]:
-        book_part = next((t for _, kind, t in self.relationships("") if kind == _OFFICE_DOCUMENT), None)
-        book_part = self.member(book_part) if book_part else None
-        if book_part is None:
-            raise _Unsupported("no workbook part (or a Strict Open XML workbook)")
-        book = ET.fromstring(self.read(book_part))
-        if book.tag != f"{_M}workbook":
-            raise _Unsupported("not a transitional SpreadsheetML workbook")
-        props = book.find(f"{_M}workbookPr")
-        if props is not None and props.get("date1904", "0").lower() in ("1", "true"):
-            raise _Unsupported("the 1904 date system")
-        rels = {rid: (kind, target) for rid, kind, target in self.relationships(book_part)}
-        self.styles_part = next((t for kind, t in rels.values() if kind == _STYLES), None)
-        sheets: dict[str, tuple[int, str, str]] = {}
-        for index, sheet in enumerate(book.iterfind(f"{_M}sheets/{_M}sheet")):
-            name = sheet.get("name", "")
-            kind, target = rels.get(sheet.get(f"{{{_DOC_RELS}}}id", ""), ("", ""))
-            key = name.strip().casefold()
-            if key in sheets:
-                raise _Unsupported(f"two sheets named {name!r}")
-            sheets[key] = (index, name, target if kind == _WORKSHEET else "")  # not a chart sheet
+    def run(self, changes: list[SheetChanges], sheets: dict[str, SheetEntry]) -> None:
         filters: dict[int, tuple[str, _Range, _Range]] = {}
         changed = False
         for change in changes:
-            if change.create_headers:
-                raise _Unsupported(f"sheet {change.title!r} is to be created")
             if not change.cells and not change.append:
                 continue
-            found = sheets.get(change.title.strip().casefold())
-            if found is None:
-                raise _Unsupported(f"no sheet {change.title!r}")
-            index, title, target = found
-            part = self.member(target) if target else None
-            if part is None:
-                raise _Unsupported(f"sheet {title!r} is not a worksheet in the package")
-            result = self.patch_sheet(part, change)
+            entry = sheets.get(change.title.strip().casefold())
+            if entry is None or entry.kind != "worksheet" or entry.part is None:
+                raise _Unsupported(f"the workbook has no worksheet {change.title!r} to write into")
+            try:
+                result = self.patch_sheet(entry.part, change)
+            except _Unsupported as exc:
+                raise _Unsupported(f"sheet {entry.name!r}: {exc}") from None
             changed = True
             if result.filter_change is not None:
                 old, new = result.filter_change
-                earlier = filters.get(index)
-                filters[index] = (title, earlier[1] if earlier else old, new)
+                earlier = filters.get(entry.index)
+                filters[entry.index] = (entry.name, earlier[1] if earlier else old, new)
         if changed:
-            self.changed[book_part] = self.patch_book(self.text(book_part), filters)
-        return self.members()
-
-    def members(self) -> list[_Member]:
-        out: list[_Member] = []
-        with open(self.zf.filename or "", "rb") as fh:
-            for info in self.infos:
-                if info.filename in self.changed:
-                    out.append(_packed(info, self.changed[info.filename].encode("utf-8")))
-                else:
-                    payload = _raw_payload(fh, info)
-                    flags = info.flag_bits & ~0x8  # sizes go in the local header: no data descriptor
-                    out.append(_Member(info, info.compress_type, info.CRC, info.file_size, payload, flags))
-        return out
+            workbook = self.package.workbook
+            self.put(workbook, self.patch_book(self.text(workbook), filters))
 
     # -- workbook.xml --
 
     def patch_book(self, text: str, filters: dict[int, tuple[str, _Range, _Range]]) -> str:
         root = re.search(r"<workbook\b([^>]*)>", text)
-        if root is None or _attrs(root[1]).get("xmlns") != _MAIN_NS:
-            raise _Unsupported("workbook.xml uses a namespace prefix")
+        if root is None or _attrs(root[1]).get("xmlns") != self.main:
+            raise _Unsupported("its workbook part uses a namespace prefix")
         for index, (_title, old, new) in filters.items():
             text = self._patch_filter_name(text, index, old, new)
         calc = re.search(r"<calcPr\b([^>]*?)(/?)>", text)
@@ -759,7 +458,7 @@ class _Patcher:
     # -- a worksheet --
 
     def patch_sheet(self, part: str, change: SheetChanges) -> _SheetResult:
-        sheet = _Sheet(self.text(part), part)
+        sheet = _Sheet(self.text(part), part, self.main)
         text = sheet.text
         head, tail = text[: sheet.data_start], text[sheet.data_end :]
         result = _SheetResult()
@@ -839,9 +538,9 @@ class _Patcher:
             for table_part, table_text, _ref in tables:
                 grown = self._grow_table(table_text, result.old_last, result.new_last)
                 if grown is not None:
-                    self.changed[table_part] = grown
+                    self.put(table_part, grown)
         out.append(tail)
-        self.changed[part] = "".join(out)
+        self.put(part, "".join(out))
         return result
 
     @staticmethod
@@ -871,15 +570,14 @@ class _Patcher:
 
     def _tables(self, part: str) -> list[tuple[str, str, _Range]]:
         tables = []
-        for _rid, kind, target in self.relationships(part):
-            if kind != _TABLE:
-                continue
-            name = self.member(target)
+        for rel in self.package.related(part, "table"):
+            target = rel.target
+            name = self.package.member(target)
             if name is None:
                 raise _Unsupported(f"table part {target} is missing")
             text = self.text(name)
             root = _TABLE_ROOT_RE.search(text)
-            if root is None or _attrs(root[1]).get("xmlns") != _MAIN_NS:
+            if root is None or _attrs(root[1]).get("xmlns") != self.main:
                 raise _Unsupported(f"{name} is not a SpreadsheetML table in the default namespace")
             tables.append((name, text, _Range.parse(_attrs(root[1]).get("ref", ""))))
         return tables
@@ -919,7 +617,8 @@ class _Patcher:
                         anchor_ok and (row, column) == (area.first_row, area.first_column)
                     ):
                         raise _Unsupported(
-                            f"{sheet.name}: a write into {area.ref()} (formula, merge or table header)"
+                            f"cell {_letters(column)}{row} is inside {area.ref()} (a shared or array "
+                            "formula, a merged area or a table's header row), which crmkit never writes into"
                         )
 
     @staticmethod
@@ -1029,12 +728,14 @@ class _Patcher:
         """The new XML of one cell; "" to leave no element."""
         style: str | None = None
         own_style = False  # the cell's style was chosen by a person, not taken from its column
+        ref = f"{_letters(column)}{row}"
+        number_format: str | None = None
+        if isinstance(value, Formatted):
+            value, number_format = value.value, value.number_format
         if existing is not None:
             attrs = _attrs(existing[2])
             if "cm" in attrs or "vm" in attrs:
-                raise _Unsupported(f"{sheet.name}: cell with rich value or array metadata")
-            if "<f" in existing[3]:
-                raise _Unsupported(f"{sheet.name}: a write over a formula")
+                raise _Unsupported(f"cell {ref} holds a picture or rich value, which crmkit never writes over")
             style = attrs.get("s")
             own_style = style not in (None, "0")
         if template.get(column, "0") != "0":  # an appended cell: the style of the one above
@@ -1051,7 +752,6 @@ class _Patcher:
             ):
                 style = None
 
-        ref = f"{_letters(column)}{row}"
         if value is None or value == "":
             # Clearing: a cell with a style of its own keeps it, empty; otherwise it goes.
             return f'<c r="{ref}" s="{style}"/>' if existing is not None and own_style else ""
@@ -1066,25 +766,28 @@ class _Patcher:
             s = f' s="{style}"' if style is not None else ""
             return f'<c r="{ref}"{s} t="b"><v>{int(value)}</v></c>'
         if isinstance(value, (int, float, Decimal)):
+            if number_format is not None:
+                style = self.styles.with_format(style, number_format)
+            elif style is not None and self.styles.shows_date(style, False):
+                style = self.styles.with_format(style, "General")  # a number, not a date
             s = f' s="{style}"' if style is not None else ""
             return f'<c r="{ref}"{s}><v>{_number_text(value)}</v></c>'
         if isinstance(value, date):
             with_time = isinstance(value, datetime) and value.time() != time(0)
-            if style is None or not self.styles.shows_date(style, with_time):
-                if own_style:
-                    raise _Unsupported(
-                        f"{sheet.name}!{ref}: a date into a cell whose format would not show it"
-                    )
-                # The date format of the cell above, or the same look as now with a date format.
+            if number_format is not None:
+                style = self.styles.with_format(style, number_format)
+            elif style is None or not self.styles.shows_date(style, with_time):
+                # The date format of the cell above when it looks the same; else this look with a
+                # date format (one the workbook has, or one appended).
                 above = sheet.style_at(row - 1, column) if row > 1 else None
-                if above is not None and self.styles.shows_date(above, with_time):
+                if above is not None and self.styles.shows_date(above, with_time) and not own_style:
                     style = above
                 else:
-                    style = self.styles.as_date(style, with_time)
-                    if style is None:
-                        raise _Unsupported(f"{sheet.name}!{ref}: a date with no date format to give it")
-            return f'<c r="{ref}" s="{style}"><v>{_date_serial(value)}</v></c>'
-        raise _Unsupported(f"a value of type {type(value).__name__}")
+                    style = self.styles.as_date(style, with_time) or self.styles.with_format(
+                        style, "yyyy-mm-dd hh:mm" if with_time else "yyyy-mm-dd"
+                    )
+            return f'<c r="{ref}" s="{style}"><v>{_date_serial(value, self.date1904)}</v></c>'
+        raise _Unsupported(f"cell {ref}: a value of type {type(value).__name__}")
 
     # -- ranges that grow --
 
