@@ -28,7 +28,8 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from crmkit.errors import CrmkitError
 from crmkit.reports.model import Chart, Column, Report, Table
-from crmkit.reports.xlsx import MARKER, _inline_shared_strings, write_report
+from crmkit.reports.xlsx import MARKER, write_report
+from crmkit.xlsx.graft import _inline_shared_strings
 
 SHIPPED = Path(__file__).resolve().parent.parent / "workbooks"
 SOFFICE = shutil.which("soffice") or shutil.which("libreoffice")

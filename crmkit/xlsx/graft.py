@@ -31,8 +31,8 @@ from crmkit.xlsx.package import (
     fresh_id,
     insert_before_close,
     relationships_xml,
-    rels_name,
     relative,
+    rels_name,
     resolve,
     root_prefix,
 )
@@ -83,7 +83,9 @@ def sheet_entries(package: Package) -> list[SheetEntry]:
             part = package.member(rel.target)
         sheet_id = el.get("sheetId") or "0"
         entries.append(
-            SheetEntry(index, el.get("name") or "", int(sheet_id) if sheet_id.isdigit() else 0, rid, kind, part)
+            SheetEntry(
+                index, el.get("name") or "", int(sheet_id) if sheet_id.isdigit() else 0, rid, kind, part
+            )
         )
     return entries
 
@@ -127,7 +129,12 @@ class _Scratch:
             external = el.get("TargetMode") == "External"
             target = el.get("Target", "")
             out.append(
-                Relationship(el.get("Id", ""), el.get("Type", ""), target if external else resolve(part, target), external)
+                Relationship(
+                    el.get("Id", ""),
+                    el.get("Type", ""),
+                    target if external else resolve(part, target),
+                    external,
+                )
             )
         return out
 
@@ -149,16 +156,16 @@ class _Graft:
         self.scratch = _Scratch(scratch)
         self.content_types: dict[str, str] = {}  # new part -> its content type
         self.removed: list[str] = []
+        self.extra_rels: list[tuple[str, str]] = []  # (type, part) the workbook must also point at
 
     def run(self, *, marker: str | None, replace: SheetEntry | None) -> str:
         package = self.package
         entries = sheet_entries(package)
         selected = False
-        if replace is not None:
-            if replace.part is not None:
-                head = package.text(replace.part)[:4000]
-                selected = bool(re.search(r"\stabSelected\s*=\s*[\"'](?:1|true)[\"']", head))
-                self._remove_parts(replace.part)
+        if replace is not None and replace.part is not None:
+            head = package.text(replace.part)[:4000]
+            selected = bool(re.search(r"\stabSelected\s*=\s*[\"'](?:1|true)[\"']", head))
+            self._remove_parts(replace.part)
         new_sheet = self._add_parts(selected)
         workbook_rels = package.relationships(package.workbook)
         rid = fresh_id(r.id for r in workbook_rels)
@@ -238,7 +245,12 @@ class _Graft:
             rels = scratch.relationships(part)
             if rels:
                 items = [
-                    (r.id, _strict_type(r.type) if strict else r.type, r.target if r.external else "/" + names.get(r.target, r.target), r.external)
+                    (
+                        r.id,
+                        _strict_type(r.type) if strict else r.type,
+                        r.target if r.external else "/" + names.get(r.target, r.target),
+                        r.external,
+                    )
                     for r in rels
                 ]
                 self.package.add(rels_name(new), relationships_xml(items))
@@ -253,7 +265,20 @@ class _Graft:
         if not used:
             return sheet_xml
         if self.styles.part is None:
-            raise WorkbookError(f"{self.package.path} has no styles part; crmkit cannot add a styled sheet")
+            # No styles part at all (every cell in the default look): the scratch one becomes it.
+            name = (
+                self.package.fresh_name("xl/styles.xml")
+                if self.package.member("xl/styles.xml")
+                else "xl/styles.xml"
+            )
+            data = scratch_styles.decode("utf-8")
+            self.package.add(name, _to_strict(data) if self.package.ns.strict else data)
+            self.content_types[name] = (
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"
+            )
+            self.extra_rels.append((self.package.ns.rel_type("styles"), name))
+            self.styles.reload(name)
+            return sheet_xml
         mapping = self.styles.adopt(scratch_styles, used)
 
         def remap(match: re.Match[str]) -> str:
@@ -282,11 +307,18 @@ class _Graft:
         assert root_tag is not None
         rels_ns = package.ns.rels
         r_prefix = next(
-            (m[1] for m in re.finditer(r"xmlns:([\w.-]+)\s*=\s*[\"']([^\"']*)[\"']", root_tag[0]) if m[2] == rels_ns),
+            (
+                m[1]
+                for m in re.finditer(r"xmlns:([\w.-]+)\s*=\s*[\"']([^\"']*)[\"']", root_tag[0])
+                if m[2] == rels_ns
+            ),
             None,
         )
         declare = "" if r_prefix else f' xmlns:r="{rels_ns}"'
-        element = f'<{p}sheet name={quoteattr(self.title)} sheetId="{sheet_id}" {r_prefix or "r"}:id="{rid}"{declare}/>'
+        element = (
+            f'<{p}sheet name={quoteattr(self.title)} sheetId="{sheet_id}" '
+            f'{r_prefix or "r"}:id="{rid}"{declare}/>'
+        )
         sheets = re.search(rf"<{q}sheets\b[^>]*?(?:/>|>(.*?)</{q}sheets\s*>)", text, re.S)
         if sheets is None:
             raise WorkbookError(f"{package.path}: its workbook part has no <sheets>")
@@ -310,8 +342,14 @@ class _Graft:
             def drop(match: re.Match[str]) -> str:
                 return "" if attrs(match[1]).get("localSheetId") == str(replace.index) else match[0]
 
-            kept = re.sub(rf"<{q}definedName\b([^>]*?)(?:/>|>.*?</{q}definedName\s*>)", drop, names[2] or "", flags=re.S)
-            text = text[: names.start()] + f"<{p}definedNames{names[1]}>{kept}</{p}definedNames>" + text[names.end() :]
+            kept = re.sub(
+                rf"<{q}definedName\b([^>]*?)(?:/>|>.*?</{q}definedName\s*>)", drop, names[2] or "", flags=re.S
+            )
+            text = (
+                text[: names.start()]
+                + f"<{p}definedNames{names[1]}>{kept}</{p}definedNames>"
+                + text[names.end() :]
+            )
             names = re.search(rf"<{q}definedNames\b([^>]*?)(?:/>|>(.*?)</{q}definedNames\s*>)", text, re.S)
         if marker is not None:
             element = (
@@ -320,7 +358,11 @@ class _Graft:
             )
             if names is not None:
                 inner = names[2] or ""
-                text = text[: names.start()] + f"<{p}definedNames{names[1]}>{inner}{element}</{p}definedNames>" + text[names.end() :]
+                text = (
+                    text[: names.start()]
+                    + f"<{p}definedNames{names[1]}>{inner}{element}</{p}definedNames>"
+                    + text[names.end() :]
+                )
             else:
                 after = 0
                 for local in ("sheets", "functionGroups", "externalReferences"):
@@ -333,9 +375,15 @@ class _Graft:
         package = self.package
         name = rels_name(package.workbook)
         rels_part = package.member(name)
-        element_for = f'Id="{new_id}" Type="{package.ns.rel_type("worksheet")}" Target={quoteattr(relative(package.workbook, target))}'
+        kind = package.ns.rel_type("worksheet")
+        element_for = f'Id="{new_id}" Type="{kind}" Target={quoteattr(relative(package.workbook, target))}'
         if rels_part is None:
-            package.add(name, relationships_xml([(new_id, package.ns.rel_type("worksheet"), relative(package.workbook, target), False)]))
+            package.add(
+                name,
+                relationships_xml(
+                    [(new_id, package.ns.rel_type("worksheet"), relative(package.workbook, target), False)]
+                ),
+            )
             self.content_types.setdefault("", "")
             return
         text = package.text(rels_part)
@@ -346,8 +394,19 @@ class _Graft:
             def drop(match: re.Match[str]) -> str:
                 return "" if attrs(match[1]).get("Id") == old_id else match[0]
 
-            text = re.sub(rf"<{q}Relationship\b([^>]*?)(?:/>|>.*?</{q}Relationship\s*>)", drop, text, flags=re.S)
-        text = insert_before_close(text, f"{p}Relationships", f"<{p}Relationship {element_for}/>")
+            text = re.sub(
+                rf"<{q}Relationship\b([^>]*?)(?:/>|>.*?</{q}Relationship\s*>)", drop, text, flags=re.S
+            )
+        elements = f"<{p}Relationship {element_for}/>"
+        taken = {r.id for r in package.relationships(package.workbook)} | {new_id}
+        for extra_kind, part in self.extra_rels:
+            rid = fresh_id(taken)
+            taken.add(rid)
+            elements += (
+                f'<{p}Relationship Id="{rid}" Type="{extra_kind}" '
+                f"Target={quoteattr(relative(package.workbook, part))}/>"
+            )
+        text = insert_before_close(text, f"{p}Relationships", elements)
         package.put(rels_part, text)
 
     def _edit_content_types(self) -> None:
@@ -374,33 +433,52 @@ class _Graft:
             for part, kind in self.content_types.items()
             if kind and defaults.get(posixpath.splitext(part)[1].lstrip(".").casefold()) != kind
         )
-        for extension, kind in (("rels", "application/vnd.openxmlformats-package.relationships+xml"), ("xml", "application/xml")):
+        for extension, kind in (
+            ("rels", "application/vnd.openxmlformats-package.relationships+xml"),
+            ("xml", "application/xml"),
+        ):
             if extension not in defaults:
-                elements = f"<{p}Default Extension=\"{extension}\" ContentType=\"{kind}\"/>" + elements
+                elements = f'<{p}Default Extension="{extension}" ContentType="{kind}"/>' + elements
         text = insert_before_close(text, f"{p}Types", elements)
         package.put(name, text)
 
 
 def _add_to_app_properties(package: Package, title: str) -> None:
     """List the new sheet in docProps/app.xml, as Excel does; left alone when laid out otherwise."""
-    app = next((package.member(r.target) for r in package.relationships("") if r.type.endswith("/extended-properties") or r.type.endswith("/extendedProperties")), None)
+    app = next(
+        (
+            package.member(r.target)
+            for r in package.relationships("")
+            if r.type.endswith("/extended-properties") or r.type.endswith("/extendedProperties")
+        ),
+        None,
+    )
     if app is None:
         return
     text = package.text(app)
-    titles = re.search(r"<(\w+:)?TitlesOfParts>\s*<(\w+:)?vector\b([^>]*)>(.*?)</(?:\w+:)?vector>", text, re.S)
+    titles = re.search(
+        r"<(\w+:)?TitlesOfParts>\s*<(\w+:)?vector\b([^>]*)>(.*?)</(?:\w+:)?vector>", text, re.S
+    )
     pairs = re.search(r"<(\w+:)?HeadingPairs>(.*?)</(?:\w+:)?HeadingPairs>", text, re.S)
     if titles is None or pairs is None:
         return
     vt = titles[2] or ""
     items = re.findall(rf"<{re.escape(vt)}lpstr>", titles[4])
-    counts = list(re.finditer(rf"<{re.escape(vt)}lpstr>([^<]*)</{re.escape(vt)}lpstr>\s*</{re.escape(vt)}variant>\s*<{re.escape(vt)}variant>\s*<{re.escape(vt)}i4>(\d+)</{re.escape(vt)}i4>", pairs[2]))
+    counts = list(
+        re.finditer(
+            rf"<{re.escape(vt)}lpstr>([^<]*)</{re.escape(vt)}lpstr>\s*</{re.escape(vt)}variant>\s*<{re.escape(vt)}variant>\s*<{re.escape(vt)}i4>(\d+)</{re.escape(vt)}i4>",
+            pairs[2],
+        )
+    )
     if not counts:
         return
     total = sum(int(m[2]) for m in counts)
     if total != len(items):
         return  # a layout this does not understand: better untouched than wrong
     # Worksheets come first in TitlesOfParts, then named ranges and others.
-    sheets = next((m for m in counts if m[1] in ("Worksheets", "Arbeitsblätter", "Feuilles de calcul")), counts[0])
+    sheets = next(
+        (m for m in counts if m[1] in ("Worksheets", "Arbeitsblätter", "Feuilles de calcul")), counts[0]
+    )
     position = 0
     for m in counts:
         if m is sheets:
@@ -416,7 +494,12 @@ def _add_to_app_properties(package: Package, title: str) -> None:
     text = text[: titles.start()] + new_titles + text[end:]
     pairs = re.search(r"<(\w+:)?HeadingPairs>(.*?)</(?:\w+:)?HeadingPairs>", text, re.S)
     assert pairs is not None
-    counts = list(re.finditer(rf"<{re.escape(vt)}lpstr>([^<]*)</{re.escape(vt)}lpstr>\s*</{re.escape(vt)}variant>\s*<{re.escape(vt)}variant>\s*<{re.escape(vt)}i4>(\d+)</{re.escape(vt)}i4>", pairs[2]))
+    counts = list(
+        re.finditer(
+            rf"<{re.escape(vt)}lpstr>([^<]*)</{re.escape(vt)}lpstr>\s*</{re.escape(vt)}variant>\s*<{re.escape(vt)}variant>\s*<{re.escape(vt)}i4>(\d+)</{re.escape(vt)}i4>",
+            pairs[2],
+        )
+    )
     target = next(m for m in counts if m[1] == sheets[1])
     at = pairs.start(2) + target.start(2)
     text = text[:at] + str(int(target[2]) + 1) + text[at + len(target[2]) :]

@@ -260,7 +260,10 @@ class Package:
             external = el.get("TargetMode") == "External"
             out.append(
                 Relationship(
-                    el.get("Id", ""), el.get("Type", ""), target if external else resolve(part, target), external
+                    el.get("Id", ""),
+                    el.get("Type", ""),
+                    target if external else resolve(part, target),
+                    external,
                 )
             )
         self._rels_cache[rels] = out
@@ -301,7 +304,9 @@ class Package:
         m = re.match(r"^(.*?)(\d*)(\.[^./]+)$", like)
         stem, suffix = (m[1], m[3]) if m else (like, "")
         n = 1
-        while self.member(f"{stem}{n}{suffix}") is not None or f"{stem}{n}{suffix}".casefold() in self._folded:
+        while (
+            self.member(f"{stem}{n}{suffix}") is not None or f"{stem}{n}{suffix}".casefold() in self._folded
+        ):
             n += 1
         return f"{stem}{n}{suffix}"
 
@@ -535,4 +540,3 @@ def fresh_id(taken: Iterable[str]) -> str:
     while f"rId{n}" in used:
         n += 1
     return f"rId{n}"
-

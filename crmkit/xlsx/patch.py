@@ -221,7 +221,9 @@ def _number_text(value: int | float | Decimal) -> str:
 def _date_serial(value: date, date1904: bool) -> str:
     day = value.date() if isinstance(value, datetime) else value
     if isinstance(value, datetime) and value.tzinfo is not None:
-        raise _Unsupported(f"the date and time {value.isoformat()} with a time zone, which a cell cannot hold")
+        raise _Unsupported(
+            f"the date and time {value.isoformat()} with a time zone, which a cell cannot hold"
+        )
     if date1904:
         days = (day - _EPOCH_1904).days
     else:
@@ -267,7 +269,9 @@ class _Sheet:
     def __init__(self, text: str, name: str, main: str) -> None:
         m = _SHEET_DATA_RE.search(text)
         if m is None:
-            raise _Unsupported(f"its part {name} has no <sheetData> (or a namespace prefix crmkit does not edit)")
+            raise _Unsupported(
+                f"its part {name} has no <sheetData> (or a namespace prefix crmkit does not edit)"
+            )
         head = text[: m.start()]
         root = re.search(r"<worksheet\b([^>]*)>", head)
         if root is None or _attrs(root[1]).get("xmlns") != main:
@@ -487,7 +491,10 @@ class _Patcher:
         for offset, values in enumerate(change.append, start=1):
             row = last + offset
             if row > _MAX_ROW:
-                raise _Unsupported("appended rows go past the last row of a sheet")
+                raise _Unsupported(
+                    f"new rows would go past row {_MAX_ROW:,}, the last a sheet has: "
+                    "something is typed at the very bottom of the sheet; clear it and sync again"
+                )
             if len(values) > _MAX_COLUMN:
                 raise _Unsupported("an appended row wider than a sheet")
             for column, value in enumerate(values):
@@ -735,7 +742,9 @@ class _Patcher:
         if existing is not None:
             attrs = _attrs(existing[2])
             if "cm" in attrs or "vm" in attrs:
-                raise _Unsupported(f"cell {ref} holds a picture or rich value, which crmkit never writes over")
+                raise _Unsupported(
+                    f"cell {ref} holds a picture or rich value, which crmkit never writes over"
+                )
             style = attrs.get("s")
             own_style = style not in (None, "0")
         if template.get(column, "0") != "0":  # an appended cell: the style of the one above

@@ -112,10 +112,17 @@ class Styles:
     """A workbook's styles part, read once; formats and cell formats to append, written by :meth:`save`."""
 
     def __init__(self, package: Package) -> None:
+        styles = package.related(package.workbook, "styles")
+        self._load(package, package.member(styles[0].target) if styles else None)
+
+    def reload(self, part: str) -> None:
+        """Read ``part``, just added to the package, as the workbook's styles."""
+        self._load(self.package, part)
+
+    def _load(self, package: Package, part: str | None) -> None:
         self.package = package
         self.main = package.ns.main
-        styles = package.related(package.workbook, "styles")
-        self.part = package.member(styles[0].target) if styles else None
+        self.part = part
         self.root: ET.Element | None = None
         if self.part is not None:
             try:
@@ -150,8 +157,10 @@ class Styles:
         return int(xf.get("numFmtId") or 0) if xf is not None else 0
 
     def code(self, number_format: int) -> str:
-        return self.codes.get(number_format) or self.new_codes.get(number_format) or (
-            _BUILTIN_CODES.get(number_format, "")
+        return (
+            self.codes.get(number_format)
+            or self.new_codes.get(number_format)
+            or (_BUILTIN_CODES.get(number_format, ""))
         )
 
     def shows_date(self, style: str | None, with_time: bool) -> bool:
@@ -193,7 +202,9 @@ class Styles:
         if xf is not None and int(xf.get("numFmtId") or 0) == number:
             return style or "0"
         if xf is None:
-            xf = ET.Element(f"{{{self.main}}}xf", {"numFmtId": "0", "fontId": "0", "fillId": "0", "borderId": "0"})
+            xf = ET.Element(
+                f"{{{self.main}}}xf", {"numFmtId": "0", "fontId": "0", "fillId": "0", "borderId": "0"}
+            )
             if self.has_style_xfs:
                 xf.set("xfId", "0")
         copy = ET.Element(xf.tag, dict(xf.attrib))
@@ -259,7 +270,7 @@ class Styles:
         prefix = root_prefix(text, "styleSheet")
         if self.new_codes:
             content = "".join(
-                f"<{prefix}numFmt numFmtId=\"{number}\" formatCode={quoteattr(code)}/>"
+                f'<{prefix}numFmt numFmtId="{number}" formatCode={quoteattr(code)}/>'
                 for number, code in self.new_codes.items()
             )
             text = _append_to_list(text, prefix, "numFmts", content, len(self.codes) + len(self.new_codes))
@@ -285,7 +296,13 @@ def _append_to_list(text: str, prefix: str, tag: str, content: str, count: int) 
         close = re.compile(rf"</{q}{tag}\s*>").search(text, found.end())
         if close is None:
             raise WorkbookError(f"the workbook's styles part has an unclosed <{tag}>")
-        return text[: found.start()] + opening + text[found.end() : close.start()] + content + text[close.start() :]
+        return (
+            text[: found.start()]
+            + opening
+            + text[found.end() : close.start()]
+            + content
+            + text[close.start() :]
+        )
     element = f'<{prefix}{tag} count="{count}">{content}</{prefix}{tag}>'
     for later in _ORDER[_ORDER.index(tag) + 1 :]:
         after = re.search(rf"<{q}{later}\b", text)
