@@ -804,22 +804,23 @@ def test_array_formula_ranges_are_refused(tmp_path: Path) -> None:
     assert patched(book, [SheetChanges("Data Sheet", cells=[CellChange(2, 0, 9)])])
 
 
-def test_cells_without_references_are_refused(tmp_path: Path) -> None:
-    rows = '<row r="1"><c t="s"><v>0</v></c><c><v>2</v></c></row>'
+def test_rows_and_cells_without_references_are_numbered_as_readers_count_them(tmp_path: Path) -> None:
+    rows = (
+        '<row r="1"><c t="s"><v>0</v></c><c><v>2</v></c></row>'
+        '<row><c r="A2"><v>1</v></c><c><v>7</v></c></row>'
+        "<row><c><v>3</v></c></row>"
+    )
     book = excel_like_book(tmp_path / "noref.xlsx", rows)
-    refused(book, [SheetChanges("Data Sheet", cells=[CellChange(1, 1, 5)])])
-
-
-def test_rows_without_numbers_are_refused(tmp_path: Path) -> None:
-    rows = '<row><c r="A1"><v>1</v></c></row>'
-    book = excel_like_book(tmp_path / "norow.xlsx", rows)
-    refused(book, [SheetChanges("Data Sheet", cells=[CellChange(1, 1, 5)])])
+    assert calamine_rows(book, "Data Sheet")[:3] == [["Name", 2.0], [1.0, 7.0], [3.0, ""]]
+    out = patched(book, [SheetChanges("Data Sheet", cells=[CellChange(1, 1, 5), CellChange(3, 1, 9)])])
+    assert calamine_rows(out, "Data Sheet")[:3] == [["Name", 5.0], [1.0, 7.0], [3.0, 9.0]]
+    assert row_numbers(sheet_part(out, "Data Sheet")) == [1, 2, 3]
 
 
 def test_a_file_that_is_not_a_workbook_is_refused(tmp_path: Path) -> None:
     junk = tmp_path / "junk.xlsx"
     junk.write_bytes(b"not a zip at all")
-    refused(junk, [SheetChanges("S", cells=[CellChange(1, 0, 1)])])
+    refused(junk, [SheetChanges("S", cells=[CellChange(1, 0, 1)])], "not an .xlsx workbook")
 
 
 # -- LibreOffice ---------------------------------------------------------------------------

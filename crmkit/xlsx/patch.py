@@ -263,6 +263,37 @@ class _SheetResult:
     filter_change: tuple[_Range, _Range] | None = None
 
 
+_UNNUMBERED_ROW_RE = re.compile(r"<row(?![^>]*\sr\s*=)[\s/>]")
+_UNNUMBERED_CELL_RE = re.compile(r"<c(?![^>]*\sr\s*=)[\s/>]")
+_ROW_OR_CELL_RE = re.compile(r"<(row|c)\b([^>]*?)(/?)>")
+
+
+def _number_rows_and_cells(data: str) -> str:
+    """``<sheetData>``'s content with an ``r`` on every row and cell, as a reader counts them."""
+    out: list[str] = []
+    pos = 0
+    row = 0
+    column = -1
+    for m in _ROW_OR_CELL_RE.finditer(data):
+        out.append(data[pos : m.start()])
+        pos = m.end()
+        tag, attributes, close = m[1], m[2], m[3]
+        found = _attrs(attributes).get("r")
+        if tag == "row":
+            row = int(found) if found and found.isdigit() else row + 1
+            column = -1
+            if not found:
+                attributes = f' r="{row}"{attributes}'
+        else:
+            ref = _RANGE_RE.match(found) if found else None
+            column = _column_index(ref[1]) if ref else column + 1
+            if not found:
+                attributes = f' r="{_letters(column)}{row}"{attributes}'
+        out.append(f"<{tag}{attributes}{close}>")
+    out.append(data[pos:])
+    return "".join(out)
+
+
 class _Sheet:
     """The text of one worksheet part and an index of its rows."""
 
@@ -292,6 +323,13 @@ class _Sheet:
             or _PREFIXED_ELEMENT_RE.search(text, self.data_start, self.data_end)
         ):
             raise _Unsupported(f"{name}: comments, CDATA or extension elements among the rows")
+        data = text[self.data_start : self.data_end]
+        if _UNNUMBERED_ROW_RE.search(data) or _UNNUMBERED_CELL_RE.search(data):
+            # References are optional (some tools leave them out); rows and cells then follow
+            # on from the one before. Numbered, the rows can be indexed like any others.
+            data = _number_rows_and_cells(data)
+            self.text = text = text[: self.data_start] + data + text[self.data_end :]
+            self.data_end = self.data_start + len(data)
         self.numbers: list[int] = []
         self.starts: list[int] = []
         self.ends: list[int] = []
