@@ -19,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import zipfile
+from xml.sax.saxutils import unescape
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from crmkit.sync.source import BookChangedError
 from crmkit.sync.values import as_read
 from crmkit.workbooks import SHEETS, TEMPLATE_NAME, write_sheet
 from crmkit.xlsx import Package, Styles, WorkbookError, graft_sheet, patch_sheets, sheet_entries
+from crmkit.xlsx.package import attrs
 
 __all__ = ["ExcelBook", "write_changes"]
 
@@ -119,12 +122,24 @@ class ExcelBook:
         if self._read_hash is None:
             return {}
         try:
-            book = CalamineWorkbook.from_path(str(real))
+            try:
+                book = CalamineWorkbook.from_path(str(real))
+                unlinked: list[str] = []
+            except CalamineError as exc:
+                if "Relationship" not in str(exc):
+                    raise
+                book, unlinked = _without_unlinked_sheets(real)
             kinds = {m.name: _kind(m.typ) for m in book.sheets_metadata}
             with paused_gc():
-                return {name: self._read_sheet(book, name, kinds.get(name, "worksheet")) for name in book.sheet_names}
-        except (CalamineError, OSError, ValueError, zipfile.BadZipFile) as exc:
+                tables = {
+                    name: self._read_sheet(book, name, kinds.get(name, "worksheet"))
+                    for name in book.sheet_names
+                }
+        except (CalamineError, OSError, ValueError, zipfile.BadZipFile, WorkbookError) as exc:
             raise CrmkitError(f"cannot read {self.path} as an Excel workbook: {_one_line(exc)}") from None
+        for name in unlinked:  # a tab with no part behind it: nothing to read, never written into
+            tables[name] = SheetTable(name, [], [], kind="unlinked")
+        return tables
 
     @staticmethod
     def _read_sheet(book: CalamineWorkbook, name: str, kind: str) -> SheetTable:
@@ -168,6 +183,31 @@ def write_changes(source: Path, target: Path, changes: list[SheetChanges]) -> No
     with Package(Path(source)) as package:
         _apply(package, changes)
         package.write(Path(target))
+
+
+def _without_unlinked_sheets(path: Path) -> tuple[CalamineWorkbook, list[str]]:
+    """The workbook read with its tabs that name no part (no ``r:id``) left out, and their names.
+
+    Excel and LibreOffice open such a tab as an empty sheet; calamine refuses the
+    whole file, so it reads a copy (in memory) without them.
+    """
+    with Package(path) as package:
+        text = package.text(package.workbook)
+        unlinked: list[str] = []
+
+        def drop(m: re.Match[str]) -> str:
+            if re.search(r"\s[\w.-]+:id\s*=", m[0]):
+                return m[0]
+            unlinked.append(unescape(attrs(m[0]).get("name", "")))
+            return ""
+
+        text = re.sub(r"<(?:[\w.-]+:)?sheet\b[^>]*?/>", drop, text)
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as copy:
+            for name in package.names():
+                copy.writestr(name, text.encode("utf-8") if name == package.workbook else package.read(name))
+    out.seek(0)
+    return CalamineWorkbook.from_filelike(out), unlinked
 
 
 def _one_line(exc: BaseException) -> str:
