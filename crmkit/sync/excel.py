@@ -21,9 +21,9 @@ import io
 import os
 import re
 import zipfile
-from xml.sax.saxutils import unescape
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import unescape
 
 from openpyxl import Workbook
 from openpyxl.styles import Font, PatternFill
