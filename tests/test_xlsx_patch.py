@@ -873,3 +873,19 @@ def test_libreoffice_opens_the_patched_workbooks(book: Path, excel_book: Path, t
         data = list(csv.reader(fh))
     assert data[1][4] == "=text"
     assert data[4][1] == "7"
+
+
+def test_an_added_sheet_is_listed_in_the_document_properties_as_excel_lists_it(tmp_path: Path) -> None:
+    xlsxwriter = pytest.importorskip("xlsxwriter")
+    book = tmp_path / "xw.xlsx"
+    wb = xlsxwriter.Workbook(str(book))
+    wb.add_worksheet("Data").write(0, 0, "x")
+    wb.define_name("Total", "=Data!$A$1")
+    wb.close()
+    out = patched(book, [SheetChanges("Contacts", create_headers=["ID", "Name"], append=[["C-1", "Ann"]])])
+    app = part(out, "docProps/app.xml")
+    assert "<vt:lpstr>Worksheets</vt:lpstr></vt:variant><vt:variant><vt:i4>2</vt:i4>" in app
+    assert (
+        '<vt:vector size="3" baseType="lpstr"><vt:lpstr>Data</vt:lpstr><vt:lpstr>Contacts</vt:lpstr>'
+        "<vt:lpstr>Total</vt:lpstr></vt:vector>"
+    ) in app
