@@ -218,12 +218,16 @@ def make_xlsxwriter_showcase(path: Path) -> Path:
     summary.write("A17", "Total", bold)
     summary.insert_image("E2", "logo.png", _image(png(), x_scale=2, y_scale=2, description="Company logo"))
     summary.embed_image("B8", "cell.png", _image(png(12, 12, (200, 30, 30))))
-    summary.insert_textbox("H12", "A note in a text box", {"width": 200, "height": 60, "font": {"bold": True}})
+    summary.insert_textbox(
+        "H12", "A note in a text box", {"width": 200, "height": 60, "font": {"bold": True}}
+    )
     summary.freeze_panes(2, 1)
     summary.set_landscape()
     summary.set_paper(9)
     summary.fit_to_pages(1, 0)
-    summary.set_header("&L&G&CCRM summary&R&D", {"image_left": "head.png", "image_data_left": io.BytesIO(png(8, 8))})
+    summary.set_header(
+        "&L&G&CCRM summary&R&D", {"image_left": "head.png", "image_data_left": io.BytesIO(png(8, 8))}
+    )
     summary.set_footer("&CPage &P of &N")
     summary.repeat_rows(0)
     summary.print_area("A1:H30")
@@ -297,7 +301,13 @@ def make_xlsxwriter_contacts(path: Path) -> Path:
         notes.write_string(offset, 0, month)
         notes.write_number(offset, 1, calls)
     line = wb.add_chart({"type": "line"})
-    line.add_series({"name": "Calls", "categories": "='Pipeline notes'!$A$5:$A$8", "values": "='Pipeline notes'!$B$5:$B$8"})
+    line.add_series(
+        {
+            "name": "Calls",
+            "categories": "='Pipeline notes'!$A$5:$A$8",
+            "values": "='Pipeline notes'!$B$5:$B$8",
+        }
+    )
     notes.insert_chart("D2", line)
     notes.insert_image("D18", "team.png", _image(png(32, 20, (10, 120, 60))))
     wb.define_name("ContactNames", "=Contacts!$B$2:$B$200")
@@ -361,8 +371,14 @@ _S = "http://purl.oclc.org/ooxml/"
 #: (ECMA-376 Part 1 Strict / ISO/IEC 29500-1 strict schemas). The package namespaces (content
 #: types, package relationships, core properties) and markup compatibility are the same in both.
 STRICT_NAMES = (
-    (_T + "officeDocument/2006/relationships/extended-properties", _S + "officeDocument/relationships/extendedProperties"),
-    (_T + "officeDocument/2006/relationships/custom-properties", _S + "officeDocument/relationships/customProperties"),
+    (
+        _T + "officeDocument/2006/relationships/extended-properties",
+        _S + "officeDocument/relationships/extendedProperties",
+    ),
+    (
+        _T + "officeDocument/2006/relationships/custom-properties",
+        _S + "officeDocument/relationships/customProperties",
+    ),
     (_T + "officeDocument/2006/relationships", _S + "officeDocument/relationships"),
     (_T + "officeDocument/2006/extended-properties", _S + "officeDocument/extendedProperties"),
     (_T + "officeDocument/2006/custom-properties", _S + "officeDocument/customProperties"),
@@ -426,7 +442,9 @@ def make_openpyxl_rules(path: Path) -> Path:
     for cell in contacts[1]:
         cell.font = Font(bold=True, color="FFFFFF")
         cell.fill = PatternFill("solid", fgColor="375623")
-    contacts.append([None, PEOPLE[0][0], PEOPLE[0][1], "+84 90 123 4567", "COO", None, "linh", "web", "no", "ok"])
+    contacts.append(
+        [None, PEOPLE[0][0], PEOPLE[0][1], "+84 90 123 4567", "COO", None, "linh", "web", "no", "ok"]
+    )
     contacts.append([None, PEOPLE[1][0], PEOPLE[1][1], None, "CTO", None, "ana", "event", "no", "ok", "vip"])
     contacts.freeze_panes = "A2"
     contacts.column_dimensions["B"].width = 30
@@ -444,7 +462,9 @@ def make_openpyxl_rules(path: Path) -> Path:
         contacts.add_data_validation(validation)
     contacts.conditional_formatting.add(
         "C2:C1000",
-        FormulaRule(formula=['AND(C2<>"",ISERROR(FIND("@",C2)))'], fill=PatternFill("solid", bgColor="FFC7CE")),
+        FormulaRule(
+            formula=['AND(C2<>"",ISERROR(FIND("@",C2)))'], fill=PatternFill("solid", bgColor="FFC7CE")
+        ),
     )
     contacts.conditional_formatting.add(
         f"{column['Email status']}2:{column['Email status']}1000",
@@ -532,8 +552,16 @@ def make_fods(path: Path) -> Path:
         "<office:annotation><dc:creator>Linh</dc:creator><dc:date>2026-01-05T09:00:00</dc:date>"
         "<text:p>Agreed with finance</text:p></office:annotation></table:table-cell>"
         "<table:covered-table-cell/><table:covered-table-cell/></table:table-row>"
-        "<table:table-row>" + _fods_cell("Travel") + _fods_cell(1200) + _fods_cell(date(2026, 1, 15), "day") + "</table:table-row>"
-        "<table:table-row>" + _fods_cell("Tools") + _fods_cell(450.5) + _fods_cell(date(2026, 2, 1), "day") + "</table:table-row>"
+        "<table:table-row>"
+        + _fods_cell("Travel")
+        + _fods_cell(1200)
+        + _fods_cell(date(2026, 1, 15), "day")
+        + "</table:table-row>"
+        "<table:table-row>"
+        + _fods_cell("Tools")
+        + _fods_cell(450.5)
+        + _fods_cell(date(2026, 2, 1), "day")
+        + "</table:table-row>"
         "<table:table-row>" + _fods_cell("Total") + '<table:table-cell table:formula="of:=SUM([.B2:.B3])" '
         'office:value-type="float" office:value="1650.5"><text:p>1650.5</text:p></table:table-cell>'
         "</table:table-row></table:table>"
@@ -549,12 +577,11 @@ def make_fods(path: Path) -> Path:
     return path
 
 
-def soffice_convert(
-    inputs: list[Path], outdir: Path, target: str, profile: Path
-) -> subprocess.Popen[bytes]:
+def soffice_convert(inputs: list[Path], outdir: Path, target: str, profile: Path) -> subprocess.Popen[bytes]:
     """Start one ``soffice --headless --convert-to TARGET`` run over all ``inputs`` (wait on it)."""
     assert SOFFICE is not None, "LibreOffice (soffice) is not installed"
     outdir.mkdir(parents=True, exist_ok=True)
+    profile.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
         [
             SOFFICE,
@@ -569,7 +596,7 @@ def soffice_convert(
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "HOME": str(profile.parent)},
+        env={**os.environ, "HOME": str(profile)},
     )
 
 
@@ -614,7 +641,9 @@ def build_books(folder: Path, *, libreoffice: bool = True) -> dict[str, RealBook
     people = tuple(PEOPLE)
     books = {
         "xlsxwriter_showcase.xlsx": RealBook(
-            "xlsxwriter_showcase.xlsx", make_xlsxwriter_showcase(folder / "xlsxwriter_showcase.xlsx"), "XlsxWriter"
+            "xlsxwriter_showcase.xlsx",
+            make_xlsxwriter_showcase(folder / "xlsxwriter_showcase.xlsx"),
+            "XlsxWriter",
         ),
         "xlsxwriter_contacts.xlsx": RealBook(
             "xlsxwriter_contacts.xlsx",
@@ -629,7 +658,10 @@ def build_books(folder: Path, *, libreoffice: bool = True) -> dict[str, RealBook
             macros=True,
         ),
         "openpyxl_rules.xlsx": RealBook(
-            "openpyxl_rules.xlsx", make_openpyxl_rules(folder / "openpyxl_rules.xlsx"), "openpyxl", contacts=people
+            "openpyxl_rules.xlsx",
+            make_openpyxl_rules(folder / "openpyxl_rules.xlsx"),
+            "openpyxl",
+            contacts=people,
         ),
     }
     source = make_strict_source(folder / "strict_source.xlsx")
@@ -648,25 +680,39 @@ def build_books(folder: Path, *, libreoffice: bool = True) -> dict[str, RealBook
             Path(shutil.copy(books["xlsxwriter_contacts.xlsx"].path, stage / "libreoffice_contacts.xlsx")),
             make_fods(stage / "libreoffice_from_ods.fods"),
         ]
-        xlsm_inputs = [Path(shutil.copy(books["xlsxwriter_macros.xlsm"].path, stage / "libreoffice_macros.xlsm"))]
+        xlsm_inputs = [
+            Path(shutil.copy(books["xlsxwriter_macros.xlsm"].path, stage / "libreoffice_macros.xlsm"))
+        ]
         runs = [
             soffice_convert(xlsx_inputs, folder, "xlsx:Calc MS Excel 2007 XML", folder / "lo-profile-xlsx"),
-            soffice_convert(xlsm_inputs, folder, "xlsm:Calc MS Excel 2007 VBA XML", folder / "lo-profile-xlsm"),
+            soffice_convert(
+                xlsm_inputs, folder, "xlsm:Calc MS Excel 2007 VBA XML", folder / "lo-profile-xlsm"
+            ),
         ]
         outputs = "".join(finish(run) for run in runs)
         made = {
-            "libreoffice_showcase.xlsx": RealBook("libreoffice_showcase.xlsx", folder / "libreoffice_showcase.xlsx", "LibreOffice"),
+            "libreoffice_showcase.xlsx": RealBook(
+                "libreoffice_showcase.xlsx", folder / "libreoffice_showcase.xlsx", "LibreOffice"
+            ),
             "libreoffice_contacts.xlsx": RealBook(
-                "libreoffice_contacts.xlsx", folder / "libreoffice_contacts.xlsx", "LibreOffice", contacts=people
+                "libreoffice_contacts.xlsx",
+                folder / "libreoffice_contacts.xlsx",
+                "LibreOffice",
+                contacts=people,
             ),
             "libreoffice_from_ods.xlsx": RealBook(
-                "libreoffice_from_ods.xlsx", folder / "libreoffice_from_ods.xlsx", "LibreOffice", contacts=people
+                "libreoffice_from_ods.xlsx",
+                folder / "libreoffice_from_ods.xlsx",
+                "LibreOffice",
+                contacts=people,
             ),
             "libreoffice_macros.xlsm": RealBook(
                 "libreoffice_macros.xlsm", folder / "libreoffice_macros.xlsm", "LibreOffice", macros=True
             ),
         }
         for book in made.values():
-            assert book.path.is_file() and book.path.stat().st_size > 0, f"LibreOffice made no {book.name}:\n{outputs}"
+            assert book.path.is_file() and book.path.stat().st_size > 0, (
+                f"LibreOffice made no {book.name}:\n{outputs}"
+            )
         books.update(made)
     return {name: books[name] for name in BOOK_NAMES if name in books}
