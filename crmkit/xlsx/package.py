@@ -238,6 +238,18 @@ class Package:
     def text(self, name: str) -> str:
         return decode(self.read(name), name)
 
+    def _head(self, name: str) -> bytes:
+        """The first bytes of a member (its byte-order mark, if any)."""
+        if name in self._added:
+            return self._added[name][:3]
+        if name in self._changed:
+            return self._changed[name][:3]
+        try:
+            with self._zip.open(name) as fh:
+                return fh.read(3)
+        except KeyError:
+            return b""
+
     def original(self, name: str) -> bytes:
         """A member's bytes as in the source file, whatever was put since."""
         return self._zip.read(name)
@@ -278,8 +290,7 @@ class Package:
     def put(self, name: str, data: bytes | str) -> None:
         """New content for an existing or added member; text is encoded as the old part was."""
         if isinstance(data, str):
-            like = self._added.get(name) or (self.original(name) if name in self._folded.values() else b"")
-            data = encode(data, like[:3])
+            data = encode(data, self._head(name))
         if name in self._added:
             self._added[name] = data
         else:
