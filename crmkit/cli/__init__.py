@@ -13,6 +13,7 @@ Each command parses its options, makes one library call and prints the result
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,35 @@ class App:
         return self._store
 
 
+#: Which module registers each top-level command. A command's module (and what it imports:
+#: openpyxl, jinja2, imapclient ...) is loaded only when that command runs or help lists it,
+#: so `crmkit --version` and a cron `crmkit sync` skip what they never use.
+_COMMAND_MODULES = {
+    "init": "setup",
+    "quickstart": "setup",
+    "sync": "sync",
+    "poll": "mail",
+    "merge": "merge",
+    "campaigns": "merge",
+    "report": "report",
+    **{
+        name: "records"
+        for name in ("accounts", "activities", "cases", "contacts", "deals", "invoices", "leads", "quotes")
+    },
+}
+
+
 class CrmkitGroup(click.Group):
-    """Turns crmkit's own errors into one readable line and exit code 1."""
+    """Turns crmkit's own errors into one readable line and exit code 1; loads commands on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(_COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in _COMMAND_MODULES:
+            module = importlib.import_module(f"crmkit.cli.{_COMMAND_MODULES[cmd_name]}")
+            module.register(self)
+        return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -103,17 +131,3 @@ def main(ctx: click.Context, store_option: str | None, config_option: str | None
         crmkit contacts show ana@example.com
     """
     ctx.obj = App(store_option=store_option, config_option=config_option)
-
-
-def _register() -> None:
-    from crmkit.cli import mail, merge, records, report, setup, sync
-
-    setup.register(main)
-    records.register(main)
-    sync.register(main)
-    mail.register(main)
-    merge.register(main)
-    report.register(main)
-
-
-_register()
