@@ -222,6 +222,7 @@ def _apply(package: Package, changes: list[SheetChanges]) -> None:
     for change in changes:
         key = change.title.strip().casefold()
         if change.create_headers and key not in entries:
+            _check_sheet_title(change.title)
             graft_sheet(package, styles, _new_sheet(change.title, change.create_headers), change.title)
             entries = {e.name.strip().casefold(): e for e in sheet_entries(package)}
         elif change.create_headers:
@@ -234,6 +235,26 @@ def _apply(package: Package, changes: list[SheetChanges]) -> None:
         writes.append(change)
     patch_sheets(package, styles, writes, entries)
     styles.save()
+
+
+_BAD_TITLE_CHARACTERS = set(":\\/?*[]")
+
+
+def _check_sheet_title(title: str) -> None:
+    """Refuse, in one line, a sheet title Excel would have to repair."""
+    problem = None
+    if not title.strip():
+        problem = "is empty"
+    elif len(title) > 31:
+        problem = f"has {len(title)} characters, more than the 31 Excel allows"
+    elif _BAD_TITLE_CHARACTERS & set(title):
+        problem = "holds one of : \\ / ? * [ ], which Excel does not allow"
+    elif title.startswith("'") or title.endswith("'"):
+        problem = "starts or ends with an apostrophe, which Excel does not allow"
+    elif title.casefold() == "history":
+        problem = "is a name Excel keeps for itself"
+    if problem:
+        raise WorkbookError(f"cannot add a sheet named {title!r}: the name {problem} (see [sheet_names])")
 
 
 def _new_sheet(title: str, headers: list[str]) -> bytes:

@@ -191,18 +191,27 @@ class _Graft:
                 if name is not None and name not in candidates:
                     candidates.add(name)
                     queue.append(name)
+        # A part something else still reaches, directly or through other parts, stays.
         keep: set[str] = set()
+        reached: list[str] = []
         for name in package.names():
             folder, base = posixpath.split(name)
             if posixpath.basename(folder) != "_rels" or not base.endswith(".rels"):
                 continue
             source = posixpath.join(posixpath.dirname(folder), base[: -len(".rels")])
-            if package.member(source) in candidates:
+            if source and package.member(source) in candidates:
                 continue
             for rel in package.relationships(source):
                 found = package.member(rel.target) if not rel.external else None
-                if found is not None and found != old_sheet:
+                if found is not None and found != old_sheet and found not in keep:
                     keep.add(found)
+                    reached.append(found)
+        while reached:
+            for rel in package.relationships(reached.pop()):
+                found = package.member(rel.target) if not rel.external else None
+                if found is not None and found != old_sheet and found not in keep:
+                    keep.add(found)
+                    reached.append(found)
         for part in candidates - keep:
             self.removed.append(part)
             rels = package.member(rels_name(part))

@@ -315,10 +315,11 @@ class Package:
         m = re.match(r"^(.*?)(\d*)(\.[^./]+)$", like)
         stem, suffix = (m[1], m[3]) if m else (like, "")
         n = 1
-        while (
-            self.member(f"{stem}{n}{suffix}") is not None or f"{stem}{n}{suffix}".casefold() in self._folded
+        while any(
+            self.member(name) is not None or name.casefold() in self._folded
+            for name in (f"{stem}{n}{suffix}", rels_name(f"{stem}{n}{suffix}"))
         ):
-            n += 1
+            n += 1  # a stray relationships part of a deleted part counts as taken too
         return f"{stem}{n}{suffix}"
 
     @property

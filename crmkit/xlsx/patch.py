@@ -81,6 +81,7 @@ _TABLE_ROOT_RE = re.compile(r"<table\b([^>]*?)/?>")
 _PREFIXED_ELEMENT_RE = re.compile(r"</?[A-Za-z_][\w.-]*:")
 _RANGE_RE = re.compile(r"^\$?([A-Z]{1,3})\$?(\d+)(?::\$?([A-Z]{1,3})\$?(\d+))?$")
 _ILLEGAL_XML_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _ESCAPED_CHAR_RE = re.compile("_x[0-9A-Fa-f]{4}_")  # Excel reads it as one escaped character
 
 
@@ -207,6 +208,12 @@ def _text_xml(value: str) -> str:
 
 def _number_text(value: int | float | Decimal) -> str:
     if isinstance(value, int):
+        try:
+            float(value)
+        except OverflowError:
+            raise _Unsupported(
+                f"a number of {len(str(abs(value)))} digits, larger than a cell can hold"
+            ) from None
         return int.__repr__(value)  # an IntEnum as its number too
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -419,6 +426,8 @@ class _Patcher:
         self.styles = styles
         self.main = package.ns.main
         self.texts: dict[str, str] = {}  # parts read or changed, as text, by member name
+        self.sheet_id = 0  # of the sheet being written
+        self.unformulated: set[tuple[int, str]] = set()  # (sheetId, cell) whose formula was replaced
         book = ET.fromstring(package.read(package.workbook))
         props = book.find(f"{{{self.main}}}workbookPr")
         self.date1904 = props is not None and props.get("date1904", "0").lower() in ("1", "true")
@@ -444,6 +453,7 @@ class _Patcher:
             entry = sheets.get(change.title.strip().casefold())
             if entry is None or entry.kind != "worksheet" or entry.part is None:
                 raise _Unsupported(f"the workbook has no worksheet {change.title!r} to write into")
+            self.sheet_id = entry.sheet_id
             try:
                 result = self.patch_sheet(entry.part, change)
             except _Unsupported as exc:
@@ -456,6 +466,39 @@ class _Patcher:
         if changed:
             workbook = self.package.workbook
             self.put(workbook, self.patch_book(self.text(workbook), filters))
+        if self.unformulated:
+            self._drop_from_calc_chain()
+
+    def _drop_from_calc_chain(self) -> None:
+        """Take cells whose formula crmkit replaced out of the calculation chain.
+
+        Excel checks xl/calcChain.xml when it opens a file, and repairs it (with a
+        prompt) when an entry names a cell without a formula. An entry without ``i``
+        belongs to the sheet of the one before, so ``i`` is written out where a
+        dropped entry carried it.
+        """
+        chains = self.package.related(self.package.workbook, "calcChain")
+        part = self.package.member(chains[0].target) if chains else None
+        if part is None:
+            return
+        text = self.text(part)
+        sheet = 0
+        last_written = -1
+
+        def keep(m: re.Match[str]) -> str:
+            nonlocal sheet, last_written
+            attributes = _attrs(m[1])
+            if "i" in attributes and attributes["i"].isdigit():
+                sheet = int(attributes["i"])
+            if (sheet, attributes.get("r", "")) in self.unformulated:
+                return ""
+            element = m[0]
+            if "i" not in attributes and sheet != last_written:
+                element = f'<c i="{sheet}"{element[2:]}'
+            last_written = sheet
+            return element
+
+        self.put(part, re.sub(r"<c\b([^>]*?)/>", keep, text))
 
     # -- workbook.xml --
 
@@ -785,6 +828,8 @@ class _Patcher:
                 )
             style = attrs.get("s")
             own_style = style not in (None, "0")
+            if "<f" in existing[3]:
+                self.unformulated.add((self.sheet_id, ref))
         if template.get(column, "0") != "0":  # an appended cell: the style of the one above
             style, own_style = template[column], True
         if existing is None and style is None:
@@ -803,6 +848,8 @@ class _Patcher:
             # Clearing: a cell with a style of its own keeps it, empty; otherwise it goes.
             return f'<c r="{ref}" s="{style}"/>' if existing is not None and own_style else ""
         if isinstance(value, str):
+            if _SURROGATE_RE.search(value):
+                raise _Unsupported(f"cell {ref}: text with a broken character (a lone UTF-16 surrogate)")
             if value.startswith(_FORMULA_STARTS):
                 style = self.styles.quote_prefixed(style)
             s = f' s="{style}"' if style is not None else ""

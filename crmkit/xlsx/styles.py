@@ -38,6 +38,22 @@ _ORDER = (
 )
 
 
+def shows_whole_date(code: str) -> bool:
+    """Whether number format ``code`` shows a day, a month and a year (not "mmm yy", "dddd")."""
+    section = _BRACKET_RE.sub("", _QUOTED_RE.sub("", code)).split(";")[0].lower()
+    tokens = re.findall(r"y+|m+|d+|h+|s+", section)
+    days = any(t.startswith("d") and len(t) <= 2 for t in tokens)
+    years = any(t.startswith("y") for t in tokens)
+    # an "m" right after an hour or right before seconds is minutes, not the month
+    months = any(
+        t.startswith("m")
+        and not (i > 0 and tokens[i - 1].startswith("h"))
+        and not (i + 1 < len(tokens) and tokens[i + 1].startswith("s"))
+        for i, t in enumerate(tokens)
+    )
+    return days and months and years
+
+
 def format_shows(code: str) -> tuple[bool, bool]:
     """Whether a number format code shows (a date, a time of day)."""
     code = _QUOTED_RE.sub("", code)
@@ -182,7 +198,9 @@ class Styles:
         look = _look(xf)
         for index, other in enumerate(self.lists["cellXfs"].existing):
             if _look(other) == look and self.shows_date(str(index), with_time):
-                return str(index)
+                number = int(other.get("numFmtId") or 0)
+                if number in _BUILTIN_DATE_FORMATS or shows_whole_date(self.code(number)):
+                    return str(index)
         return None
 
     def quote_prefixed(self, style: str | None) -> str:
