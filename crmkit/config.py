@@ -28,6 +28,10 @@ Example::
     rate = "30/min"               # providers cap sending
     per_day = 2000
     unsubscribe_url = "https://example.com/unsubscribe?c={campaign}&r={record}"
+
+    [sheet_names]                 # crmkit sync: crmkit's sheet -> the workbook's own tab
+    Deals = "CRM Deals"
+    "Invoice Lines" = "Lines"
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ __all__ = [
     "find_config",
     "load_config",
     "resolve_password",
+    "resolve_sheet_names",
     "resolve_store_path",
 ]
 
@@ -66,7 +71,7 @@ _DEFAULT_PORTS = {
     "imap": {"ssl": 993, "starttls": 143, "plain": 143},
     "smtp": {"ssl": 465, "starttls": 587, "plain": 25},
 }
-_TOP_KEYS = ("store", "default_currency", "imap", "smtp", "sheets", "merge", "invoices")
+_TOP_KEYS = ("store", "default_currency", "imap", "smtp", "sheets", "merge", "invoices", "sheet_names")
 #: What the support inbox does with mail: [imap] keys beside the connection ones.
 _INBOX_KEYS = (
     "after",
@@ -207,6 +212,42 @@ class Config:
     inbox: InboxSettings = field(default_factory=InboxSettings)
     merge: MergeSettings = field(default_factory=MergeSettings)
     invoices: InvoiceSettings = field(default_factory=InvoiceSettings)
+    #: ``[sheet_names]``: crmkit's sheet title -> the workbook tab ``crmkit sync`` uses for it
+    sheet_names: Mapping[str, str] = field(default_factory=dict)
+
+
+def resolve_sheet_names(names: Mapping[str, Any] | None) -> dict[str, str]:
+    """Every crmkit sheet title -> the workbook tab it syncs with, ``names`` (``[sheet_names]``) applied.
+
+    Keys must be crmkit's sheet titles (Leads, Contacts, Accounts, Deals, Invoices,
+    Cases, Invoice Lines), values tab names; no two sheets may share a tab (tab names
+    are compared ignoring case, as the sync finds tabs). A ConfigError names the key.
+    """
+    from crmkit.workbooks import SHEETS  # openpyxl: only for those who sync
+
+    titles = [sheet.title for sheet in SHEETS]
+    tabs = {title: title for title in titles}
+    for key, tab in (names or {}).items():
+        if key not in tabs:
+            hint = difflib.get_close_matches(key, titles, n=1)
+            suggestion = f"did you mean {hint[0]!r}? " if hint else ""
+            raise ConfigError(
+                f"sheet_names.{key}: not one of crmkit's sheets "
+                f"({suggestion}the keys are {', '.join(titles)})"
+            )
+        if not isinstance(tab, str) or not tab.strip():
+            raise ConfigError(f"sheet_names.{key} must be the name of a tab (got {tab!r})")
+        tabs[key] = tab.strip()
+    taken: dict[str, str] = {}
+    for title, tab in tabs.items():
+        other = taken.setdefault(tab.casefold(), title)
+        if other != title:
+            changed = title if title in (names or {}) else other
+            raise ConfigError(
+                f"sheet_names.{changed}: {other} and {title} would both sync with the tab {tab!r}; "
+                "give each its own tab"
+            )
+    return tabs
 
 
 def _check_keys(path: Path, table: str, data: Mapping[str, Any], known: tuple[str, ...]) -> None:
@@ -377,6 +418,14 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
             ),
         )
     merge = _merge(path, tables["merge"]) if "merge" in tables else MergeSettings()
+    sheet_names: dict[str, str] = {}
+    if "sheet_names" in data:
+        given = _expect(path, "sheet_names", data["sheet_names"], dict, "a table ([sheet_names])")
+        try:
+            tabs = resolve_sheet_names(given)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        sheet_names = {title: tabs[title] for title in given}
     return Config(
         path=path,
         store=store,
@@ -387,6 +436,7 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
         inbox=_inbox(path, tables["imap"]) if "imap" in tables else InboxSettings(),
         merge=merge,
         invoices=_invoices(path, tables["invoices"]) if "invoices" in tables else InvoiceSettings(),
+        sheet_names=sheet_names,
     )
 
 

@@ -55,6 +55,9 @@ default_currency = "{currency}"
 
 # [sheets]                    # Google Sheets sync: crmkit sync gsheet:KEY
 # credentials = "~/.config/crmkit/service-account.json"   # a key file; keep it out of repositories
+
+# [sheet_names]               # crmkit sync: keep a crmkit sheet in a tab of another name
+# Deals = "CRM Deals"         # keys: Leads, Contacts, Accounts, Deals, Invoices, Cases, "Invoice Lines"
 """
 
 

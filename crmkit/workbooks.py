@@ -59,6 +59,7 @@ __all__ = [
     "build_template",
     "lines_by_invoice",
     "main",
+    "money_format",
     "read_workbook",
     "sheet_columns",
     "write_sheet",
@@ -195,7 +196,7 @@ def _number_format(f: Field) -> str | None:
     return None
 
 
-def _money_format(currency: str | None) -> str:
+def money_format(currency: str | None) -> str:
     places = MINOR_UNITS.get((currency or "").upper(), 2)
     return "#,##0" + ("." + "0" * places if places else "")
 
@@ -331,7 +332,7 @@ def write_sheet(
             if fmt == _MONEY:
                 # Per row, money shows its currency's decimals: none for VND.
                 currency = row.get("currency") or currencies.get(str(row.get(INVOICE.name)))
-                cell.number_format = _money_format(currency)
+                cell.number_format = money_format(currency)
             elif fmt:
                 cell.number_format = fmt
             if f.system:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from crmkit.config import Config, load_config, resolve_password, resolve_store_path
+from crmkit.config import Config, load_config, resolve_password, resolve_sheet_names, resolve_store_path
 from crmkit.errors import ConfigError
 
 FULL = """
@@ -228,6 +228,7 @@ def test_the_readme_configuration_example_is_valid(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, match.group(1)), env={})
     assert cfg.imap is not None and cfg.imap.cafile == tmp_path / "certs" / "mail-ca.pem"
     assert (cfg.inbox.after, cfg.inbox.move_to, cfg.inbox.max_new_cases_per_hour) == ("seen", "Filed", 5)
+    assert cfg.sheet_names == {"Deals": "CRM Deals"}
 
 
 def test_acknowledgement_window(tmp_path: Path) -> None:
@@ -239,3 +240,53 @@ def test_acknowledgement_window(tmp_path: Path) -> None:
     assert inbox_rules(cfg).ack_window == timedelta(hours=6)
     with pytest.raises(ConfigError, match="acknowledge_every_hours must be more than 0"):
         load_config(write(tmp_path, '[imap]\nhost = "x"\nacknowledge_every_hours = 0\n'), env={})
+
+
+def test_sheet_names_map_crmkit_sheets_to_tabs(tmp_path: Path) -> None:
+    text = '[sheet_names]\nDeals = "CRM Deals"\n"Invoice Lines" = "  Lines  "\n'
+    cfg = load_config(write(tmp_path, text), env={})
+    assert cfg.sheet_names == {"Deals": "CRM Deals", "Invoice Lines": "Lines"}
+    assert load_config(write(tmp_path, 'store = "x.json"'), env={}).sheet_names == {}
+    tabs = resolve_sheet_names(cfg.sheet_names)  # what the sync uses: every sheet, mapped or not
+    assert tabs["Deals"] == "CRM Deals" and tabs["Invoice Lines"] == "Lines" and tabs["Leads"] == "Leads"
+    assert set(tabs) == {"Leads", "Contacts", "Accounts", "Deals", "Invoices", "Cases", "Invoice Lines"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('sheet_names = "Deals"', r"sheet_names must be a table \(\[sheet_names\]\)"),
+        (
+            '[sheet_names]\nDeal = "CRM Deals"',
+            r"sheet_names\.Deal: not one of crmkit's sheets \(did you mean 'Deals'\? the keys are Leads, "
+            r"Contacts, Accounts, Deals, Invoices, Cases, Invoice Lines\)",
+        ),
+        ('[sheet_names]\nOpportunities = "Opps"', r"sheet_names\.Opportunities: not one of crmkit's sheets"),
+        ("[sheet_names]\nDeals = 3", r"sheet_names\.Deals must be the name of a tab \(got 3\)"),
+        ('[sheet_names]\nDeals = "  "', r"sheet_names\.Deals must be the name of a tab"),
+        (
+            '[sheet_names]\nDeals = "leads"',
+            r"sheet_names\.Deals: Leads and Deals would both sync with the tab 'leads'",
+        ),
+        (
+            '[sheet_names]\nDeals = "CRM"\nLeads = "crm"',
+            r"sheet_names\.Deals: Leads and Deals would both sync with the tab 'CRM'",
+        ),
+        ('[sheet_name]\nDeals = "x"', r"unknown key sheet_name \(did you mean sheet_names\?\)"),
+    ],
+)
+def test_bad_sheet_names_name_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(write(tmp_path, text), env={})
+    assert str(info.value).startswith(f"{tmp_path / 'crmkit.toml'}: ")
+
+
+def test_the_init_template_shows_sheet_names_and_it_works_uncommented(tmp_path: Path) -> None:
+    from crmkit.project import CONFIG_TEMPLATE
+
+    text = CONFIG_TEMPLATE.format(store="crm.json", currency="USD")
+    assert load_config(write(tmp_path, text), env={}).sheet_names == {}
+    lines = text.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("# [sheet_names]")))
+    uncommented = [line[2:] if start <= n <= start + 1 else line for n, line in enumerate(lines)]
+    assert load_config(write(tmp_path, "\n".join(uncommented)), env={}).sheet_names == {"Deals": "CRM Deals"}

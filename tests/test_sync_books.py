@@ -129,11 +129,16 @@ def test_conflict_exit_code_and_message_via_cli(store_path: Path, book: Book) ->
     Store(store_path).update("C-1", {"title": "Store title"})
     result = cli(store_path, book)
     assert result.exit_code == 3
-    assert "conflict: Contacts row 2 (C-1) Title: sheet has 'Sheet title', store has 'Store title'" in result.stderr
+    # both sides changed the title since the last sync: the line says what each did
+    assert (
+        "conflict: Contacts row 2 (C-1) Title: sheet changed 'COO' → 'Sheet title', "
+        "store changed 'COO' → 'Store title'; neither kept (use --on-conflict sheet|store)"
+    ) in result.stderr
     data = json.loads(cli(store_path, book, "--json").stdout)
     assert data["needs_attention"] is True
     contacts = next(sheet for sheet in data["sheets"] if sheet["sheet"] == "Contacts")
     assert contacts["conflicts"][0]["field"] == "Title"
+    assert (contacts["conflicts"][0]["base_value"], contacts["conflicts"][0]["base"]) == ("COO", "agreed")
 
 
 def test_deleted_row_archives_the_record(store: Store, book: Book) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from openpyxl import Workbook, load_workbook
+from openpyxl.styles import Font
 
 from crmkit.errors import CrmkitError
 from crmkit.store import Store
@@ -95,20 +96,37 @@ def test_formatting_formulas_and_other_sheets_survive(store: Store, tmp_path: Pa
     notes["A1"] = "keep me"
     notes["B1"] = "=1+2"
     deals = wb["Deals"]
-    deals.append([None, "Deal", None, None, None, "proposal", 1234.5])
+    deals.append([None, "Deal", None, None, None, "proposal", 1234.5, "VND"])
     deals["G2"].number_format = "#,##0.00 [$₫-42A]"
+    deals["G2"].font = Font(bold=True, color="C00000")
+    deals["J2"] = datetime(2026, 12, 1)
+    deals["J2"].number_format = "d mmm yyyy"
     validations = len(wb["Deals"].data_validations.dataValidation)
     wb.save(path)
     run_sync(store, path)
-    store.update("D-1", {"amount": "2000"})
-    store.add("deals", {"title": "New", "amount": "10"})
+    store.update("D-1", {"amount": "2000", "close_date": "2027-01-15"})
+    store.add("deals", {"title": "New", "amount": "10", "currency": "USD"})
     run_sync(store, path)
     wb = load_workbook(path)
     assert wb["Notes"]["A1"].value == "keep me" and wb["Notes"]["B1"].value == "=1+2"
     assert wb["Contacts"]["Z2"].value == "=LEN(B2)"
     assert wb["Contacts"].column_dimensions["B"].width == 42
-    assert wb["Deals"]["G2"].value == 2000 and wb["Deals"]["G2"].number_format == "#,##0.00 [$₫-42A]"
-    assert wb["Deals"]["G3"].number_format == "#,##0.00 [$₫-42A]"  # the new row takes the row above's format
+    # a changed amount keeps the format the person gave its cell, and its look
+    g2 = wb["Deals"]["G2"]
+    assert g2.value == 2000 and g2.number_format == "#,##0.00 [$₫-42A]"
+    assert g2.font.b and g2.font.color.rgb == "00C00000"
+    # a date crmkit writes keeps the format the person gave its cell
+    assert (
+        wb["Deals"]["J2"].value == datetime(2027, 1, 15) and wb["Deals"]["J2"].number_format == "d mmm yyyy"
+    )
+    # the new row takes the row above's look, its amount in its own currency's format (USD)
+    g3 = wb["Deals"]["G3"]
+    assert g3.value == 10 and g3.number_format == "#,##0.00" and g3.font.b and g3.font.color.rgb == "00C00000"
+    # a currency change gives the amount the new currency's format, keeping the rest of its look
+    store.update("D-1", {"currency": "USD"})
+    run_sync(store, path)
+    g2 = load_workbook(path)["Deals"]["G2"]
+    assert g2.value == 2000 and g2.number_format == "#,##0.00" and g2.font.b
     assert len(wb["Deals"].data_validations.dataValidation) == validations
     assert wb["Contacts"].freeze_panes == "A2"
     assert isinstance(wb["Deals"]["J2"].value, (datetime, type(None)))

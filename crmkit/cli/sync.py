@@ -82,7 +82,14 @@ def sync(
     book = open_book(workbook, sheets=app.config.sheets, credentials=credentials, create=create)
     bar = _ProgressBar(enabled=not (quiet or as_json) and sys.stderr.isatty())
     try:
-        report = sync_book(app.store(), book, on_conflict=on_conflict, dry_run=dry_run, progress=bar.advance)
+        report = sync_book(
+            app.store(),
+            book,
+            on_conflict=on_conflict,
+            dry_run=dry_run,
+            progress=bar.advance,
+            sheet_names=app.config.sheet_names,
+        )
     finally:
         bar.close()
     if as_json:

@@ -24,7 +24,7 @@ The engine knows nothing of Excel or Google: it talks to a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -33,6 +33,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from crmkit.config import resolve_sheet_names
 from crmkit.errors import CrmkitError, DuplicateError, FieldError, ValidationError
 from crmkit.perf import paused_gc
 from crmkit.records.fields import (
@@ -72,7 +73,7 @@ from crmkit.sync.values import (
     parse_cell,
     row_signature,
 )
-from crmkit.workbooks import LINES_SHEET, SHEETS, _money_format, sheet_columns
+from crmkit.workbooks import LINES_SHEET, money_format, sheet_columns
 
 __all__ = ["ON_CONFLICT", "SYNCED_TYPES", "sync_book"]
 
@@ -86,12 +87,16 @@ _ABSENT = "\x00absent"
 SYNCED_TYPES: tuple[RecordType, ...] = (ACCOUNT, CONTACT, LEAD, DEAL, INVOICE, CASE)
 #: Sheets created when missing; Accounts and Cases are synced only where present.
 ALWAYS = frozenset({LEAD.table, CONTACT.table, DEAL.table, INVOICE.table})
-#: The titles of crmkit's sheets: what ``sheet_names`` maps to the workbook's own tab names.
-SHEET_TITLES: tuple[str, ...] = tuple(sheet.title for sheet in SHEETS)
 #: Fields a cell holds as a number or a date: typed as text, the cell is written back as one.
 _TYPED = (DecimalField, IntField, PercentField, DateField, DateTimeField)
 #: What a tab that is not a worksheet is, for a person.
-_TAB_KINDS = {"chartsheet": "a chart sheet", "dialogsheet": "a dialog sheet", "macrosheet": "a macro sheet"}
+_TAB_KINDS = {
+    "chartsheet": "a chart sheet",
+    "dialogsheet": "a dialog sheet",
+    "macrosheet": "a macro sheet",
+    "datasourcesheet": "a data source sheet",
+    "unlinked": "a tab with no sheet behind it",
+}
 STATE = "sync"
 _MISSING = object()
 #: Called as rows are done: (rows just done, rows in all synced sheets).
@@ -637,7 +642,8 @@ class _SheetSync:
 
         A cell is written even when its value agrees where it holds a number or a date
         as text (so that sums and date filters count it), and a money cell where its
-        row's currency changed (it takes the new currency's format).
+        row's currency changed (it takes the new currency's format; a changed amount in
+        the same currency keeps its cell's format).
         """
         stored = self._store_values(doc)
         currency = self._currency(doc)
@@ -664,10 +670,17 @@ class _SheetSync:
                 continue
             value = _cell(column.field, stored[key], currency)
             raw = row.cells[column.index] if column.index < len(row.cells) else None
+            if isinstance(value, Formatted) and not recurrency and _is_number(raw):
+                # A changed amount in an unchanged currency keeps the format its cell has: a
+                # person's own (a currency symbol, say) is theirs to keep.
+                value = value.value
+            # only a value typed since the last sync: a cell that keeps turning what crmkit
+            # writes into text (formatted as plain text) is not written again and again
+            typed = not column.readonly and (base is None or base.get(key, _MISSING) != current)
             if (
                 stored[key] != current
                 or (recurrency and isinstance(value, Formatted))
-                or _typed_as_text(column.field, raw, value)
+                or (typed and _typed_as_text(column.field, raw, value))
             ):
                 self._set(cells, row.number, column.index, value)
                 wrote = True
@@ -770,7 +783,11 @@ class _Lines:
     """The Invoice Lines sheet: line items grouped by invoice, read and written for the Invoices sheet."""
 
     def __init__(
-        self, table: SheetTable | None, owner: _SheetSync, cache: dict[str, Any], title: str = LINES_SHEET.title
+        self,
+        table: SheetTable | None,
+        owner: _SheetSync,
+        cache: dict[str, Any],
+        title: str = LINES_SHEET.title,
     ) -> None:
         self.owner = owner
         # group key -> [signature of its raw cells, parsed lines], from the last sync
@@ -876,7 +893,7 @@ class _Lines:
         names = ("description", "quantity", "unit_price", "tax_rate")
         for position, line in enumerate(lines):
             values: dict[str, Any] = {n: (Decimal(line[n]) if n != "description" else line[n]) for n in names}
-            values["unit_price"] = Formatted(values["unit_price"], _money_format(currency))
+            values["unit_price"] = Formatted(values["unit_price"], money_format(currency))
             if position < len(group.rows):
                 row = group.rows[position]
             else:
@@ -935,8 +952,12 @@ def _cell(field: Field | None, value: Any, currency: str | None) -> Any:
     """What to write into a cell for a stored value: money as a number in its currency's format."""
     out = cell_value(field, value)
     if isinstance(field, DecimalField) and isinstance(out, Decimal):
-        return Formatted(out, _money_format(currency))
+        return Formatted(out, money_format(currency))
     return out
+
+
+def _is_number(raw: Any) -> bool:
+    return isinstance(raw, (int, float, Decimal)) and not isinstance(raw, bool)
 
 
 def _typed_as_text(field: Field | None, raw: Any, value: Any) -> bool:
@@ -968,6 +989,40 @@ def _find_sheet(tables: dict[str, SheetTable], title: str) -> SheetTable | None:
     return None
 
 
+def _blank(table: SheetTable) -> bool:
+    """A worksheet without a single cell: crmkit may fill it in as if it were missing."""
+    return not table.rows and not any(h is not None and str(h).strip() for h in table.headers)
+
+
+def _refusal(
+    title: str, table: SheetTable, headers: Sequence[Field], known: Callable[[str], Any]
+) -> str | None:
+    """Why the tab ``table`` must be left alone, not synced as crmkit's sheet ``title``; None if it may.
+
+    Only a worksheet can hold crmkit's table, and only one whose row 1 has a header
+    crmkit knows for that sheet (``known`` maps a header to its field, or None), or
+    one without a single cell, which crmkit fills in. ``headers`` are the sheet's
+    columns; the reason names the first few.
+    """
+    key = f'"{title}"' if " " in title else title
+    setting = f'[sheet_names] {key} = "CRM {title}" in crmkit.toml'
+    if table.kind != "worksheet":
+        what = _TAB_KINDS.get(table.kind, f"a {table.kind}")
+        return (
+            f"the tab {table.title!r} is {what}, not a table crmkit can sync, so nothing is written to it; "
+            f"to sync {title} with another tab, name it with {setting}"
+        )
+    labels = [str(h).strip() for h in table.headers if h is not None and str(h).strip()]
+    if (not labels and not table.rows) or any(known(label) is not None for label in labels):
+        return None
+    examples = ", ".join(f.label for f in headers[:3])
+    return (
+        f"row 1 of the tab {table.title!r} holds none of crmkit's {title} headers ({examples}, …), so it "
+        f"is not a crmkit table and nothing is written to it; put the headers in row 1, or sync {title} "
+        f"with another tab: {setting}"
+    )
+
+
 def sync_book(
     store: Store,
     book: SheetBook,
@@ -976,17 +1031,30 @@ def sync_book(
     dry_run: bool = False,
     progress: Progress | None = None,
     today: date | None = None,
+    sheet_names: Mapping[str, str] | None = None,
 ) -> SyncReport:
-    """Make the workbook and the store agree; see the module docstring for the rules."""
+    """Make the workbook and the store agree; see the module docstring for the rules.
+
+    ``sheet_names`` maps crmkit's sheet titles (``"Deals"``) to the workbook's own tab
+    names (``"CRM Deals"``), as ``[sheet_names]`` in crmkit.toml does; the sync state stays
+    under crmkit's titles, so renaming a tab this way loses nothing.
+    """
     if on_conflict not in ON_CONFLICT:
         raise CrmkitError(f"on_conflict must be one of {', '.join(ON_CONFLICT)} (got {on_conflict!r})")
+    tabs = resolve_sheet_names(sheet_names)
     today = today or date.today()
     earlier: list[SyncReport] = []
     with _sync_lock(store):
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 report = _sync(
-                    store, book, on_conflict=on_conflict, dry_run=dry_run, progress=progress, today=today
+                    store,
+                    book,
+                    on_conflict=on_conflict,
+                    dry_run=dry_run,
+                    progress=progress,
+                    today=today,
+                    tabs=tabs,
                 )
             except BookChangedError as exc:
                 # People edit a shared sheet while it syncs. The store already holds this
@@ -1033,7 +1101,14 @@ def _sync_lock(store: Store) -> Iterator[None]:
 
 
 def _sync(
-    store: Store, book: SheetBook, *, on_conflict: str, dry_run: bool, progress: Progress | None, today: date
+    store: Store,
+    book: SheetBook,
+    *,
+    on_conflict: str,
+    dry_run: bool,
+    progress: Progress | None,
+    today: date,
+    tabs: Mapping[str, str],
 ) -> SyncReport:
     report = SyncReport(book=book.display_name, dry_run=dry_run)
     stamps = SyncStamps(store.path)
@@ -1056,20 +1131,45 @@ def _sync(
         book.check_writable()
     tables = book.read()
     actor = f"sync:{book.display_name}"
-    total = sum(len(t.rows) for rt in SYNCED_TYPES if (t := _find_sheet(tables, rt.sheet)) is not None)
+    total = sum(len(t.rows) for rt in SYNCED_TYPES if (t := _find_sheet(tables, tabs[rt.sheet])) is not None)
     step = (lambda n: progress(n, total)) if progress is not None else None
     plans: list[_SheetSync] = []
     keep: dict[str, Any] = {}  # the base of sheets left alone this time
+    kept_pending: dict[str, Any] = {}  # and their journal, still owed
+    lines_tab = _find_sheet(tables, tabs[LINES_SHEET.title])
+
+    def leave_alone(rt: RecordType, title: str, problem: str) -> None:
+        summary = SheetSummary(title)
+        summary.problems.append(problem)
+        report.sheets.append(summary)
+        keep[rt.sheet] = state.get("sheets", {}).get(rt.sheet, {})
+        if pending := state.get("pending", {}).get(rt.sheet):
+            kept_pending[rt.sheet] = pending
+
     try:
         with store.transaction(), paused_gc():
             for rt in SYNCED_TYPES:
-                table = _find_sheet(tables, rt.sheet)
+                table = _find_sheet(tables, tabs[rt.sheet])
                 if table is None and rt.table not in ALWAYS:
+                    continue
+                title = table.title if table is not None else tabs[rt.sheet]
+                refusal = None
+                if table is not None:
+                    refusal = _refusal(rt.sheet, table, sheet_columns(rt), rt.field_for_header)
+                if refusal is None and rt is INVOICE and lines_tab is not None:
+                    refusal = _refusal(
+                        LINES_SHEET.title, lines_tab, LINES_SHEET.columns, LINES_SHEET.field_for_header
+                    )
+                    if refusal is not None:
+                        refusal += f" ({rt.sheet} are synced only with their lines)"
+                if refusal is not None:
+                    leave_alone(rt, title, refusal)
                     continue
                 plan = _SheetSync(
                     store,
                     rt,
-                    table,
+                    None if table is None or _blank(table) else table,
+                    title=title,
                     base=state.get("sheets", {}).get(rt.sheet, {}),
                     pending=state.get("pending", {}).get(rt.sheet, {}),
                     on_conflict=on_conflict,
@@ -1077,16 +1177,14 @@ def _sync(
                     today=today,
                     progress=step,
                     read_back=book.read_back,
-                    lines_table=_find_sheet(tables, LINES_SHEET.title) if rt is INVOICE else None,
+                    lines_table=None if lines_tab is None or _blank(lines_tab) else lines_tab,
+                    lines_title=lines_tab.title if lines_tab is not None else tabs[LINES_SHEET.title],
                     lines_cache=state.get("lines", {}),
                 )
                 try:
                     plan.run()
                 except _SheetRefused as refused:
-                    summary = SheetSummary(plan.title)
-                    summary.problems.append(str(refused))
-                    report.sheets.append(summary)
-                    keep[rt.sheet] = state.get("sheets", {}).get(rt.sheet, {})
+                    leave_alone(rt, plan.title, str(refused))
                     continue
                 plans.append(plan)
                 report.sheets.append(plan.summary)
@@ -1095,10 +1193,10 @@ def _sync(
             writes = [p.changes for p in plans if p.changes]
             writes += [p.lines.changes for p in plans if p.lines is not None and p.lines.changes]
             if writes:
-                journal = {p.rt.sheet: p.new_ids for p in plans if p.new_ids}
+                journal = {**kept_pending, **{p.rt.sheet: p.new_ids for p in plans if p.new_ids}}
                 store.set_state(STATE, book.identity, {**state, "pending": journal})
             else:  # nothing goes to the workbook: the new base can be saved right away
-                _save_base(store, book, fingerprint, plans, report, keep, today)
+                _save_base(store, book, fingerprint, plans, report, keep, kept_pending, today, state)
                 note = None if report.needs_attention else fingerprint
                 store.storage.after_commit(lambda: stamps.record(book.identity, note, today.isoformat()))
     except _DryRun:
@@ -1112,7 +1210,7 @@ def _sync(
         report.book_written = True
         written = book.fingerprint()
         with store.transaction():
-            _save_base(store, book, written, plans, report, keep, today)
+            _save_base(store, book, written, plans, report, keep, kept_pending, today, state)
             note = None if report.needs_attention else written
             store.storage.after_commit(lambda: stamps.record(book.identity, note, today.isoformat()))
     return report
@@ -1125,7 +1223,9 @@ def _save_base(
     plans: list[_SheetSync],
     report: SyncReport,
     keep: dict[str, Any],
+    kept_pending: dict[str, Any],
     today: date,
+    previous: Mapping[str, Any],
 ) -> None:
     store.set_state(
         STATE,
@@ -1134,8 +1234,10 @@ def _save_base(
             "fingerprint": fingerprint,
             "store_revision": store.revision,
             "sheets": {**keep, **{p.rt.sheet: {"keys": p.keys, "rows": p.new_base} for p in plans}},
-            "lines": next((p.lines.new_cache for p in plans if p.lines is not None), {}),
-            "pending": {},
+            "lines": next(
+                (p.lines.new_cache for p in plans if p.lines is not None), previous.get("lines", {})
+            ),
+            "pending": kept_pending,
             "needs_attention": report.needs_attention,
             "day": today.isoformat(),
         },

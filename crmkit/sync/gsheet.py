@@ -4,16 +4,21 @@ Few requests, whatever the number of rows (the API allows about 60 a minute):
 
 * read: the spreadsheet's metadata, then one ``values:batchGet`` for every sheet;
 * write: one ``values:batchGet`` re-reading the key columns (see below), one
-  ``batchUpdate`` only when sheets are added or grids must grow, then one
-  ``values:batchUpdate`` for the values (split past 2 MB, Google's advice)
-  and one more for dates.
+  ``batchUpdate`` only when sheets are added, grids must grow or cells take a
+  number format (money in its currency's), then one ``values:batchUpdate``
+  for the values (split past 2 MB, Google's advice) and one more for dates.
 
 Values are read unformatted, so text stays text ("007" stays "007") and
 numbers stay numbers; dates arrive as serial numbers, which date fields
 read. Values are written RAW: text is stored as typed, so a name or subject
 beginning with ``=`` never becomes a formula. Dates go in their own
 USER_ENTERED batch as ISO text crmkit formats itself from a date, so they
-land as real dates, in the cell's own date format if it has one.
+land as real dates, in the cell's own date format if it has one. A
+:class:`~crmkit.sync.model.Formatted` value also sets its cell's number
+format (only that: the cell keeps the rest of its look).
+
+Tabs that are not grids (a chart on its own sheet) are read as tables of
+their kind, without cells, so that the engine knows the title is taken.
 
 A spreadsheet cannot be locked while it is synced. Before writing, the key
 column of every sheet written (ID, or Invoice on Invoice Lines) is read again
@@ -44,7 +49,7 @@ from gspread.exceptions import APIError
 from crmkit.errors import CrmkitError
 from crmkit.perf import paused_gc
 from crmkit.sync.google import PatientHTTPClient, describe_auth_error
-from crmkit.sync.model import SheetChanges, SheetRow, SheetTable, column_letter
+from crmkit.sync.model import Formatted, SheetChanges, SheetRow, SheetTable, column_letter
 from crmkit.sync.source import BookChangedError
 from crmkit.sync.values import as_read, serial_from_date
 
@@ -55,6 +60,8 @@ _URL_KEY = re.compile(r"/spreadsheets/d/([A-Za-z0-9_-]+)")
 #: Google advises keeping a request's payload under 2 MB.
 _MAX_PAYLOAD = 2_000_000
 _SPARE_ROWS = 1000
+#: What a tab that is not a grid is, as SheetTable.kind says it.
+_KINDS = {"OBJECT": "chartsheet", "DATA_SOURCE": "datasourcesheet"}
 _READ = {
     "valueRenderOption": "UNFORMATTED_VALUE",
     "dateTimeRenderOption": "SERIAL_NUMBER",
@@ -133,6 +140,8 @@ class _Plan:
     structure: list[dict[str, Any]]
     raw: list[dict[str, Any]]
     dates: list[dict[str, Any]]
+    formats: list[dict[str, Any]] = field(default_factory=list)
+    new_ids: set[int] = field(default_factory=set)  # ids of the sheets it adds
 
 
 class GoogleSheetBook:
@@ -144,6 +153,7 @@ class GoogleSheetBook:
         self.credentials = credentials
         self._title: str | None = None
         self._sheets: dict[str, _SheetInfo] = {}
+        self._others: dict[str, str] = {}  # tabs that are not grids: title -> kind
 
     @property
     def identity(self) -> str:
@@ -165,6 +175,8 @@ class GoogleSheetBook:
         return None  # a missing Editor share shows on the first write, with what to do
 
     def read_back(self, value: Any) -> Any:
+        if isinstance(value, Formatted):
+            value = value.value
         if isinstance(value, date):
             return serial_from_date(value)
         return as_read(value)
@@ -173,13 +185,14 @@ class GoogleSheetBook:
 
     def read(self) -> dict[str, SheetTable]:
         self._load_metadata()
+        others = {title: SheetTable(title, [], [], kind=kind) for title, kind in self._others.items()}
         if not self._sheets:
-            return {}
+            return others
         titles = list(self._sheets)
         ranges = [quote_title(t) for t in titles]
         with paused_gc():  # parsing builds many small objects and no cycles
             answer = self._call(self.client.values_batch_get, self.key, ranges, dict(_READ))
-            return self._tables(titles, answer)
+            return {**self._tables(titles, answer), **others}
 
     def _tables(self, titles: list[str], answer: dict[str, Any]) -> dict[str, SheetTable]:
         tables: dict[str, SheetTable] = {}
@@ -214,10 +227,13 @@ class GoogleSheetBook:
         meta = self._call(self.client.fetch_sheet_metadata, self.key, params)
         self._title = meta.get("properties", {}).get("title")
         self._sheets = {}
+        self._others = {}
         for sheet in meta.get("sheets", []):
             props = sheet.get("properties", {})
-            if props.get("sheetType", "GRID") != "GRID":
-                continue  # charts and other non-grid sheets hold no rows
+            kind = props.get("sheetType", "GRID")
+            if kind != "GRID":  # a chart on its own sheet holds no rows, and cannot take any
+                self._others[props["title"]] = _KINDS.get(kind, kind.lower())
+                continue
             self._sheets[props["title"]] = _sheet_info(props)
 
     # -- writing --------------------------------------------------------------
@@ -225,9 +241,10 @@ class GoogleSheetBook:
     def write(self, changes: list[SheetChanges]) -> None:
         self._check_rows_did_not_move(changes)
         plan = self._plan(changes)
-        if plan.structure:
+        # sheets and grids first, then formats (split past 2 MB like the values, which is rare)
+        for requests in _chunks(plan.structure + plan.formats):
             try:
-                answer = self.client.batch_update(self.key, {"requests": plan.structure})
+                answer = self.client.batch_update(self.key, {"requests": requests})
             except APIError as exc:
                 if exc.code == 400 and "already exists" in exc.error.get("message", ""):
                     raise BookChangedError(
@@ -293,10 +310,14 @@ class GoogleSheetBook:
             height = max(rows, default=1)
             width = max((c + 1 for r in rows.values() for c in r), default=1)
             if info is None:
-                taken = {s.sheet_id for s in self._sheets.values()}
-                plan.structure += _add_sheet(title, height, width, len(change.create_headers or []), taken)
-            elif height > info.rows or width > info.columns:
-                plan.structure.append(_grow(info, height, width))
+                sheet_id = _new_sheet_id(title, {s.sheet_id for s in self._sheets.values()} | plan.new_ids)
+                plan.new_ids.add(sheet_id)
+                plan.structure += _add_sheet(title, height, width, len(change.create_headers or []), sheet_id)
+            else:
+                sheet_id = info.sheet_id
+                if height > info.rows or width > info.columns:
+                    plan.structure.append(_grow(info, height, width))
+            plan.formats += _format_requests(sheet_id, _take_formats(rows))
             raw, dates = _value_ranges(title, rows)
             plan.raw += raw
             plan.dates += dates
@@ -324,14 +345,15 @@ class GoogleSheetBook:
         return f"Google Sheets answered {exc.code} for spreadsheet {self.key}: {message}"
 
 
-def _add_sheet(
-    title: str, height: int, width: int, header_width: int, taken: set[int]
-) -> list[dict[str, Any]]:
-    # The id is ours to choose, so that the header's format can go in the same request.
+def _new_sheet_id(title: str, taken: set[int]) -> int:
+    """An id for a sheet to add: ours to choose, so that formats can go in the same request."""
     sheet_id = zlib.crc32(title.encode()) & 0x7FFFFFFF
     while sheet_id in taken:
         sheet_id = (sheet_id + 1) & 0x7FFFFFFF
-    taken.add(sheet_id)
+    return sheet_id
+
+
+def _add_sheet(title: str, height: int, width: int, header_width: int, sheet_id: int) -> list[dict[str, Any]]:
     return [
         {
             "addSheet": {
@@ -360,6 +382,57 @@ def _add_sheet(
             }
         },
     ]
+
+
+def _take_formats(rows: dict[int, dict[int, Any]]) -> dict[tuple[int, int], dict[str, str]]:
+    """The number formats of the :class:`Formatted` values in ``rows``, by (row, column); the
+    values are unwrapped in place."""
+    formats: dict[tuple[int, int], dict[str, str]] = {}
+    for number, cells in rows.items():
+        for column, value in cells.items():
+            if isinstance(value, Formatted):
+                inner = value.value
+                kind = (
+                    "DATE_TIME"
+                    if isinstance(inner, datetime)
+                    else "DATE"
+                    if isinstance(inner, date)
+                    else "NUMBER"
+                )
+                formats[(number, column)] = {"type": kind, "pattern": value.number_format}
+                cells[column] = inner
+    return formats
+
+
+def _format_requests(sheet_id: int, formats: dict[tuple[int, int], dict[str, str]]) -> list[dict[str, Any]]:
+    """One ``repeatCell`` per run of consecutive rows of a column taking one number format.
+
+    Only the number format is set: the cells keep their fonts, colours and borders.
+    """
+    requests: list[dict[str, Any]] = []
+    last: dict[str, Any] | None = None
+    for (row, column), number_format in sorted(formats.items(), key=lambda item: (item[0][1], item[0][0])):
+        if (
+            last is not None
+            and last["range"]["startColumnIndex"] == column
+            and last["range"]["endRowIndex"] == row - 1
+            and last["cell"]["userEnteredFormat"]["numberFormat"] == number_format
+        ):
+            last["range"]["endRowIndex"] = row
+            continue
+        last = {
+            "range": {
+                "sheetId": sheet_id,
+                "startRowIndex": row - 1,
+                "endRowIndex": row,
+                "startColumnIndex": column,
+                "endColumnIndex": column + 1,
+            },
+            "cell": {"userEnteredFormat": {"numberFormat": number_format}},
+            "fields": "userEnteredFormat.numberFormat",
+        }
+        requests.append({"repeatCell": last})
+    return requests
 
 
 def _grow(info: _SheetInfo, height: int, width: int) -> dict[str, Any]:

@@ -154,7 +154,9 @@ class Conflict:
             "sheet": "sheet value kept",
             "store": "store value kept",
         }
-        return f"{self.sheet} row {self.row} ({self.record_id}) {self.field}: {sides}; {kept[self.resolution]}"
+        return (
+            f"{self.sheet} row {self.row} ({self.record_id}) {self.field}: {sides}; {kept[self.resolution]}"
+        )
 
 
 def _shown(value: Any) -> str:

@@ -69,6 +69,9 @@ Fidelity notes (where this differs from, or simplifies, the real service):
   (``Sheet1!A1:Z1000``, ``'Invoice Lines'!A1:E1000``) and open-ended ranges are bounded by the
   grid. Reads whose start lies outside the grid answer 400 "exceeds grid limits"; the end of a
   read range is clamped to the grid. Writes grow the grid as needed.
+* Chart sheets: :meth:`SheetsStandIn.add_chart_sheet` adds a sheet of ``sheetType`` OBJECT (a chart
+  on its own sheet; the chart itself is not modelled). spreadsheets.get lists it, without
+  gridProperties; a range naming it answers 400 "Unable to parse range", as it holds no cells.
 * Ranges without a sheet name: an existing sheet title wins, otherwise A1 notation on the
   first sheet. Named ranges and R1C1 notation are not supported (400 "Unable to parse range").
 * append: the "table" is the first block of consecutive rows that have a non-empty cell within
@@ -661,8 +664,17 @@ class Sheet:
     frozen_column_count: int = 0
     # (row, col) -> the cell's userEnteredFormat; never mutated in place (copy, then replace)
     formats: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    # "GRID", or "OBJECT" for a chart moved to its own sheet (no cells, no grid)
+    sheet_type: str = "GRID"
 
     def properties(self) -> dict[str, Any]:
+        if self.sheet_type != "GRID":
+            return {
+                "sheetId": self.sheet_id,
+                "title": self.title,
+                "index": self.index,
+                "sheetType": self.sheet_type,
+            }
         grid: dict[str, Any] = {"rowCount": self.row_count, "columnCount": self.column_count}
         if self.frozen_row_count:
             grid["frozenRowCount"] = self.frozen_row_count
@@ -885,7 +897,7 @@ class Spreadsheet:
             sheet = self.sheets[0]
         else:
             maybe = self.find_sheet(title)
-            if maybe is None:
+            if maybe is None or maybe.sheet_type != "GRID":  # a chart's sheet has no cells to address
                 raise bad
             sheet = maybe
             if a1 is None:
@@ -1121,6 +1133,13 @@ class SheetsStandIn:
                             sheet.set(r, c, value)
             self._spreadsheets[sid] = book
             return sid
+
+    def add_chart_sheet(self, spreadsheet_id: str, title: str) -> None:
+        """Give a spreadsheet a sheet holding only a chart (``sheetType`` OBJECT), as "Move to own
+        sheet" on a chart does: listed by spreadsheets.get, without cells or grid to read or write."""
+        with self._lock:
+            sheet = self._spreadsheets[spreadsheet_id].add_sheet(title, 1, 1)
+            sheet.sheet_type = "OBJECT"
 
     def _sheet(self, spreadsheet_id: str, title: str) -> Sheet:
         sheet = self._spreadsheets[spreadsheet_id].find_sheet(title)
