@@ -4,6 +4,7 @@ leaves the rest byte for byte as it was."""
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -110,3 +111,35 @@ def test_crmkit_sheets_are_added_and_a_typed_row_syncs(cli, tmp_path: Path, shee
     bo = Store(tmp_path / "crm.json").lookup("contacts", "bo@chenfreight.com")
     assert bo["name"] == "Bo Chen"
     assert members(book)["xl/worksheets/sheet1.xml"] == before["xl/worksheets/sheet1.xml"]
+
+
+def test_a_workbook_openpyxl_refuses_for_its_colours_is_synced(cli, tmp_path: Path) -> None:
+    """Invalid colour values in styles.xml: Excel and LibreOffice shrug, openpyxl raises."""
+    from openpyxl import Workbook, load_workbook
+    from openpyxl.styles import Font
+
+    source = tmp_path / "source.xlsx"
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "Mine"
+    ws["A1"] = "coloured"
+    ws["A1"].font = Font(color="FF0000FF")
+    wb.save(source)
+    book = tmp_path / "colours.xlsx"
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(book, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename == "xl/styles.xml":
+                data = data.replace(b'rgb="FF0000FF"', b'rgb="blue-ish"')
+            zout.writestr(info, data)
+    with pytest.raises(ValueError):
+        load_workbook(book)  # what made the old release fail with a Python exception text
+    before = members(book)
+    cli("sync", "colours.xlsx")
+    after = members(book)
+    assert after["xl/worksheets/sheet1.xml"] == before["xl/worksheets/sheet1.xml"]
+    old_fonts = re.search(rb"<fonts[^>]*>(.*?)</fonts>", before["xl/styles.xml"], re.S)
+    new_fonts = re.search(rb"<fonts[^>]*>(.*?)</fonts>", after["xl/styles.xml"], re.S)
+    assert old_fonts and new_fonts and new_fonts[1].startswith(old_fonts[1])  # appended to only
+    assert b'rgb="blue-ish"' in new_fonts[1]
+    assert b"Ana Lima" in b"".join(after.values())
