@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import bisect
 import gc
-import math
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -46,30 +45,31 @@ from decimal import Decimal
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from crmkit.sync.model import Formatted, SheetChanges, column_letter
+from crmkit.sync.model import Formatted, SheetChanges
 from crmkit.xlsx.graft import SheetEntry
 from crmkit.xlsx.package import Package, WorkbookError
+from crmkit.xlsx.package import attrs as tag_attrs
+from crmkit.xlsx.sheetxml import (
+    CELL_RE,
+    MAX_COLUMN,
+    MAX_ROW,
+    Cell,
+    Range,
+    Sheet,
+    Unsupported,
+    column_index,
+    date_serial,
+    letters,
+    number_text,
+    replace_attr,
+    text_xml,
+)
 from crmkit.xlsx.styles import Styles
 
 __all__ = ["patch_sheets"]
 
 
-_MAX_ROW = 1_048_576
-_MAX_COLUMN = 16_384
-_MAX_TEXT = 32_767  # characters Excel keeps in a cell
 _FORMULA_STARTS = ("=", "+", "-", "@")
-_EPOCH_1900 = date(1899, 12, 30)
-_EPOCH_1904 = date(1904, 1, 1)
-_LEAP_BUG_END = date(1900, 3, 1)  # Excel counts a 29 February 1900 that never was
-
-_SHEET_DATA_RE = re.compile(r"<sheetData\b([^>]*?)(/?)>")
-_ROW_NUMBER_RE = re.compile(r"""\sr\s*=\s*["'](\d+)["']""")
-# A cell with its reference: (whole element, column letters, row digits, attributes, content).
-_CELL_RE = re.compile(
-    r"""(<c\b(?=[^>]*?\sr\s*=\s*["']([A-Z]{1,3})(\d+)["'])([^>]*?)(?:/>|>(.*?)</c>))""",
-    re.S,
-)
-_ATTR_RE = re.compile(r"([\w:.-]+)\s*=\s*(?:\"([^\"]*)\"|'([^']*)')")
 _SPANS_RE = re.compile(r"\sspans\s*=\s*(?:\"[^\"]*\"|'[^']*')")
 _HAS_VALUE_RE = re.compile(r"<v(?:\s[^>]*)?>[^<]|<f[\s>/]|<t(?:\s[^>]*)?>[^<]")
 _FORMULA_REF_RE = re.compile(r"<f\b([^>]*)>")
@@ -78,15 +78,7 @@ _DIMENSION_RE = re.compile(r"<dimension\b([^>]*?)/?>")
 _AUTOFILTER_RE = re.compile(r"<autoFilter\b([^>]*?)/?>")
 _COL_RE = re.compile(r"<col\b([^>]*?)/?>")
 _TABLE_ROOT_RE = re.compile(r"<table\b([^>]*?)/?>")
-_PREFIXED_ELEMENT_RE = re.compile(r"</?[A-Za-z_][\w.-]*:")
-_RANGE_RE = re.compile(r"^\$?([A-Z]{1,3})\$?(\d+)(?::\$?([A-Z]{1,3})\$?(\d+))?$")
-_ILLEGAL_XML_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
-_ESCAPED_CHAR_RE = re.compile("_x[0-9A-Fa-f]{4}_")  # Excel reads it as one escaped character
-
-
-class _Unsupported(Exception):
-    """A change this module cannot make safely; the caller reports it and writes nothing."""
 
 
 def patch_sheets(
@@ -104,320 +96,18 @@ def patch_sheets(
     gc.disable()
     try:
         _Patcher(package, styles).run(changes, sheets)
-    except _Unsupported as exc:
+    except Unsupported as exc:
         raise WorkbookError(f"cannot write {package.path.name}: {exc}") from None
     finally:
         if collecting:
             gc.enable()
 
 
-# -- small helpers -----------------------------------------------------------------
-
-
-def _attrs(text: str) -> dict[str, str]:
-    return {m[1]: m[2] if m[2] is not None else m[3] for m in _ATTR_RE.finditer(text)}
-
-
-def _set_attr(tag: str, name: str, value: str) -> str:
-    pattern = re.compile(rf"(\s{re.escape(name)}\s*=\s*)(\"[^\"]*\"|'[^']*')")
-    new, count = pattern.subn(lambda m: f'{m[1]}"{value}"', tag, count=1)
-    if count != 1:
-        raise _Unsupported(f"no {name} attribute to change in {tag[:60]!r}")
-    return new
-
-
-_COLUMN_INDEX: dict[str, int] = {}
-
-
-def _column_index(letters: str) -> int:
-    """``A`` -> 0, ``AA`` -> 26."""
-    index = _COLUMN_INDEX.get(letters)
-    if index is None:
-        index = 0
-        for ch in letters:
-            index = index * 26 + ord(ch) - 64
-        index -= 1
-        _COLUMN_INDEX[letters] = index
-    return index
-
-
-def _column_indexes() -> dict[str, int]:
-    """Letters -> index for every column of a sheet (built on first use)."""
-    if len(_COLUMN_INDEX) < _MAX_COLUMN:
-        for column in range(_MAX_COLUMN):
-            _COLUMN_INDEX[column_letter(column)] = column
-    return _COLUMN_INDEX
-
-
-_LETTERS: dict[int, str] = {}
-
-
-def _letters(column: int) -> str:
-    letters = _LETTERS.get(column)
-    if letters is None:
-        letters = _LETTERS[column] = column_letter(column)
-    return letters
-
-
-@dataclass(frozen=True)
-class _Range:
-    """A cell range, rows 1-based and columns 0-based, both ends included."""
-
-    first_row: int
-    first_column: int
-    last_row: int
-    last_column: int
-
-    @classmethod
-    def parse(cls, ref: str) -> _Range:
-        m = _RANGE_RE.match(ref.strip())
-        if m is None:
-            raise _Unsupported(f"cannot read the range {ref!r}")
-        first_col, first_row = _column_index(m[1]), int(m[2])
-        if m[3] is None:
-            return cls(first_row, first_col, first_row, first_col)
-        return cls(first_row, first_col, int(m[4]), _column_index(m[3]))
-
-    def __contains__(self, cell: tuple[int, int]) -> bool:
-        row, column = cell
-        return self.first_row <= row <= self.last_row and self.first_column <= column <= self.last_column
-
-    def ref(self) -> str:
-        start = f"{_letters(self.first_column)}{self.first_row}"
-        end = f"{_letters(self.last_column)}{self.last_row}"
-        return start if start == end else f"{start}:{end}"
-
-    def absolute(self) -> str:
-        start = f"${_letters(self.first_column)}${self.first_row}"
-        end = f"${_letters(self.last_column)}${self.last_row}"
-        return start if start == end else f"{start}:{end}"
-
-    def to_row(self, last_row: int) -> _Range:
-        return _Range(self.first_row, self.first_column, last_row, self.last_column)
-
-
-def _text_xml(value: str) -> str:
-    if len(value) > _MAX_TEXT:
-        raise _Unsupported(f"text of {len(value)} characters, more than the {_MAX_TEXT} a cell keeps")
-    # Excel reads "_xHHHH_" as one escaped character: a literal one has its "_" escaped, and
-    # characters XML cannot hold are written that way.
-    value = _ESCAPED_CHAR_RE.sub(lambda m: "_x005F" + m[0], value)
-    value = _ILLEGAL_XML_RE.sub(lambda m: f"_x{ord(m[0]):04X}_", value)
-    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
-
-
-def _number_text(value: int | float | Decimal) -> str:
-    if isinstance(value, int):
-        try:
-            float(value)
-        except OverflowError:
-            raise _Unsupported(
-                f"a number of {len(str(abs(value)))} digits, larger than a cell can hold"
-            ) from None
-        return int.__repr__(value)  # an IntEnum as its number too
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise _Unsupported(f"the number {value!r}, which a cell cannot hold")
-        text = float.__repr__(value)
-        return text[:-2] if text.endswith(".0") else text
-    if not value.is_finite() or not math.isfinite(float(value)):
-        raise _Unsupported(f"the number {value}, which a cell cannot hold")
-    return "0" if value == 0 else format(value, "f")
-
-
-def _date_serial(value: date, date1904: bool) -> str:
-    day = value.date() if isinstance(value, datetime) else value
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        raise _Unsupported(
-            f"the date and time {value.isoformat()} with a time zone, which a cell cannot hold"
-        )
-    if date1904:
-        days = (day - _EPOCH_1904).days
-    else:
-        days = (day - _EPOCH_1900).days - (1 if day < _LEAP_BUG_END else 0)
-    if days < (0 if date1904 else 1):
-        raise _Unsupported(f"the date {day.isoformat()}, earlier than this workbook's dates can go")
-    if isinstance(value, datetime):
-        seconds = value.hour * 3600 + value.minute * 60 + value.second + value.microsecond / 1_000_000
-        return str(days) if seconds == 0 else repr(days + seconds / 86400)
-    return str(days)
-
-
-# -- one worksheet ---------------------------------------------------------------------------
-
-
-# A parsed cell: (column, whole element, attributes, content); content is "" for <c .../>.
-_Cell = tuple[int, str, str, str]
-
-
-@dataclass
-class _Cells:
-    """A row's cells as parallel lists, in column order."""
-
-    columns: list[int]
-    elements: list[str]
-    attrs: list[str]
-    inners: list[str]
-
-    def __iter__(self) -> Any:
-        return zip(self.columns, self.elements, self.attrs, self.inners, strict=True)
-
-
 @dataclass
 class _SheetResult:
     old_last: int = 1
     new_last: int = 1
-    filter_change: tuple[_Range, _Range] | None = None
-
-
-_UNNUMBERED_ROW_RE = re.compile(r"<row(?![^>]*\sr\s*=)[\s/>]")
-_UNNUMBERED_CELL_RE = re.compile(r"<c(?![^>]*\sr\s*=)[\s/>]")
-_ROW_OR_CELL_RE = re.compile(r"<(row|c)\b([^>]*?)(/?)>")
-
-
-def _number_rows_and_cells(data: str) -> str:
-    """``<sheetData>``'s content with an ``r`` on every row and cell, as a reader counts them."""
-    out: list[str] = []
-    pos = 0
-    row = 0
-    column = -1
-    for m in _ROW_OR_CELL_RE.finditer(data):
-        out.append(data[pos : m.start()])
-        pos = m.end()
-        tag, attributes, close = m[1], m[2], m[3]
-        found = _attrs(attributes).get("r")
-        if tag == "row":
-            row = int(found) if found and found.isdigit() else row + 1
-            column = -1
-            if not found:
-                attributes = f' r="{row}"{attributes}'
-        else:
-            ref = _RANGE_RE.match(found) if found else None
-            column = _column_index(ref[1]) if ref else column + 1
-            if not found:
-                attributes = f' r="{_letters(column)}{row}"{attributes}'
-        out.append(f"<{tag}{attributes}{close}>")
-    out.append(data[pos:])
-    return "".join(out)
-
-
-class _Sheet:
-    """The text of one worksheet part and an index of its rows."""
-
-    def __init__(self, text: str, name: str, main: str) -> None:
-        m = _SHEET_DATA_RE.search(text)
-        if m is None:
-            raise _Unsupported(
-                f"its part {name} has no <sheetData> (or a namespace prefix crmkit does not edit)"
-            )
-        head = text[: m.start()]
-        root = re.search(r"<worksheet\b([^>]*)>", head)
-        if root is None or _attrs(root[1]).get("xmlns") != main:
-            raise _Unsupported(f"its part {name} is not a worksheet in the default namespace")
-        if m[2]:
-            text = f"{text[: m.start()]}<sheetData{m[1]}></sheetData>{text[m.end() :]}"
-            m = _SHEET_DATA_RE.search(text, m.start())
-            assert m is not None
-        self.name = name
-        self.text = text
-        self.data_start = m.end()
-        self.data_end = text.find("</sheetData>", self.data_start)
-        if self.data_end < 0:
-            raise _Unsupported(f"{name}: <sheetData> is not closed")
-        if (
-            text.find("<!", self.data_start, self.data_end) >= 0
-            or text.find("<?", self.data_start, self.data_end) >= 0
-            or _PREFIXED_ELEMENT_RE.search(text, self.data_start, self.data_end)
-        ):
-            raise _Unsupported(f"{name}: comments, CDATA or extension elements among the rows")
-        data = text[self.data_start : self.data_end]
-        if _UNNUMBERED_ROW_RE.search(data) or _UNNUMBERED_CELL_RE.search(data):
-            # References are optional (some tools leave them out); rows and cells then follow
-            # on from the one before. Numbered, the rows can be indexed like any others.
-            data = _number_rows_and_cells(data)
-            self.text = text = text[: self.data_start] + data + text[self.data_end :]
-            self.data_end = self.data_start + len(data)
-        self.numbers: list[int] = []
-        self.starts: list[int] = []
-        self.ends: list[int] = []
-        self._index_rows()
-
-    def _index_rows(self) -> None:
-        # A plain loop over str.find: several times faster than a regex over the rows.
-        text, end_of_data = self.text, self.data_end
-        find, startswith = text.find, text.startswith
-        numbers, starts, ends = self.numbers, self.starts, self.ends
-        pos = self.data_start
-        while True:
-            start = find("<row", pos, end_of_data)
-            if start < 0:
-                break
-            tag_end = find(">", start, end_of_data) + 1
-            if tag_end <= 0 or text[start + 4] not in " \t\r\n":
-                raise _Unsupported(f"{self.name}: a row tag that cannot be read")
-            if startswith('<row r="', start):
-                number = text[start + 8 : find('"', start + 8, tag_end)]
-            else:
-                m = _ROW_NUMBER_RE.search(text, start, tag_end)
-                number = m[1] if m else ""
-            if not number.isdigit():
-                raise _Unsupported(f"{self.name}: a row without its number")
-            if text[tag_end - 2] == "/":
-                end = tag_end
-            else:
-                end = find("</row>", tag_end, end_of_data)
-                if end < 0:
-                    raise _Unsupported(f"{self.name}: a row that is not closed")
-                end += 6
-            if start != pos and text[pos:start].strip():
-                raise _Unsupported(f"{self.name}: something besides rows in <sheetData>")
-            numbers.append(int(number))
-            starts.append(start)
-            ends.append(end)
-            pos = end
-        if text[pos:end_of_data].strip():
-            raise _Unsupported(f"{self.name}: something besides rows in <sheetData>")
-        if numbers and (numbers != sorted(set(numbers)) or numbers[0] < 1 or numbers[-1] > _MAX_ROW):
-            raise _Unsupported(f"{self.name}: rows out of order")
-
-    def position(self, row: int) -> int | None:
-        i = bisect.bisect_left(self.numbers, row)
-        return i if i < len(self.numbers) and self.numbers[i] == row else None
-
-    def tag_end(self, i: int) -> int:
-        """Where the start tag of the row at index ``i`` ends (its end, for ``<row .../>``)."""
-        return self.text.index(">", self.starts[i]) + 1
-
-    def body(self, i: int) -> str:
-        tag_end, end = self.tag_end(i), self.ends[i]
-        return "" if tag_end == end else self.text[tag_end : end - 6]
-
-    def cells(self, i: int) -> _Cells:
-        """The cells of the row at index ``i``, checked: all with references, in order, nothing else."""
-        row, body = str(self.numbers[i]), self.body(i)
-        found = _CELL_RE.findall(body)
-        if not found:
-            if body.strip():
-                raise _Unsupported(f"{self.name} row {row}: something besides numbered cells")
-            return _Cells([], [], [], [])
-        elements, letters, digits, attrs, inners = (list(t) for t in zip(*found, strict=True))
-        if sum(map(len, elements)) != len(body) and _CELL_RE.sub("", body).strip():
-            raise _Unsupported(f"{self.name} row {row}: something besides numbered cells")
-        columns = list(map(_column_indexes().__getitem__, letters))
-        if set(digits) != {row} or columns != sorted(set(columns)):
-            raise _Unsupported(f"{self.name} row {row}: cells out of order or misnumbered")
-        return _Cells(columns, elements, attrs, inners)
-
-    def style_at(self, row: int, column: int) -> str | None:
-        """The ``s`` of a cell as it is in the file, or None."""
-        i = self.position(row)
-        if i is None:
-            return None
-        cells = self.cells(i)
-        k = bisect.bisect_left(cells.columns, column)
-        if k < len(cells.columns) and cells.columns[k] == column:
-            return _attrs(cells.attrs[k]).get("s")
-        return None
+    filter_change: tuple[Range, Range] | None = None
 
 
 class _Patcher:
@@ -445,19 +135,19 @@ class _Patcher:
     # -- the whole job --
 
     def run(self, changes: list[SheetChanges], sheets: dict[str, SheetEntry]) -> None:
-        filters: dict[int, tuple[str, _Range, _Range]] = {}
+        filters: dict[int, tuple[str, Range, Range]] = {}
         changed = False
         for change in changes:
             if not change.cells and not change.append:
                 continue
             entry = sheets.get(change.title.strip().casefold())
             if entry is None or entry.kind != "worksheet" or entry.part is None:
-                raise _Unsupported(f"the workbook has no worksheet {change.title!r} to write into")
+                raise Unsupported(f"the workbook has no worksheet {change.title!r} to write into")
             self.sheet_id = entry.sheet_id
             try:
                 result = self.patch_sheet(entry.part, change)
-            except _Unsupported as exc:
-                raise _Unsupported(f"sheet {entry.name!r}: {exc}") from None
+            except Unsupported as exc:
+                raise Unsupported(f"sheet {entry.name!r}: {exc}") from None
             changed = True
             if result.filter_change is not None:
                 old, new = result.filter_change
@@ -487,7 +177,7 @@ class _Patcher:
 
         def keep(m: re.Match[str]) -> str:
             nonlocal sheet, last_written
-            attributes = _attrs(m[1])
+            attributes = tag_attrs(m[1])
             if "i" in attributes and attributes["i"].isdigit():
                 sheet = int(attributes["i"])
             if (sheet, attributes.get("r", "")) in self.unformulated:
@@ -502,17 +192,17 @@ class _Patcher:
 
     # -- workbook.xml --
 
-    def patch_book(self, text: str, filters: dict[int, tuple[str, _Range, _Range]]) -> str:
+    def patch_book(self, text: str, filters: dict[int, tuple[str, Range, Range]]) -> str:
         root = re.search(r"<workbook\b([^>]*)>", text)
-        if root is None or _attrs(root[1]).get("xmlns") != self.main:
-            raise _Unsupported("its workbook part uses a namespace prefix")
+        if root is None or tag_attrs(root[1]).get("xmlns") != self.main:
+            raise Unsupported("its workbook part uses a namespace prefix")
         for index, (_title, old, new) in filters.items():
             text = self._patch_filter_name(text, index, old, new)
         calc = re.search(r"<calcPr\b([^>]*?)(/?)>", text)
         if calc is not None:
             tag = calc[0]
-            if "fullCalcOnLoad" in _attrs(calc[1]):
-                tag = _set_attr(tag, "fullCalcOnLoad", "1")
+            if "fullCalcOnLoad" in tag_attrs(calc[1]):
+                tag = replace_attr(tag, "fullCalcOnLoad", "1")
             else:
                 tag = f'{tag[: -len(calc[2]) - 1].rstrip()} fullCalcOnLoad="1"{calc[2]}>'
             return text[: calc.start()] + tag + text[calc.end() :]
@@ -521,19 +211,19 @@ class _Patcher:
             m = re.search(rf"</{element}>|<{element}\b[^>]*/>", text)
             if m is not None:
                 return f'{text[: m.end()]}<calcPr fullCalcOnLoad="1"/>{text[m.end() :]}'
-        raise _Unsupported("workbook.xml has no <sheets>")
+        raise Unsupported("workbook.xml has no <sheets>")
 
     @staticmethod
-    def _patch_filter_name(text: str, index: int, old: _Range, new: _Range) -> str:
+    def _patch_filter_name(text: str, index: int, old: Range, new: Range) -> str:
         pattern = re.compile(r"<definedName\b([^>]*)>([^<]*)</definedName>")
         for m in pattern.finditer(text):
-            attrs = _attrs(m[1])
+            attrs = tag_attrs(m[1])
             if attrs.get("name") != "_xlnm._FilterDatabase" or attrs.get("localSheetId") != str(index):
                 continue
             sheet, bang, ref = m[2].rpartition("!")
             try:
-                current = _Range.parse(ref)
-            except _Unsupported:
+                current = Range.parse(ref)
+            except Unsupported:
                 return text
             if not bang or current != old:
                 return text
@@ -543,7 +233,7 @@ class _Patcher:
     # -- a worksheet --
 
     def patch_sheet(self, part: str, change: SheetChanges) -> _SheetResult:
-        sheet = _Sheet(self.text(part), part, self.main)
+        sheet = Sheet(self.text(part), part, self.main)
         text = sheet.text
         head, tail = text[: sheet.data_start], text[sheet.data_end :]
         result = _SheetResult()
@@ -552,9 +242,9 @@ class _Patcher:
         for cell in change.cells:
             row, column = cell.row, cell.column
             if type(row) is not int or type(column) is not int:
-                raise _Unsupported("a cell position that is not a whole number")
-            if not (1 <= row <= _MAX_ROW and 0 <= column < _MAX_COLUMN):
-                raise _Unsupported(f"cell ({row}, {column}) is outside a sheet")
+                raise Unsupported("a cell position that is not a whole number")
+            if not (1 <= row <= MAX_ROW and 0 <= column < MAX_COLUMN):
+                raise Unsupported(f"cell ({row}, {column}) is outside a sheet")
             row_writes = writes.get(row)
             if row_writes is None:
                 row_writes = writes[row] = {}
@@ -568,16 +258,16 @@ class _Patcher:
         if copy_styles and last not in writes:
             i = sheet.position(last)
             if i is not None:
-                template = {c[0]: s for c in sheet.cells(i) if (s := _attrs(c[2]).get("s"))}
+                template = {c[0]: s for c in sheet.cells(i) if (s := tag_attrs(c[2]).get("s"))}
         for offset, values in enumerate(change.append, start=1):
             row = last + offset
-            if row > _MAX_ROW:
-                raise _Unsupported(
-                    f"new rows would go past row {_MAX_ROW:,}, the last a sheet has: "
+            if row > MAX_ROW:
+                raise Unsupported(
+                    f"new rows would go past row {MAX_ROW:,}, the last a sheet has: "
                     "something is typed at the very bottom of the sheet; clear it and sync again"
                 )
-            if len(values) > _MAX_COLUMN:
-                raise _Unsupported("an appended row wider than a sheet")
+            if len(values) > MAX_COLUMN:
+                raise Unsupported("an appended row wider than a sheet")
             for column, value in enumerate(values):
                 if value is not None:
                     writes.setdefault(row, {})[column] = value
@@ -619,7 +309,7 @@ class _Patcher:
         out.append(text[pos : sheet.data_end])
 
         if top > 0:
-            head = self._grow_dimension(head, _Range(top, left, bottom, right))
+            head = self._grow_dimension(head, Range(top, left, bottom, right))
         out[0] = head
         if result.new_last > result.old_last:
             tail, result.filter_change = self._grow_filter(tail, result.old_last, result.new_last)
@@ -633,10 +323,10 @@ class _Patcher:
 
     @staticmethod
     def _styles_in(row_xml: str) -> dict[int, str]:
-        return {_column_index(f[1]): s for f in _CELL_RE.findall(row_xml) if (s := _attrs(f[3]).get("s"))}
+        return {column_index(f[1]): s for f in CELL_RE.findall(row_xml) if (s := tag_attrs(f[3]).get("s"))}
 
     @staticmethod
-    def _last_data_row(sheet: _Sheet, writes: dict[int, dict[int, Any]]) -> int:
+    def _last_data_row(sheet: Sheet, writes: dict[int, dict[int, Any]]) -> int:
         """The last row holding a value once ``writes`` are made (at least 1), as openpyxl counts it."""
         for row in sorted(set(sheet.numbers) | set(writes), reverse=True):
             if row <= 1:
@@ -656,41 +346,41 @@ class _Patcher:
                     return row
         return 1
 
-    def _tables(self, part: str) -> list[tuple[str, str, _Range]]:
+    def _tables(self, part: str) -> list[tuple[str, str, Range]]:
         tables = []
         for rel in self.package.related(part, "table"):
             target = rel.target
             name = self.package.member(target)
             if name is None:
-                raise _Unsupported(f"table part {target} is missing")
+                raise Unsupported(f"table part {target} is missing")
             text = self.text(name)
             root = _TABLE_ROOT_RE.search(text)
-            if root is None or _attrs(root[1]).get("xmlns") != self.main:
-                raise _Unsupported(f"{name} is not a SpreadsheetML table in the default namespace")
-            tables.append((name, text, _Range.parse(_attrs(root[1]).get("ref", ""))))
+            if root is None or tag_attrs(root[1]).get("xmlns") != self.main:
+                raise Unsupported(f"{name} is not a SpreadsheetML table in the default namespace")
+            tables.append((name, text, Range.parse(tag_attrs(root[1]).get("ref", ""))))
         return tables
 
     def _refuse_protected_cells(
         self,
-        sheet: _Sheet,
+        sheet: Sheet,
         tail: str,
         writes: dict[int, dict[int, Any]],
-        tables: list[tuple[str, str, _Range]],
+        tables: list[tuple[str, str, Range]],
     ) -> None:
         """No writes into array or shared formula ranges, merged areas (but their top-left cell),
         or a table's header row."""
-        ranges: list[tuple[_Range, bool]] = []  # (area, whether its top-left cell may be written)
+        ranges: list[tuple[Range, bool]] = []  # (area, whether its top-left cell may be written)
         for m in _FORMULA_REF_RE.finditer(sheet.text, sheet.data_start, sheet.data_end):
-            formula_ref = _attrs(m[1]).get("ref")
+            formula_ref = tag_attrs(m[1]).get("ref")
             if formula_ref:
-                ranges.append((_Range.parse(formula_ref), False))
+                ranges.append((Range.parse(formula_ref), False))
         for m in _MERGE_RE.finditer(tail):
-            ranges.append((_Range.parse(_attrs(m[1]).get("ref", "")), True))
+            ranges.append((Range.parse(tag_attrs(m[1]).get("ref", "")), True))
         for _part, text, table in tables:
             root = _TABLE_ROOT_RE.search(text)
             assert root is not None
-            if _attrs(root[1]).get("headerRowCount", "1") != "0":
-                header = _Range(table.first_row, table.first_column, table.first_row, table.last_column)
+            if tag_attrs(root[1]).get("headerRowCount", "1") != "0":
+                header = Range(table.first_row, table.first_column, table.first_row, table.last_column)
                 ranges.append((header, False))
         if not ranges:
             return
@@ -704,8 +394,8 @@ class _Patcher:
                     if (row, column) in area and not (
                         anchor_ok and (row, column) == (area.first_row, area.first_column)
                     ):
-                        raise _Unsupported(
-                            f"cell {_letters(column)}{row} is inside {area.ref()} (a shared or array "
+                        raise Unsupported(
+                            f"cell {letters(column)}{row} is inside {area.ref()} (a shared or array "
                             "formula, a merged area or a table's header row), which crmkit never writes into"
                         )
 
@@ -717,13 +407,13 @@ class _Patcher:
             return styles
         end = head.find("</cols>", start)
         for m in _COL_RE.finditer(head, start, end if end >= 0 else len(head)):
-            attrs = _attrs(m[1])
+            attrs = tag_attrs(m[1])
             style = attrs.get("style")
             if style and style != "0":
                 first, last = int(attrs.get("min", "0")), int(attrs.get("max", "0"))
-                if last - first > _MAX_COLUMN:
-                    raise _Unsupported("a <col> wider than a sheet")
-                for column in range(max(first, 1), min(last, _MAX_COLUMN) + 1):
+                if last - first > MAX_COLUMN:
+                    raise Unsupported("a <col> wider than a sheet")
+                for column in range(max(first, 1), min(last, MAX_COLUMN) + 1):
                     styles[column - 1] = style
         return styles
 
@@ -731,7 +421,7 @@ class _Patcher:
 
     def _rebuild_row(
         self,
-        sheet: _Sheet,
+        sheet: Sheet,
         i: int,
         row_writes: dict[int, Any],
         template: dict[int, str],
@@ -749,7 +439,7 @@ class _Patcher:
         for column in sorted(row_writes):
             at = bisect.bisect_left(columns, column, k)
             pieces.extend(elements[k:at])
-            existing: _Cell | None = None
+            existing: Cell | None = None
             if at < count and columns[at] == column:
                 existing = (column, elements[at], cells.attrs[at], cells.inners[at])
                 at += 1
@@ -777,7 +467,7 @@ class _Patcher:
 
     @staticmethod
     def _fix_spans(tag: str, spans: re.Match[str], columns: list[int]) -> str:
-        value = _attrs(spans[0])["spans"]
+        value = tag_attrs(spans[0])["spans"]
         m = re.fullmatch(r"\s*(\d+):(\d+)\s*", value)
         if m is None or not columns:
             return tag[: spans.start()] + tag[spans.end() :]
@@ -786,7 +476,7 @@ class _Patcher:
 
     def _new_row(
         self,
-        sheet: _Sheet,
+        sheet: Sheet,
         row: int,
         row_writes: dict[int, Any],
         template: dict[int, str],
@@ -805,27 +495,25 @@ class _Patcher:
 
     def _cell_xml(
         self,
-        sheet: _Sheet,
+        sheet: Sheet,
         row: int,
         column: int,
         value: Any,
-        existing: _Cell | None,
+        existing: Cell | None,
         template: dict[int, str],
         column_styles: dict[int, str],
     ) -> str:
         """The new XML of one cell; "" to leave no element."""
         style: str | None = None
         own_style = False  # the cell's style was chosen by a person, not taken from its column
-        ref = f"{_letters(column)}{row}"
+        ref = f"{letters(column)}{row}"
         number_format: str | None = None
         if isinstance(value, Formatted):
             value, number_format = value.value, value.number_format
         if existing is not None:
-            attrs = _attrs(existing[2])
+            attrs = tag_attrs(existing[2])
             if "cm" in attrs or "vm" in attrs:
-                raise _Unsupported(
-                    f"cell {ref} holds a picture or rich value, which crmkit never writes over"
-                )
+                raise Unsupported(f"cell {ref} holds a picture or rich value, which crmkit never writes over")
             style = attrs.get("s")
             own_style = style not in (None, "0")
             if "<f" in existing[3]:
@@ -849,13 +537,11 @@ class _Patcher:
             return f'<c r="{ref}" s="{style}"/>' if existing is not None and own_style else ""
         if isinstance(value, str):
             if _SURROGATE_RE.search(value):
-                raise _Unsupported(f"cell {ref}: text with a broken character (a lone UTF-16 surrogate)")
+                raise Unsupported(f"cell {ref}: text with a broken character (a lone UTF-16 surrogate)")
             if value.startswith(_FORMULA_STARTS):
                 style = self.styles.quote_prefixed(style)
             s = f' s="{style}"' if style is not None else ""
-            return (
-                f'<c r="{ref}"{s} t="inlineStr"><is><t xml:space="preserve">{_text_xml(value)}</t></is></c>'
-            )
+            return f'<c r="{ref}"{s} t="inlineStr"><is><t xml:space="preserve">{text_xml(value)}</t></is></c>'
         if isinstance(value, bool):
             s = f' s="{style}"' if style is not None else ""
             return f'<c r="{ref}"{s} t="b"><v>{int(value)}</v></c>'
@@ -865,7 +551,7 @@ class _Patcher:
             elif style is not None and self.styles.shows_date(style, False):
                 style = self.styles.with_format(style, "General")  # a number, not a date
             s = f' s="{style}"' if style is not None else ""
-            return f'<c r="{ref}"{s}><v>{_number_text(value)}</v></c>'
+            return f'<c r="{ref}"{s}><v>{number_text(value)}</v></c>'
         if isinstance(value, date):
             with_time = isinstance(value, datetime) and value.time() != time(0)
             if number_format is not None:
@@ -880,18 +566,18 @@ class _Patcher:
                     style = self.styles.as_date(style, with_time) or self.styles.with_format(
                         style, "yyyy-mm-dd hh:mm" if with_time else "yyyy-mm-dd"
                     )
-            return f'<c r="{ref}" s="{style}"><v>{_date_serial(value, self.date1904)}</v></c>'
-        raise _Unsupported(f"cell {ref}: a value of type {type(value).__name__}")
+            return f'<c r="{ref}" s="{style}"><v>{date_serial(value, self.date1904)}</v></c>'
+        raise Unsupported(f"cell {ref}: a value of type {type(value).__name__}")
 
     # -- ranges that grow --
 
     @staticmethod
-    def _grow_dimension(head: str, written: _Range) -> str:
+    def _grow_dimension(head: str, written: Range) -> str:
         m = _DIMENSION_RE.search(head)
         if m is None:
             return head
-        old = _Range.parse(_attrs(m[1]).get("ref", ""))
-        grown = _Range(
+        old = Range.parse(tag_attrs(m[1]).get("ref", ""))
+        grown = Range(
             min(old.first_row, written.first_row),
             min(old.first_column, written.first_column),
             max(old.last_row, written.last_row),
@@ -899,38 +585,38 @@ class _Patcher:
         )
         if grown == old:
             return head
-        return head[: m.start()] + _set_attr(m[0], "ref", grown.ref()) + head[m.end() :]
+        return head[: m.start()] + replace_attr(m[0], "ref", grown.ref()) + head[m.end() :]
 
     @staticmethod
-    def _grow_filter(tail: str, old_last: int, new_last: int) -> tuple[str, tuple[_Range, _Range] | None]:
+    def _grow_filter(tail: str, old_last: int, new_last: int) -> tuple[str, tuple[Range, Range] | None]:
         views = tail.find("<customSheetViews")  # custom views have auto-filters of their own
         m = _AUTOFILTER_RE.search(tail, 0, views if views >= 0 else len(tail))
         if m is None:
             return tail, None
-        ref = _attrs(m[1]).get("ref")
+        ref = tag_attrs(m[1]).get("ref")
         if not ref or ":" not in ref:
             return tail, None
-        old = _Range.parse(ref)
+        old = Range.parse(ref)
         if old.last_row > old_last:  # as the openpyxl writer decides
             return tail, None
         new = old.to_row(new_last)
-        return tail[: m.start()] + _set_attr(m[0], "ref", new.ref()) + tail[m.end() :], (old, new)
+        return tail[: m.start()] + replace_attr(m[0], "ref", new.ref()) + tail[m.end() :], (old, new)
 
     @staticmethod
     def _grow_table(text: str, old_last: int, new_last: int) -> str | None:
         root = _TABLE_ROOT_RE.search(text)
         assert root is not None
-        attrs = _attrs(root[1])
-        old = _Range.parse(attrs.get("ref", ""))
+        attrs = tag_attrs(root[1])
+        old = Range.parse(attrs.get("ref", ""))
         if old.last_row != old_last:
             return None
         if attrs.get("totalsRowCount", "0") != "0":
-            raise _Unsupported("appending to a table with a totals row")
+            raise Unsupported("appending to a table with a totals row")
         new = old.to_row(new_last)
-        text = text[: root.start()] + _set_attr(root[0], "ref", new.ref()) + text[root.end() :]
+        text = text[: root.start()] + replace_attr(root[0], "ref", new.ref()) + text[root.end() :]
         for m in _AUTOFILTER_RE.finditer(text):
-            ref = _attrs(m[1]).get("ref")
-            if ref and _Range.parse(ref) == old:
-                text = text[: m.start()] + _set_attr(m[0], "ref", new.ref()) + text[m.end() :]
+            ref = tag_attrs(m[1]).get("ref")
+            if ref and Range.parse(ref) == old:
+                text = text[: m.start()] + replace_attr(m[0], "ref", new.ref()) + text[m.end() :]
                 break
         return text
