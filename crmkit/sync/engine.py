@@ -480,7 +480,11 @@ class _SheetSync:
             for error in refused:
                 column = self._column(error.field)
                 raw = row.cells[column.index] if column and column.index < len(row.cells) else error.value
-                self._invalid(row, column, raw, error.problem)
+                problem = error.problem
+                if column is None:  # reported on the ID cell: say which field, and why it is missing
+                    label = next((f.label for f in sheet_columns(self.rt) if f.name == error.field), error.field)
+                    problem = f"{label} {problem}, and the sheet has no {label} column"
+                self._invalid(row, column, raw, problem)
                 if error.field in data:
                     del data[error.field]
                     dropped = True

@@ -124,11 +124,11 @@ class ExcelBook:
         try:
             try:
                 book = CalamineWorkbook.from_path(str(real))
-                unlinked: list[str] = []
+                left_out: dict[str, str] = {}
             except CalamineError as exc:
-                if "Relationship" not in str(exc):
+                if not any(known in str(exc) for known in ("Relationship", "Unrecognized sheet")):
                     raise
-                book, unlinked = _without_unlinked_sheets(real)
+                book, left_out = _readable_copy(real)
             kinds = {m.name: _kind(m.typ) for m in book.sheets_metadata}
             with paused_gc():
                 tables = {
@@ -137,8 +137,8 @@ class ExcelBook:
                 }
         except (CalamineError, OSError, ValueError, zipfile.BadZipFile, WorkbookError) as exc:
             raise CrmkitError(f"cannot read {self.path} as an Excel workbook: {_one_line(exc)}") from None
-        for name in unlinked:  # a tab with no part behind it: nothing to read, never written into
-            tables[name] = SheetTable(name, [], [], kind="unlinked")
+        for name, kind in left_out.items():  # nothing crmkit reads, and never written into
+            tables[name] = SheetTable(name, [], [], kind=kind)
         return tables
 
     @staticmethod
@@ -185,20 +185,30 @@ def write_changes(source: Path, target: Path, changes: list[SheetChanges]) -> No
         package.write(Path(target))
 
 
-def _without_unlinked_sheets(path: Path) -> tuple[CalamineWorkbook, list[str]]:
-    """The workbook read with its tabs that name no part (no ``r:id``) left out, and their names.
+def _readable_copy(path: Path) -> tuple[CalamineWorkbook, dict[str, str]]:
+    """The workbook read from a copy calamine accepts, and the tabs left out of it, with their kinds.
 
-    Excel and LibreOffice open such a tab as an empty sheet; calamine refuses the
-    whole file, so it reads a copy (in memory) without them.
+    Excel and LibreOffice open workbooks calamine refuses whole: a tab that names
+    no part (no ``r:id``; opened as an empty sheet), an Excel 4.0 macro sheet, a
+    sheet ``state`` outside the schema. calamine reads a copy (in memory) without
+    those tabs, and with such states left out; the tabs come back as tabs crmkit
+    never writes into.
     """
     with Package(path) as package:
         text = package.text(package.workbook)
-        unlinked: list[str] = []
+        kinds = {e.rid: e.kind for e in sheet_entries(package) if e.rid}
+        left_out: dict[str, str] = {}
 
         def drop(m: re.Match[str]) -> str:
-            if re.search(r"\s[\w.-]+:id\s*=", m[0]):
+            found = attrs(m[0])
+            rid = next((v for k, v in found.items() if k.endswith(":id")), "")
+            kind = kinds.get(rid, "") if rid else "unlinked"
+            if kind in ("worksheet", "chartsheet", "dialogsheet"):
+                state = found.get("state")
+                if state is not None and state not in ("visible", "hidden", "veryHidden"):
+                    return re.sub(r"\sstate\s*=\s*(?:\"[^\"]*\"|'[^']*')", "", m[0])
                 return m[0]
-            unlinked.append(unescape(attrs(m[0]).get("name", "")))
+            left_out[unescape(found.get("name", ""))] = kind or "unlinked"
             return ""
 
         text = re.sub(r"<(?:[\w.-]+:)?sheet\b[^>]*?/>", drop, text)
@@ -207,7 +217,7 @@ def _without_unlinked_sheets(path: Path) -> tuple[CalamineWorkbook, list[str]]:
             for name in package.names():
                 copy.writestr(name, text.encode("utf-8") if name == package.workbook else package.read(name))
     out.seek(0)
-    return CalamineWorkbook.from_filelike(out), unlinked
+    return CalamineWorkbook.from_filelike(out), left_out
 
 
 def _one_line(exc: BaseException) -> str:

@@ -193,12 +193,18 @@ class _Patcher:
     # -- workbook.xml --
 
     def patch_book(self, text: str, filters: dict[int, tuple[str, Range, Range]]) -> str:
-        root = re.search(r"<workbook\b([^>]*)>", text)
-        if root is None or tag_attrs(root[1]).get("xmlns") != self.main:
-            raise Unsupported("its workbook part uses a namespace prefix")
+        # Some tools write the workbook part with a prefix (<x:workbook xmlns:x=...>).
+        root = re.search(r"<(?:([\w.-]+):)?workbook\b([^>]*)>", text)
+        if root is None:
+            raise Unsupported("its workbook part has no <workbook>")
+        p = f"{root[1]}:" if root[1] else ""
+        declared = tag_attrs(root[2]).get(f"xmlns:{root[1]}" if root[1] else "xmlns")
+        if declared != self.main:
+            raise Unsupported("its workbook part is not in the SpreadsheetML namespace")
+        q = re.escape(p)
         for index, (_title, old, new) in filters.items():
-            text = self._patch_filter_name(text, index, old, new)
-        calc = re.search(r"<calcPr\b([^>]*?)(/?)>", text)
+            text = self._patch_filter_name(text, q, index, old, new)
+        calc = re.search(rf"<{q}calcPr\b([^>]*?)(/?)>", text)
         if calc is not None:
             tag = calc[0]
             if "fullCalcOnLoad" in tag_attrs(calc[1]):
@@ -208,14 +214,14 @@ class _Patcher:
             return text[: calc.start()] + tag + text[calc.end() :]
         # calcPr goes after definedNames (or whichever of its predecessors is last).
         for element in ("definedNames", "externalReferences", "functionGroups", "sheets"):
-            m = re.search(rf"</{element}>|<{element}\b[^>]*/>", text)
+            m = re.search(rf"</{q}{element}>|<{q}{element}\b[^>]*/>", text)
             if m is not None:
-                return f'{text[: m.end()]}<calcPr fullCalcOnLoad="1"/>{text[m.end() :]}'
-        raise Unsupported("workbook.xml has no <sheets>")
+                return f'{text[: m.end()]}<{p}calcPr fullCalcOnLoad="1"/>{text[m.end() :]}'
+        raise Unsupported("its workbook part has no <sheets>")
 
     @staticmethod
-    def _patch_filter_name(text: str, index: int, old: Range, new: Range) -> str:
-        pattern = re.compile(r"<definedName\b([^>]*)>([^<]*)</definedName>")
+    def _patch_filter_name(text: str, q: str, index: int, old: Range, new: Range) -> str:
+        pattern = re.compile(rf"<{q}definedName\b([^>]*)>([^<]*)</{q}definedName>")
         for m in pattern.finditer(text):
             attrs = tag_attrs(m[1])
             if attrs.get("name") != "_xlnm._FilterDatabase" or attrs.get("localSheetId") != str(index):
