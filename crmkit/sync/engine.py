@@ -482,7 +482,8 @@ class _SheetSync:
                 raw = row.cells[column.index] if column and column.index < len(row.cells) else error.value
                 problem = error.problem
                 if column is None:  # reported on the ID cell: say which field, and why it is missing
-                    label = next((f.label for f in sheet_columns(self.rt) if f.name == error.field), error.field)
+                    labels = {f.name: f.label for f in sheet_columns(self.rt)}
+                    label = labels.get(error.field, error.field)
                     problem = f"{label} {problem}, and the sheet has no {label} column"
                 self._invalid(row, column, raw, problem)
                 if error.field in data:
