@@ -211,6 +211,39 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(f"peak RSS after the crmkit part: {rss_after_crmkit:.0f} MB")
     print(f"peak RSS of the whole run:      {peak_rss_mb():.0f} MB")
+    print()
+    startup()
+
+
+#: Issue 13's start-up target: these commands on an empty store, wall time, in seconds.
+STARTUP_TARGET = 0.15
+
+
+def startup(repeat: int = 5) -> None:
+    """Wall time of a few `crmkit` commands as a user starts them, beside `python -c pass`."""
+    import os
+    import subprocess
+
+    crmkit = str(Path(sys.executable).with_name("crmkit"))
+    with tempfile.TemporaryDirectory() as folder:
+        env = {k: v for k, v in os.environ.items() if k not in ("CRMKIT_STORE", "CRMKIT_CONFIG")}
+        subprocess.run([crmkit, "init"], cwd=folder, env=env, check=True, capture_output=True)
+        runs = [
+            ("python -c pass", [sys.executable, "-c", "pass"]),
+            ("crmkit --version", [crmkit, "--version"]),
+            ("crmkit contacts show EMAIL (empty store)", [crmkit, "contacts", "show", "ana@example.com"]),
+            ("crmkit contacts list (empty store)", [crmkit, "contacts", "list"]),
+        ]
+        print(f"start-up, wall time, median of {repeat} (target <= {STARTUP_TARGET} s for crmkit's)")
+        for label, argv in runs:
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                subprocess.run(argv, cwd=folder, env=env, capture_output=True)
+                times.append(time.perf_counter() - start)
+            median = sorted(times)[len(times) // 2]
+            verdict = "" if argv[0] == sys.executable else ("PASS" if median <= STARTUP_TARGET else "FAIL")
+            print(f"  {label:<45} {median:6.3f} s  {verdict}")
 
 
 if __name__ == "__main__":

@@ -16,14 +16,16 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from crmkit import __version__
 from crmkit.config import Config, load_config, resolve_store_path
 from crmkit.errors import CrmkitError
-from crmkit.store import Store
+
+if TYPE_CHECKING:  # the store (and the schema under it) loads when a command first needs it
+    from crmkit.store import Store
 
 __all__ = ["App", "main"]
 
@@ -55,6 +57,8 @@ class App:
                 raise CrmkitError(
                     f"no store at {path}: run `crmkit init`, or pass --store / set CRMKIT_STORE"
                 )
+            from crmkit.store import Store
+
             self._store = Store(
                 path, default_currency=self.config.default_currency, numbering=self.config.invoices.numbering
             )
@@ -88,7 +92,10 @@ class CrmkitGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in _COMMAND_MODULES:
             module = importlib.import_module(f"crmkit.cli.{_COMMAND_MODULES[cmd_name]}")
-            module.register(self)
+            if _COMMAND_MODULES[cmd_name] == "records":
+                module.register(self, cmd_name)  # one record type's group, not all eight
+            else:
+                module.register(self)
         return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:

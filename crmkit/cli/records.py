@@ -243,7 +243,6 @@ def _contacts_extras(group: click.Group) -> None:
 
 
 #: Commands added to a record type's group by the invoice work (filled in by register).
-BILLING_EXTRAS: dict[str, Any] = {}
 
 
 def _leads_extras(group: click.Group) -> None:
@@ -292,16 +291,23 @@ def _leads_extras(group: click.Group) -> None:
         click.echo(f"Converted {result.lead['id']} into {', '.join(parts)} (new: {created})")
 
 
-def register(main: click.Group) -> None:
-    from crmkit.cli.invoices import deals_extras, invoices_extras, quotes_extras
+def register(main: click.Group, name: str | None = None) -> None:
+    """Add the record commands to ``main``: all of them, or only ``name``'s group.
 
-    BILLING_EXTRAS.update(deals=deals_extras, quotes=quotes_extras, invoices=invoices_extras)
+    The billing commands (quotes, invoices, deal quotes) bring templates and mail
+    along, so they load only for the groups that have them.
+    """
     for rt in RECORD_TYPES.values():
+        if name is not None and rt.table != name:
+            continue
         group = _record_group(rt)
         if rt.table == "contacts":
             _contacts_extras(group)
         elif rt.table == "leads":
             _leads_extras(group)
-        elif rt.table in BILLING_EXTRAS:
-            BILLING_EXTRAS[rt.table](group)
+        elif rt.table in ("deals", "quotes", "invoices"):
+            from crmkit.cli.invoices import deals_extras, invoices_extras, quotes_extras
+
+            extras = {"deals": deals_extras, "quotes": quotes_extras, "invoices": invoices_extras}
+            extras[rt.table](group)
         main.add_command(group)
