@@ -99,6 +99,8 @@ _TAB_KINDS = {
 }
 STATE = "sync"
 _MISSING = object()
+#: A field whose cells are not on the sheet yet: the store's value goes there, nothing is an edit.
+_NOT_ON_SHEET = object()
 #: Called as rows are done: (rows just done, rows in all synced sheets).
 Progress = Callable[[int, int], None]
 
@@ -172,6 +174,13 @@ class _SheetSync:
         self.read_back = read_back  # how the workbook will hand back a value crmkit writes
         # the tab's own title; ``title`` names the tab to create when there is none
         self.title = table.title if table else title or rt.sheet
+        # The base was agreed with another tab ([sheet_names] now names a different one): its
+        # rows say nothing about what was deleted here, so nothing is archived this time and
+        # records missing from this tab are added to it.
+        saved_tab = str(base.get("tab", rt.sheet))
+        self.switched_tab = (
+            bool(base.get("rows")) and saved_tab.strip().casefold() != self.title.strip().casefold()
+        )
         self.serial_dates = table is not None and table.serial_dates
         self.summary = SheetSummary(self.title)
         self.changes = SheetChanges(self.title)
@@ -281,6 +290,14 @@ class _SheetSync:
 
     def _add_lines(self, row: _Row) -> None:
         if self.lines is None:
+            return
+        if self.lines.created:
+            # A new lines tab (a first sync, or [sheet_names] pointing at a new tab) says
+            # nothing about any invoice's lines: the store's go onto it.
+            row.values["lines"] = _NOT_ON_SHEET
+            return
+        if not self.lines.readable:
+            row.invalid.add("lines")  # reported once as a note; the store's lines stay as they are
             return
         group = self.lines.group_for(
             row.record_id, row.cells[self._number_index()] if self._number_index() >= 0 else None
@@ -493,7 +510,11 @@ class _SheetSync:
                 return None  # the record itself is refused (a required field is empty)
 
     def _create(self, row: _Row) -> None:
-        values = {k: v for k, v in row.values.items() if v not in (None, False) and k not in row.invalid}
+        values = {
+            k: v
+            for k, v in row.values.items()
+            if v not in (None, False) and v is not _NOT_ON_SHEET and k not in row.invalid
+        }
         if not any(not k.startswith("custom:") for k in values):
             self._invalid(
                 row,
@@ -535,7 +556,11 @@ class _SheetSync:
             return
         if not self.store.exists(row.record_id):
             # An ID this store never gave out (a workbook from elsewhere): keep it.
-            values = {k: v for k, v in row.values.items() if v not in (None, False) and k not in row.invalid}
+            values = {
+                k: v
+                for k, v in row.values.items()
+                if v not in (None, False) and v is not _NOT_ON_SHEET and k not in row.invalid
+            }
             values["id"] = row.record_id
             doc = self._apply_new_with_id(values, row)
             if doc is not None:
@@ -562,6 +587,9 @@ class _SheetSync:
                 continue
             sheet_value = row.values.get(key)
             store_value = stored.get(key)
+            if sheet_value is _NOT_ON_SHEET:
+                agreed.add(key)  # the store's value is written to the sheet in _write_back
+                continue
             base_value = base_values.get(key, _MISSING)
             if sheet_value == store_value:
                 agreed.add(key)
@@ -652,7 +680,14 @@ class _SheetSync:
         """
         stored = self._store_values(doc)
         currency = self._currency(doc)
-        recurrency = base is not None and "currency" in base and base["currency"] != stored.get("currency")
+        # Only a currency both sides agree on now: one still in conflict would rewrite the
+        # cell's format at every sync.
+        recurrency = (
+            base is not None
+            and "currency" in base
+            and "currency" in agreed
+            and base["currency"] != stored.get("currency")
+        )
         cells = list(row.cells)
         wrote = False
         if row.link is not None or not _same_id(row.cells, self.id_column, doc["id"]):
@@ -668,7 +703,8 @@ class _SheetSync:
                 else _readonly_value(column, row, serial_dates=self.serial_dates)
             )
             if key == "lines":
-                if stored[key] != current:
+                # a new currency: the unit prices take its format too
+                if stored[key] != current or (recurrency and stored[key]):
                     assert self.lines is not None
                     self.lines.write(doc["id"], doc.get("number"), stored[key], currency)
                     wrote = True
@@ -724,7 +760,7 @@ class _SheetSync:
             for record_id in self.base
             if record_id not in on_sheet and record_id not in self.new_base
         ]
-        if not gone:
+        if not gone or self.switched_tab:
             return
         if any(cell.header == "ID" for cell in self.summary.invalid):
             # A mistyped ID must not read as a deleted row.
@@ -753,7 +789,7 @@ class _SheetSync:
     def _append_new(self, on_sheet: dict[str, int]) -> None:
         assert self.table is not None
         skip = set(on_sheet) | set(self.new_base) | set(self.base)
-        if self.changes.create_headers is not None:
+        if self.changes.create_headers is not None or self.switched_tab:
             skip = set(on_sheet) | set(self.new_base)
         width = max([self.id_column, *(c.index for c in self.columns)]) + 1
         for record_id in self.store.ids(self.rt.table):
@@ -799,6 +835,8 @@ class _Lines:
         self.cache = cache
         self.new_cache: dict[str, Any] = {}
         self.changes = SheetChanges(table.title if table else title)
+        #: The tab is made this sync: no invoice's lines are on it yet, none were deleted.
+        self.created = table is None
         if table is None:
             headers = [f.label for f in LINES_SHEET.columns]
             self.changes.create_headers = headers
@@ -811,7 +849,9 @@ class _Lines:
                 self.index[f.name] = position
         self.groups: dict[str, _LineGroup] = {}
         self._next_row = max((r.number for r in table.rows), default=1) + 1
-        if INVOICE.name not in self.index:
+        #: Lines can be read from the tab (it has an Invoice column).
+        self.readable = INVOICE.name in self.index
+        if not self.readable:
             owner.summary.notes.append(
                 f"{table.title} has no {INVOICE.name.capitalize()} column; lines not synced"
             )
@@ -999,6 +1039,10 @@ def _blank(table: SheetTable) -> bool:
     return not table.rows and not any(h is not None and str(h).strip() for h in table.headers)
 
 
+#: How far down a tab to look for a header row below row 1.
+_HEADER_SEARCH_ROWS = 10
+
+
 def _refusal(
     title: str, table: SheetTable, headers: Sequence[Field], known: Callable[[str], Any]
 ) -> str | None:
@@ -1018,8 +1062,27 @@ def _refusal(
             f"to sync {title} with another tab, name it with {setting}"
         )
     labels = [str(h).strip() for h in table.headers if h is not None and str(h).strip()]
-    if (not labels and not table.rows) or any(known(label) is not None for label in labels):
+    if not labels and not table.rows:
         return None
+
+    def recognised(cells: Sequence[Any]) -> int:
+        return sum(1 for c in cells if isinstance(c, str) and c.strip() and known(c.strip()) is not None)
+
+    in_row_1 = recognised(labels)
+    # A word in row 1 that happens to be a header ("Account: Acme") is not a header row when
+    # a row below holds more of them: the person's table starts there.
+    lower = next(
+        (row for row in table.rows[:_HEADER_SEARCH_ROWS] if recognised(row.cells) > max(in_row_1, 1)),
+        None,
+    )
+    if in_row_1 and lower is None:
+        return None
+    if lower is not None and in_row_1:
+        return (
+            f"the headers of the tab {table.title!r} seem to be on row {lower.number}, not row 1, so it "
+            f"is not a crmkit table and nothing is written to it; put the headers in row 1, or sync "
+            f"{title} with another tab: {setting}"
+        )
     examples = ", ".join(f.label for f in headers[:3])
     return (
         f"row 1 of the tab {table.title!r} holds none of crmkit's {title} headers ({examples}, …), so it "
@@ -1117,7 +1180,7 @@ def _sync(
 ) -> SyncReport:
     report = SyncReport(book=book.display_name, dry_run=dry_run)
     stamps = SyncStamps(store.path)
-    fingerprint = book.fingerprint()
+    fingerprint = _fingerprint(book, tabs)
     if stamps.unchanged(book.identity, fingerprint, today.isoformat()):
         report.skipped_unchanged = True
         return report
@@ -1213,12 +1276,21 @@ def _sync(
             exc.report = report
             raise
         report.book_written = True
-        written = book.fingerprint()
+        written = _fingerprint(book, tabs)
         with store.transaction():
             _save_base(store, book, written, plans, report, keep, kept_pending, today, state)
             note = None if report.needs_attention else written
             store.storage.after_commit(lambda: stamps.record(book.identity, note, today.isoformat()))
     return report
+
+
+def _fingerprint(book: SheetBook, tabs: Mapping[str, str]) -> str | None:
+    """The workbook's fingerprint, and which tabs are synced: a changed [sheet_names] is a change."""
+    fingerprint = book.fingerprint()
+    mapped = sorted((sheet, tab) for sheet, tab in tabs.items() if tab != sheet)
+    if fingerprint is None or not mapped:
+        return fingerprint
+    return f"{fingerprint}|{mapped!r}"
 
 
 def _save_base(
@@ -1238,7 +1310,10 @@ def _save_base(
         {
             "fingerprint": fingerprint,
             "store_revision": store.revision,
-            "sheets": {**keep, **{p.rt.sheet: {"keys": p.keys, "rows": p.new_base} for p in plans}},
+            "sheets": {
+                **keep,
+                **{p.rt.sheet: {"keys": p.keys, "rows": p.new_base, "tab": p.title} for p in plans},
+            },
             "lines": next(
                 (p.lines.new_cache for p in plans if p.lines is not None), previous.get("lines", {})
             ),
