@@ -36,7 +36,7 @@ def contact_view(store: Store, id_or_email: str, *, today: date | None = None) -
         account = record_output(store.get(contact["account"]))
 
     def linked(table: str) -> list[dict[str, Any]]:
-        return [record_output(d, today=today) for d in store.all(table) if d.get("contact") == cid]
+        return [record_output(d, today=today) for d in store.linked(table, "contact", cid)]
 
     activities = linked("activities")
     activities.sort(key=lambda a: a.get("date") or a.get("created_at") or "", reverse=True)
@@ -47,7 +47,7 @@ def contact_view(store: Store, id_or_email: str, *, today: date | None = None) -
         "invoices": linked("invoices"),
         "cases": linked("cases"),
         "activities": activities,
-        "leads": [record_output(d) for d in store.all("leads") if d.get("converted_contact") == cid],
+        "leads": [record_output(d) for d in store.linked("leads", "converted_contact", cid)],
     }
     return view
 

@@ -168,3 +168,19 @@ def test_merge_contacts_that_share_an_email(store: Store) -> None:
     result = merge_contacts(store, "C-1", "C-2")
     assert result.kept["phone"] == "+1 555 0100"
     assert store.find_by_email("contacts", "ana@example.com")[0]["id"] == "C-1"
+
+
+def test_linked_records_follow_every_change_of_the_link(store: Store) -> None:
+    store.add("contacts", {"name": "Ana", "email": "ana@acme.com"})
+    store.add("contacts", {"name": "Bo", "email": "bo@acme.com"})
+    for n in range(3):
+        store.add("activities", {"kind": "note", "subject": f"n{n}", "contact": "C-1"})
+    assert [a["subject"] for a in store.linked("activities", "contact", "C-1")] == ["n0", "n1", "n2"]
+    store.update("ACT-2", {"contact": "C-2"})  # the index, built above, moves it
+    assert [a["id"] for a in store.linked("activities", "contact", "C-1")] == ["ACT-1", "ACT-3"]
+    assert [a["id"] for a in store.linked("activities", "contact", "C-2")] == ["ACT-2"]
+    store.archive("ACT-1")
+    assert [a["id"] for a in store.linked("activities", "contact", "C-1")] == ["ACT-3"]
+    assert [a["id"] for a in store.linked("activities", "contact", "C-1", archived=True)] == ["ACT-1"]
+    with pytest.raises(CrmkitError, match="not indexed by 'title'"):
+        store.linked("activities", "title", "C-1")

@@ -79,6 +79,27 @@ INDEXES: dict[str, dict[str, Callable[[Doc], list[str]]]] = {
     "quotes": {"number": lambda d: _one(d.get("number"), str.casefold)},
     "activities": {"message_id": lambda d: _one(d.get("message_id"), str.strip)},
 }
+#: Links by which a record's related records are found (Store.linked), indexed like the keys above.
+_LINKS: dict[str, tuple[str, ...]] = {
+    "deals": ("contact", "account"),
+    "invoices": ("contact", "account"),
+    "cases": ("contact",),
+    "activities": ("contact",),
+    "leads": ("converted_contact",),
+}
+
+
+def _link_keys(field: str) -> Callable[[Doc], list[str]]:
+    def keys_of(doc: Doc) -> list[str]:
+        value = doc.get(field)
+        return [value] if isinstance(value, str) and value else []
+
+    return keys_of
+
+
+for _table_name, _fields in _LINKS.items():
+    for _field in _fields:
+        INDEXES.setdefault(_table_name, {})[f"link:{_field}"] = _link_keys(_field)
 
 #: How a unique field's value is turned into its index key.
 _UNIQUE_KEY: dict[str, Callable[[str], str]] = {
@@ -349,6 +370,18 @@ class Store:
     def find_by_email(self, type_name: str, email: str, *, archived: bool = False) -> list[Doc]:
         """Active records with this address (any case), by index; archived ones with ``archived``."""
         return self._by_index(record_type(type_name).table, "email", email_key(email), archived)
+
+    def linked(self, type_name: str, field: str, record_id: str, *, archived: bool = False) -> list[Doc]:
+        """Records of a type whose link ``field`` names ``record_id``, in id order, by index.
+
+        For the links in ``_LINKS`` (a contact's deals, cases, timeline ...): the index is
+        built once per loaded store, without copying every record as a scan would.
+        """
+        table = record_type(type_name).table
+        if field not in _LINKS.get(table, ()):
+            raise CrmkitError(f"{type_name} are not indexed by {field!r}")
+        found = self._by_index(table, f"link:{field}", record_id, archived)
+        return sorted(found, key=lambda d: int(d["id"].rsplit("-", 1)[1]))
 
     def find_by_message_id(self, message_id: str, *, archived: bool = False) -> list[Doc]:
         """Activities (mail in or out) that carry this Message-ID, by index."""
