@@ -169,3 +169,23 @@ def test_unit_prices_take_the_new_format_when_an_invoices_currency_changes(
     assert store.get("I-1")["currency"] == "JPY"
     assert number_format(book, "Invoices", "D2") == "#,##0"  # the total does
     assert number_format(book, "Invoice Lines", "D2") == "#,##0"  # its unit prices do not
+
+
+def test_a_unit_price_a_double_cannot_hold_goes_onto_the_lines_sheet_as_text(
+    store: Store, books: Books
+) -> None:
+    """As on the main sheets: 999999999999999.99 as a number would come back as 1e15."""
+    book = invoice_book(books)
+    store.add(
+        "invoices",
+        {
+            "number": "INV-1",
+            "lines": [{"description": "Work", "quantity": 1, "unit_price": "999999999999999.99"}],
+        },
+    )
+    run_sync(store, book, today=TODAY)
+    assert book.rows("Invoice Lines")[0]["Unit price"] == "999999999999999.99"
+    touch_store(store)
+    again = run_sync(store, book, today=TODAY)
+    assert store.get("I-1")["lines"][0]["unit_price"] == "999999999999999.99"
+    assert not again.conflicts and not again.invalid

@@ -936,9 +936,16 @@ class _Lines:
         group = self.group_for(record_id, number) or _LineGroup()
         lines = lines or []
         names = ("description", "quantity", "unit_price", "tax_rate")
+        lines_field = INVOICE.get_field("lines")
+        assert isinstance(lines_field, LinesField)
         for position, line in enumerate(lines):
             values: dict[str, Any] = {n: (Decimal(line[n]) if n != "description" else line[n]) for n in names}
-            values["unit_price"] = Formatted(values["unit_price"], money_format(currency))
+            # as on the main sheets: a number a double cannot hold goes in as text
+            values["quantity"] = cell_value(lines_field.quantity, line["quantity"])
+            price = cell_value(lines_field.unit_price, line["unit_price"])
+            values["unit_price"] = (
+                Formatted(price, money_format(currency)) if isinstance(price, Decimal) else price
+            )
             if position < len(group.rows):
                 row = group.rows[position]
             else:
