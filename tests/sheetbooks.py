@@ -30,17 +30,23 @@ from typing import Any, ClassVar
 from openpyxl import Workbook, load_workbook
 
 from crmkit.config import SheetsSettings
-from crmkit.sync import GSHEET_PREFIX, SheetBook, open_book
+from crmkit.store import Store
+from crmkit.sync import GSHEET_PREFIX, SheetBook, SyncReport, open_book, sync_book
 from crmkit.sync.excel import ExcelBook
 from crmkit.sync.model import column_letter
 from crmkit.testing.sheets_standin import Formula, SheetsStandIn, gspread_client
 
-__all__ = ["KINDS", "Book", "Books", "GoogleBook", "XlsxBook", "normalise"]
+__all__ = ["KINDS", "Book", "Books", "GoogleBook", "XlsxBook", "normalise", "run_sync"]
 
 KINDS = ("xlsx", "gsheet")
 
 _REF = re.compile(r"^([A-Z]{1,3})([1-9][0-9]*)$")
 _WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def run_sync(store: Store, book: Book | SheetBook, **kwargs: Any) -> SyncReport:
+    """One sync of ``book`` (a test's workbook, or an adapter already opened) with ``store``."""
+    return sync_book(store, book.open() if isinstance(book, Book) else book, **kwargs)
 
 
 def normalise(value: Any) -> Any:

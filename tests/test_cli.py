@@ -7,25 +7,9 @@ from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
 
 from crmkit.cli import main
 from crmkit.records.schema import RECORD_TYPES
-
-
-@pytest.fixture
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("CRMKIT_STORE", raising=False)
-    monkeypatch.delenv("CRMKIT_CONFIG", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0):
-        result = runner.invoke(main, list(args), catch_exceptions=False)
-        assert result.exit_code == code, result.output
-        return result
-
-    return invoke
 
 
 def as_json(result) -> object:

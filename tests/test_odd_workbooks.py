@@ -9,9 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from crmkit.cli import main
 from crmkit.store import Store
 
 MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
@@ -52,20 +50,8 @@ def minimal_package(path: Path, *, sheets: str = '<sheet name="Mine" sheetId="1"
 
 
 @pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("CRMKIT_STORE", raising=False)
-    monkeypatch.delenv("CRMKIT_CONFIG", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0):
-        result = runner.invoke(main, list(args), catch_exceptions=False)
-        assert result.exit_code == code, result.output
-        return result
-
-    invoke("init")
-    invoke("contacts", "add", "name=Ana Lima", "email=ana@limatech.com.br")
-    return invoke
+def cli(crm_folder):
+    return crm_folder
 
 
 def members(path: Path) -> dict[str, bytes]:

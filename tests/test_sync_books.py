@@ -8,38 +8,19 @@ What only one adapter must get right is in test_sync_excel.py and test_sync_gshe
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sheetbooks import KINDS, Book, Books
+from sheetbooks import Book, Books, run_sync
 
 from crmkit.cli import main
 from crmkit.store import Store
-from crmkit.sync import SheetBook, SyncReport, sync_book
-from crmkit.testing.sheets_standin import SheetsStandIn
+from crmkit.sync import SheetBook, sync_book
 
 CONTACT_HEADERS = ["ID", "Name", "Email", "Phone", "Title", "Account", "Owner", "Region"]
-
-
-@pytest.fixture(scope="module")
-def standin() -> Iterator[SheetsStandIn]:
-    with SheetsStandIn() as server:
-        yield server
-
-
-@pytest.fixture(params=KINDS)
-def books(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Books:
-    if request.param == "gsheet":
-        # no Google account of the machine's: the stand-in needs none, and nothing reaches Google
-        monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-        monkeypatch.delenv("CRMKIT_SHEETS_ENDPOINT", raising=False)
-        monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-        return Books("gsheet", tmp_path, request.getfixturevalue("standin"))
-    return Books("xlsx", tmp_path)
 
 
 @pytest.fixture
@@ -55,12 +36,10 @@ def book(books: Books) -> Book:
     )
 
 
-def run_sync(store: Store, book: Book, **kwargs: Any) -> SyncReport:
-    return sync_book(store, book.open(), **kwargs)
-
-
 def cli(store_path: Path, book: Book, *args: str) -> Any:
-    return CliRunner().invoke(main, ["--store", str(store_path), "sync", book.target, *args], env=book.cli_env)
+    return CliRunner().invoke(
+        main, ["--store", str(store_path), "sync", book.target, *args], env=book.cli_env
+    )
 
 
 def test_first_sync_creates_records_and_writes_ids_back(store: Store, book: Book) -> None:
@@ -110,9 +89,18 @@ def test_conflicts_under_each_choice(store: Store, book: Book, choice: str) -> N
     store.update("C-1", {"title": "Store title"})
     report = run_sync(store, book, on_conflict=choice)
     [conflict] = report.conflicts
-    assert (conflict.sheet, conflict.row, conflict.record_id, conflict.field) == ("Contacts", 2, "C-1", "Title")
+    assert (conflict.sheet, conflict.row, conflict.record_id, conflict.field) == (
+        "Contacts",
+        2,
+        "C-1",
+        "Title",
+    )
     assert (conflict.sheet_value, conflict.store_value) == ("Sheet title", "Store title")
-    expected = {"fail": ("Sheet title", "Store title"), "sheet": ("Sheet title",) * 2, "store": ("Store title",) * 2}
+    expected = {
+        "fail": ("Sheet title", "Store title"),
+        "sheet": ("Sheet title",) * 2,
+        "store": ("Store title",) * 2,
+    }
     assert (book.cell("Contacts", "E2"), store.get("C-1")["title"]) == expected[choice]
     assert report.needs_attention is (choice == "fail")
     # under fail the conflict stays until a person settles it, then syncs normally
@@ -238,7 +226,7 @@ def test_new_row_with_known_email_links_instead_of_duplicating(store: Store, boo
 
 def test_store_records_become_rows_with_custom_fields(store: Store, book: Book) -> None:
     run_sync(store, book)
-    store.add("contacts", {"name": "=HYPERLINK(\"http://evil\")", "email": "x@example.com", "Region": "East"})
+    store.add("contacts", {"name": '=HYPERLINK("http://evil")', "email": "x@example.com", "Region": "East"})
     store.update("C-2", {"Region": "West"})
     run_sync(store, book)
     assert book.values("Contacts")[3][:3] == ["C-3", '=HYPERLINK("http://evil")', "x@example.com"]
@@ -282,7 +270,10 @@ def test_header_variants_are_forgiven(store: Store, books: Books) -> None:
 def test_dry_run_writes_nothing(store: Store, book: Book) -> None:
     mark = book.mark()
     report = run_sync(store, book, dry_run=True)
-    assert report.dry_run and next(s for s in report.sheets if s.sheet == "Contacts").store_added == ["C-1", "C-2"]
+    assert report.dry_run and next(s for s in report.sheets if s.sheet == "Contacts").store_added == [
+        "C-1",
+        "C-2",
+    ]
     assert book.writes_since(mark) == []  # xlsx: the same bytes; gsheet: no write request
     assert not store.path.exists() or Store(store.path).count("contacts") == 0
     result = cli(store.path, book, "--dry-run", "--json")
@@ -315,7 +306,9 @@ def test_invoice_lines_drive_totals(store: Store, books: Books) -> None:
     store.update("I-1", {"lines": [{"description": "Flat fee", "quantity": 1, "unit_price": 100}]})
     run_sync(store, book, today=date(2026, 11, 5))
     lines = book.rows("Invoice Lines")
-    assert [(r["Invoice"], r["Description"], r["Unit price"]) for r in lines] == [("INV-2026-0100", "Flat fee", 100)]
+    assert [(r["Invoice"], r["Description"], r["Unit price"]) for r in lines] == [
+        ("INV-2026-0100", "Flat fee", 100)
+    ]
     assert book.cell("Invoices", "H2") == 100
     assert run_sync(store, book, today=date(2026, 11, 5)).changes == 0
 
@@ -326,7 +319,11 @@ def test_lost_id_header_leaves_the_sheet_alone(store: Store, book: Book) -> None
     report = run_sync(store, book)
     [contacts] = [s for s in report.sheets if s.sheet == "Contacts"]
     assert contacts.problems and "no ID column" in contacts.problems[0]
-    assert report.needs_attention and store.count("contacts") == 2 and store.count("contacts", archived=True) == 2
+    assert (
+        report.needs_attention
+        and store.count("contacts") == 2
+        and store.count("contacts", archived=True) == 2
+    )
     book.edit("Contacts", {"A1": "Contact ID"})  # a natural variant of the header
     assert not run_sync(store, book).needs_attention
     assert store.count("contacts", archived=True) == 2
@@ -433,7 +430,10 @@ def test_unchanged_runs_write_nothing_and_never_hide_a_change(store: Store, book
 def test_invoice_turns_overdue_on_the_sheet_with_the_calendar(store: Store, books: Books) -> None:
     book = books.make(
         {
-            "Invoices": [["ID", "Issue date", "Due date", "Status"], [None, date(2026, 11, 1), date(2026, 11, 30), "sent"]],
+            "Invoices": [
+                ["ID", "Issue date", "Due date", "Status"],
+                [None, date(2026, 11, 1), date(2026, 11, 30), "sent"],
+            ],
             "Invoice Lines": [["Invoice", "Description", "Unit price"], ["I-1", "Work", 100]],
         },
         name="inv",
@@ -461,7 +461,13 @@ def test_invalid_line_cell_is_reported_and_the_invoice_keeps_its_lines(store: St
     )
     report = run_sync(store, book, today=date(2026, 11, 2))
     [bad] = report.invalid
-    assert (bad.sheet, bad.row, bad.column, bad.header, bad.value) == ("Invoice Lines", 3, "C", "Quantity", "lots")
+    assert (bad.sheet, bad.row, bad.column, bad.header, bad.value) == (
+        "Invoice Lines",
+        3,
+        "C",
+        "Quantity",
+        "lots",
+    )
     assert "lines" not in store.get("I-1")  # not half the lines: none until the cell is fixed
     book.edit("Invoice Lines", {"C3": 1})
     assert not run_sync(store, book, today=date(2026, 11, 2)).needs_attention
@@ -484,7 +490,9 @@ def test_amounts_beyond_a_double_survive_an_edit_of_their_row(store: Store, book
     store.add("deals", {"title": "Big", "amount": "987654321012345.67"})
     store.add("deals", {"title": "Usual", "amount": "1234.5"})
     run_sync(store, book)
-    assert book.cell("Deals", "C3") == 1234.5 and book.is_number("Deals", "C3")  # a number where a double holds it
+    assert book.cell("Deals", "C3") == 1234.5 and book.is_number(
+        "Deals", "C3"
+    )  # a number where a double holds it
     book.edit("Deals", {"B2": "Big renamed"})  # the whole row is read and parsed again
     run_sync(store, book)
     assert store.get("D-1")["amount"] == "987654321012345.67" and store.get("D-1")["title"] == "Big renamed"

@@ -12,7 +12,6 @@ spreadsheet on the Sheets API stand-in (see sheetbooks.py):
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -21,36 +20,16 @@ import pytest
 from click.testing import CliRunner
 from openpyxl import Workbook, load_workbook
 from openpyxl.chart import BarChart, Reference
-from sheetbooks import KINDS, Book, Books, GoogleBook, XlsxBook
+from sheetbooks import Book, Books, GoogleBook, XlsxBook, run_sync
 
 from crmkit.cli import main
 from crmkit.errors import CrmkitError
 from crmkit.store import Store
-from crmkit.sync import SheetBook, SyncReport, sync_book
+from crmkit.sync import SheetBook, SyncReport
 from crmkit.sync.model import SheetChanges, SheetTable
-from crmkit.testing.sheets_standin import SheetsStandIn, gspread_client
+from crmkit.testing.sheets_standin import gspread_client
 
 DEAL_HEADERS = ["ID", "Title", "Stage", "Amount", "Currency", "Close date"]
-
-
-@pytest.fixture(scope="module")
-def standin() -> Iterator[SheetsStandIn]:
-    with SheetsStandIn() as server:
-        yield server
-
-
-@pytest.fixture(params=KINDS)
-def books(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Books:
-    if request.param == "gsheet":
-        monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-        monkeypatch.delenv("CRMKIT_SHEETS_ENDPOINT", raising=False)
-        monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-        return Books("gsheet", tmp_path, request.getfixturevalue("standin"))
-    return Books("xlsx", tmp_path)
-
-
-def run_sync(store: Store, book: Book | SheetBook, **kwargs: Any) -> SyncReport:
-    return sync_book(store, book.open() if isinstance(book, Book) else book, **kwargs)
 
 
 def cli(store_path: Path, book: Book, *args: str) -> Any:

@@ -9,28 +9,14 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from openpyxl import Workbook
 
-from crmkit.cli import main
 from crmkit.workbooks import build_template
 
 
 @pytest.fixture
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("CRMKIT_STORE", raising=False)
-    monkeypatch.delenv("CRMKIT_CONFIG", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0):
-        result = runner.invoke(main, list(args), catch_exceptions=False)
-        assert result.exit_code == code, result.output
-        return result
-
-    invoke("init")
-    invoke("contacts", "add", "name=Ana Lima", "email=ana@limatech.com.br")
-    return invoke
+def run(crm_folder):
+    return crm_folder
 
 
 def one_line_error(result) -> str:

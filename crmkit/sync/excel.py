@@ -44,7 +44,6 @@ __all__ = ["ExcelBook", "write_changes"]
 
 _HEADER_FONT = Font(bold=True, color="FFFFFF")
 _HEADER_FILL = PatternFill("solid", fgColor="1F4E78")
-_MAX_ROW = 1_048_576
 _KINDS = (
     (SheetTypeEnum.WorkSheet, "worksheet"),
     (SheetTypeEnum.ChartSheet, "chartsheet"),
@@ -239,9 +238,6 @@ def _apply(package: Package, changes: list[SheetChanges]) -> None:
             # An empty worksheet of that name: the headers go into its first row.
             headers = [CellChange(1, i, h) for i, h in enumerate(change.create_headers)]
             change = SheetChanges(change.title, None, headers + change.cells, change.append)
-        for row in (c.row for c in change.cells):
-            if row > _MAX_ROW:
-                raise WorkbookError(f"{change.title}: row {row} is past the last row a sheet has")
         writes.append(change)
     patch_sheets(package, styles, writes, entries)
     styles.save()

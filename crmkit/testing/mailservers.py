@@ -33,7 +33,6 @@ import secrets
 import shutil
 import socket
 import ssl
-import stat
 import subprocess
 import tempfile
 import threading
@@ -47,6 +46,8 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 if TYPE_CHECKING:
     from aiosmtpd.controller import Controller
     from imapclient import IMAPClient
+
+from crmkit.testing.folders import let_others_traverse
 
 __all__ = [
     "DovecotServer",
@@ -349,7 +350,7 @@ class DovecotServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.folder.chmod(0o755)
         if os.geteuid() == 0:
-            _let_others_traverse(self.folder)
+            let_others_traverse(self.folder, "dovecot's unprivileged users")
         mail.mkdir()
         (self.folder / "users").mkdir(mode=0o755, exist_ok=True)
         _, _, mail_user = self._accounts()
@@ -457,24 +458,6 @@ service anvil {{
             response = client.append(folder, raw, flags=tuple(flags))
         match = re.search(rb"\[APPENDUID \d+ (\d+)\]", response)
         return int(match.group(1)) if match else None
-
-
-def _let_others_traverse(folder: Path) -> None:
-    """Let Dovecot's unprivileged users reach ``folder`` through a 0700 temp dir (pytest's).
-
-    Only search permission (o+x) is added, and only below the system temp dir; elsewhere a
-    closed parent is an error the caller has to fix.
-    """
-    temp = Path(tempfile.gettempdir()).resolve()
-    for parent in folder.resolve().parents:
-        mode = parent.stat().st_mode
-        if mode & stat.S_IXOTH:
-            continue
-        if parent == temp or temp not in parent.parents:
-            raise RuntimeError(
-                f"dovecot's unprivileged users cannot reach {folder}: {parent} is closed to them"
-            )
-        parent.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ import secrets
 import shlex
 import shutil
 import socket
-import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -38,6 +37,8 @@ from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     import psycopg
+
+from crmkit.testing.folders import let_others_traverse
 
 __all__ = ["PostgresServer", "find_postgres"]
 
@@ -274,7 +275,7 @@ class PostgresServer:
         self.log_path.touch()
         if os.geteuid() != 0:
             return
-        _let_others_traverse(folder)
+        let_others_traverse(folder, f"the {SERVER_USER} user")
         try:
             entry = pwd.getpwnam(SERVER_USER)
         except KeyError:
@@ -284,19 +285,3 @@ class PostgresServer:
         for path in [folder, *folder.rglob("*")]:
             if path.lstat().st_uid != entry.pw_uid:
                 os.lchown(path, entry.pw_uid, entry.pw_gid)
-
-
-def _let_others_traverse(folder: Path) -> None:
-    """Let the ``postgres`` user reach ``folder`` through a 0700 temp dir (pytest's).
-
-    Only search permission (o+x) is added, and only below the system temp dir; elsewhere a
-    closed parent is an error the caller has to fix. (As mailservers does for Dovecot.)
-    """
-    temp = Path(tempfile.gettempdir()).resolve()
-    for parent in folder.resolve().parents:
-        mode = parent.stat().st_mode
-        if mode & stat.S_IXOTH:
-            continue
-        if parent == temp or temp not in parent.parents:
-            raise RuntimeError(f"the {SERVER_USER} user cannot reach {folder}: {parent} is closed to them")
-        parent.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)

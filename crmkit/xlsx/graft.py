@@ -30,10 +30,10 @@ from crmkit.xlsx.package import (
     attrs,
     fresh_id,
     insert_before_close,
+    parse_relationships,
     relationships_xml,
     relative,
     rels_name,
-    resolve,
     root_prefix,
 )
 from crmkit.xlsx.styles import Styles
@@ -123,20 +123,7 @@ class _Scratch:
         rels = self.find(rels_name(part))
         if rels is None:
             return []
-        root = ET.fromstring(self.data[rels])
-        out = []
-        for el in root.iter("{http://schemas.openxmlformats.org/package/2006/relationships}Relationship"):
-            external = el.get("TargetMode") == "External"
-            target = el.get("Target", "")
-            out.append(
-                Relationship(
-                    el.get("Id", ""),
-                    el.get("Type", ""),
-                    target if external else resolve(part, target),
-                    external,
-                )
-            )
-        return out
+        return parse_relationships(self.data[rels], part)
 
     def reachable(self, start: str) -> list[str]:
         seen = [start]

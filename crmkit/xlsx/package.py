@@ -16,6 +16,7 @@ back in the namespaces the file already uses.
 
 from __future__ import annotations
 
+import io
 import posixpath
 import re
 import struct
@@ -141,6 +142,20 @@ class Relationship:
     external: bool
 
 
+def parse_relationships(data: bytes, part: str) -> list[Relationship]:
+    """The relationships in relationships part ``data`` of ``part``, internal targets resolved."""
+    out = []
+    for el in ET.fromstring(data).iter(f"{{{PKG_RELS_NS}}}Relationship"):
+        target = el.get("Target", "")
+        external = el.get("TargetMode") == "External"
+        out.append(
+            Relationship(
+                el.get("Id", ""), el.get("Type", ""), target if external else resolve(part, target), external
+            )
+        )
+    return out
+
+
 @dataclass
 class _Member:
     """One zip member as it will be written, its data already compressed."""
@@ -250,10 +265,6 @@ class Package:
         except KeyError:
             return b""
 
-    def original(self, name: str) -> bytes:
-        """A member's bytes as in the source file, whatever was put since."""
-        return self._zip.read(name)
-
     def relationships(self, part: str) -> list[Relationship]:
         """The relationships of ``part`` ("" for the package's own), targets resolved."""
         rels = self.member(rels_name(part))
@@ -263,21 +274,9 @@ class Package:
         if cached is not None:
             return cached
         try:
-            root = ET.fromstring(self.read(rels))
+            out = parse_relationships(self.read(rels), part)
         except ET.ParseError as exc:
             raise WorkbookError(f"{self.path}: {rels} cannot be read ({exc})") from None
-        out = []
-        for el in root.iter(f"{{{PKG_RELS_NS}}}Relationship"):
-            target = el.get("Target", "")
-            external = el.get("TargetMode") == "External"
-            out.append(
-                Relationship(
-                    el.get("Id", ""),
-                    el.get("Type", ""),
-                    target if external else resolve(part, target),
-                    external,
-                )
-            )
         self._rels_cache[rels] = out
         return out
 
@@ -358,23 +357,12 @@ class Package:
 
 def _root_namespace(data: bytes, name: str) -> str:
     try:
-        for _event, el in ET.iterparse(_BytesReader(data), events=("start",)):
+        for _event, el in ET.iterparse(io.BytesIO(data), events=("start",)):
             tag = el.tag
             return tag[1:].split("}", 1)[0] if tag.startswith("{") else ""
     except ET.ParseError as exc:
         raise WorkbookError(f"{name} cannot be read ({exc})") from None
     return ""
-
-
-class _BytesReader:
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self.data) if size < 0 else self.pos + size
-        chunk = self.data[self.pos : end]
-        self.pos = end
-        return chunk
 
 
 def _raw_payload(fh: IO[bytes], info: zipfile.ZipInfo, path: Path) -> bytes:
