@@ -2,8 +2,8 @@
 
 ``build_demo`` copies ``workbooks/sample.xlsx`` into a folder and syncs it into
 a fresh store there, exactly as ``crmkit sync`` would. The store is built
-beside its final place and moved there in one step, so running the quickstart
-again replaces the old demo whole, never half.
+in a staging folder beside its final place and moved there, so running the
+quickstart again replaces the old demo.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from crmkit.contacts import contact_view
 from crmkit.project import WORKBOOK_NAME, shipped_workbook
 from crmkit.reports import Report, pipeline
 from crmkit.store import Store
+from crmkit.store.jsonfiles import data_folder
 from crmkit.sync import SyncReport, sync_book
 from crmkit.sync.excel import ExcelBook
 from crmkit.workbooks import SAMPLE_NAME
@@ -27,19 +28,29 @@ __all__ = ["Quickstart", "build_demo", "quickstart"]
 
 
 def build_demo(folder: Path, *, workbook: Path | None = None) -> tuple[Store, ExcelBook, SyncReport]:
-    """Copy the sample workbook to ``folder/crm.xlsx`` and sync it into ``folder/crm.json``."""
+    """Copy the sample workbook to ``folder/crm.xlsx`` and sync it into ``folder/crm.json``.
+
+    The store is built in a staging folder and moved into place, its manifest
+    last: a run stopped half way leaves the old demo or a staging folder, and
+    running the quickstart again finishes the job.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     book_path = folder / WORKBOOK_NAME
     shutil.copyfile(workbook or shipped_workbook(SAMPLE_NAME), book_path)
     final = folder / DEFAULT_STORE
-    building = folder / f".{DEFAULT_STORE}.building"
-    for leftover in (building, *folder.glob(f"*{DEFAULT_STORE}.building*")):
+    staging = folder / ".crm-quickstart"
+    shutil.rmtree(staging, ignore_errors=True)
+    for leftover in folder.glob(f"*{DEFAULT_STORE}.building*"):  # what earlier releases left
         leftover.unlink(missing_ok=True)
+    staging.mkdir()
     book = ExcelBook(book_path)
+    building = staging / DEFAULT_STORE
     report = sync_book(Store(building, actor="quickstart"), book)
-    os.replace(building, final)
-    for leftover in folder.glob(f"*{DEFAULT_STORE}.building*"):  # its lock and shortcut files
-        leftover.unlink(missing_ok=True)
+    final.unlink(missing_ok=True)
+    shutil.rmtree(data_folder(final), ignore_errors=True)
+    os.replace(data_folder(building), data_folder(final))
+    os.replace(building, final)  # the manifest last: it is what makes the store whole
+    shutil.rmtree(staging, ignore_errors=True)
     return Store(final), book, report
 
 

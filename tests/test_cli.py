@@ -10,6 +10,7 @@ import pytest
 
 from crmkit.cli import main
 from crmkit.records.schema import RECORD_TYPES
+from crmkit.store import Store
 
 
 def as_json(result) -> object:
@@ -97,7 +98,7 @@ def test_store_option_env_and_config(run, tmp_path: Path, monkeypatch: pytest.Mo
     run("--store", "a.json", "contacts", "add", "name=A")
     monkeypatch.setenv("CRMKIT_STORE", str(tmp_path / "b.json"))
     run("contacts", "add", "name=B")
-    assert json.loads((tmp_path / "b.json").read_text())["contacts"]["1"]["name"] == "B"
+    assert Store(tmp_path / "b.json").get("C-1")["name"] == "B"
     monkeypatch.delenv("CRMKIT_STORE")
     (tmp_path / "crmkit.toml").write_text('store = "c.json"\ndefault_currency = "EUR"\n')
     deal = as_json(run("deals", "add", "title=X", "amount=5", "--json"))

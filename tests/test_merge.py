@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from storefiles import hand_edit as edit_file
 
 from crmkit.cli import main
 from crmkit.config import MailServer, Secret
@@ -158,11 +159,9 @@ def test_a_dry_run_sends_nothing_shows_the_first_messages_and_counts_the_skipped
 
 
 def hand_edit(store_path: Path, changes: dict[str, dict[str, Any]]) -> None:
-    """Change records in the JSON file itself, as a person with a text editor (or an old crmkit) might."""
-    data = json.loads(store_path.read_text())
+    """Change records in their JSON files, as a person with a text editor (or an old crmkit) might."""
     for record_id, values in changes.items():
-        data["contacts"][record_id.split("-")[1]].update(values)
-    store_path.write_text(json.dumps(data))
+        edit_file(store_path, "contacts", record_id, lambda doc, values=values: doc.update(values))
 
 
 def test_a_segment_of_hundreds_skips_opted_out_bounced_and_invalid_addresses(campaign: Campaign) -> None:
@@ -285,9 +284,7 @@ def test_each_person_gets_their_own_attachment_and_paths_must_stay_in_the_folder
     campaign.server.clear()
     (invoices / "INV-1.pdf").unlink()
     (campaign.folder.parent / "secret.txt").write_text("secret")
-    hand = json.loads(campaign.store_path.read_text())
-    hand["invoices"]["3"]["number"] = "../../secret.txt#"
-    campaign.store_path.write_text(json.dumps(hand))
+    edit_file(campaign.store_path, "invoices", "INV-3", lambda doc: doc.update(number="../../secret.txt#"))
     template = campaign.template("Subject: x\nAttachment: invoices/{{ invoice.number | replace('#', '') }}\n\nx\n", "x.txt")
     with pytest.raises(CampaignProblems) as caught:
         campaign.send(template, name="again")

@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from storefiles import hand_delete
 
 from crmkit.errors import CrmkitError, DuplicateError, NotFoundError, ValidationError
 from crmkit.records.rules import invoice_status
@@ -48,9 +49,13 @@ def test_every_type_adds_with_readable_id(store: Store, table: str) -> None:
     assert parse_id(doc["id"]) == (rt, 1)
     assert doc["created_at"] == doc["updated_at"]
     assert store.get(doc["id"]) == doc
-    # the file is plain TinyDB JSON: table per type, document id = record number
-    data = json.loads(store.path.read_text())
-    assert data[table]["1"]["id"] == doc["id"]
+    # the record's file is plain TinyDB JSON: its type's table, document id = record number
+    from tinydb import TinyDB
+
+    manifest = json.loads(store.path.read_text())["_manifest"]["1"]
+    segment = store.path.with_name("crm.json.d") / manifest["tables"][table]["segments"]["0"]
+    with TinyDB(segment, access_mode="r") as db:
+        assert db.table(table).get(doc_id=1)["id"] == doc["id"]
 
 
 @pytest.mark.parametrize("table", list(RECORD_TYPES))
@@ -89,9 +94,7 @@ def test_ids_are_never_reused(store: Store) -> None:
     second = store.add("contacts", {"name": "B"})
     assert second["id"] == "C-2"
     # even a record removed behind crmkit's back does not free its number
-    data = json.loads(store.path.read_text())
-    del data["contacts"]["2"]
-    store.path.write_text(json.dumps(data))
+    hand_delete(store.path, "contacts", "C-2")
     assert Store(store.path).add("contacts", {"name": "C"})["id"] == "C-3"
 
 
@@ -262,19 +265,27 @@ def test_corrupt_store_is_a_clear_error(store_path: Path) -> None:
 
 def test_no_lost_update_when_mtime_and_size_repeat(store_path: Path) -> None:
     # Coarse file-system clocks can give a newer file the old mtime and size;
-    # the store must still notice it is a different file.
-    Store(store_path).add("contacts", {"name": "A", "counter": 1})
-    a = Store(store_path)
-    assert a.get("C-1")["custom"]["counter"] == 1  # a has loaded the file
+    # the storage must still notice it is a different file.
+    from crmkit.store import AtomicJSONStorage
+
+    first = AtomicJSONStorage(store_path)
+    with first.transaction() as data:
+        data["counter"] = {"1": {"n": 1}}
+        first.write(data)
+    a = AtomicJSONStorage(store_path)
+    assert a.read() == {"counter": {"1": {"n": 1}}}  # a has loaded the file
     old = store_path.stat()
-    b = Store(store_path)
-    b.update("C-1", {"counter": 2})
-    b.update("C-1", {"counter": 3})
+    b = AtomicJSONStorage(store_path)
+    for n in (2, 3):
+        with b.transaction() as data:
+            data["counter"]["1"]["n"] = n
+            b.write(data)
     os.utime(store_path, ns=(old.st_atime_ns, old.st_mtime_ns))
     assert store_path.stat().st_size == old.st_size
-    with a.transaction():
-        a.update("C-1", {"counter": a.get("C-1")["custom"]["counter"] + 1})
-    assert Store(store_path).get("C-1")["custom"]["counter"] == 4
+    with a.transaction() as data:
+        data["counter"]["1"]["n"] += 1
+        a.write(data)
+    assert AtomicJSONStorage(store_path).read() == {"counter": {"1": {"n": 4}}}
 
 
 def test_returned_records_are_copies(store: Store) -> None:
@@ -302,11 +313,13 @@ def test_write_outside_a_transaction_refuses_to_overwrite_a_newer_file(store_pat
     with pytest.raises(CrmkitError, match="changed by another process"):
         storage.write(data)
     assert Store(store_path).count("contacts") == 2
-    # plain TinyDB on the same storage works and keeps the file TinyDB's
+    # plain TinyDB on the same storage works and keeps the file TinyDB's (the records
+    # themselves are in the segment files the manifest names)
     db = TinyDB(store_path, storage=AtomicJSONStorage)
     db.table("notes").insert({"text": "y"})
-    assert [d["name"] for d in db.table("contacts").all()] == ["A", "B"]
+    assert db.table("contacts").all() == [] and "_manifest" in db.tables()
     assert Store(store_path).count("contacts") == 2
+    assert json.loads(store_path.read_text())["notes"] == {"1": {"text": "y"}}
 
 
 @pytest.mark.parametrize(

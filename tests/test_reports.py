@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from storefiles import hand_edit
 
 from crmkit.cli import main
 from crmkit.reports import Report, cases, forecast, funnel, pipeline, revenue
@@ -221,8 +222,9 @@ def test_odd_records_are_reported_not_crashed_on(tmp_path: Path) -> None:
     store = Store(tmp_path / "crm.json")
     store.add("deals", {"title": "D", "stage": "proposal", "amount": "100", "close_date": "2026-05-01",
                         "forecast_category": "closed"})  # fmt: skip
-    data = json.loads(store.path.read_text())
-    data["deals"]["1"]["stage_history"].append({"stage": "negotiation", "at": "2026-04-20"})  # no time zone
+    hand_edit(store.path, "deals", "D-1",  # no time zone
+              lambda d: d["stage_history"].append({"stage": "negotiation", "at": "2026-04-20"}))  # fmt: skip
+    data = json.loads(store.path.read_text())  # a case added by plain TinyDB into crm.json
     data["cases"] = {"1": {"id": "CASE-1", "subject": "no created_at", "status": "open"}}
     store.path.write_text(json.dumps(data))
     store = Store(store.path)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from openpyxl import load_workbook
+from storefiles import manifest
 
 from crmkit.cli import main
 from crmkit.config import load_config
@@ -32,9 +33,9 @@ def test_init_creates_config_store_and_workbook(runner: CliRunner, tmp_path: Pat
     folder = tmp_path / "acme"
     config = load_config(folder / "crmkit.toml", env={})
     assert config.store == folder / "crm.json" and config.default_currency == "VND"
-    data = json.loads((folder / "crm.json").read_text())
-    assert {"leads", "contacts", "accounts", "deals", "invoices", "cases", "activities"} <= set(data)
-    assert all(data[t] == {} for t in ("contacts", "deals"))
+    tables = manifest(folder / "crm.json")["tables"]
+    assert {"leads", "contacts", "accounts", "deals", "invoices", "cases", "activities"} <= set(tables)
+    assert all(tables[t]["segments"] == {} for t in ("contacts", "deals"))
     sheets = load_workbook(folder / "crm.xlsx").sheetnames
     assert {"Leads", "Contacts", "Accounts", "Deals", "Invoices", "Invoice Lines", "Cases"} <= set(sheets)
     # the new folder works: the config's store and currency are used

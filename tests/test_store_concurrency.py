@@ -113,16 +113,24 @@ READER = """
     path.with_name("ready-reader").touch()
     while not go.exists():
         time.sleep(0.0005)
+    folder = path.with_name(path.name + ".d")
     reads, problems, last = 0, [], -1
     while not done.exists() and len(problems) < 20:
+        # the files themselves, as a script would read them: the manifest, then what it names
         raw = path.read_bytes()
         try:
-            data = json.loads(raw)
-            counter = data["contacts"]["1"]["custom"]["counter"]
-            activities = len(data.get("activities", {}))
+            tables = json.loads(raw)["_manifest"]["1"]["tables"]
+            segment = json.loads((folder / tables["contacts"]["segments"]["0"]).read_bytes())
+            counter = segment["contacts"]["1"]["custom"]["counter"]
+            entry = tables.get("activities") or {"segments": {}, "active": 0}
+            activities = sum(
+                len(json.loads((folder / name).read_bytes())["activities"]) for name in entry["segments"].values()
+            )
         except Exception as exc:
-            problems.append(f"torn read ({len(raw)} bytes): {exc!r}")
+            problems.append(f"torn read ({len(raw)} bytes of manifest): {exc!r}")
             continue
+        if activities != entry["active"]:
+            problems.append(f"the manifest counts {entry['active']} activities, its files hold {activities}")
         if counter != activities:
             problems.append(f"half a transaction visible: counter {counter}, {activities} activities")
         if counter < last:
@@ -208,21 +216,33 @@ KILLED_WRITER = """
 """
 
 
-def _wait_for_temp_file(path: Path, proc: subprocess.Popen[str], limit: float = 2.0) -> None:
-    """Busy-wait until the writer has a temp file open (it is inside a write), or ``limit``."""
-    prefix = f".{path.name}."
+def _uncommitted(path: Path) -> list[str]:
+    """What a writer has written but not committed: a temporary manifest, files of a later generation."""
+    generation = json.loads(path.read_bytes())["_manifest"]["1"]["generation"]
+    folder = path.with_name(path.name + ".d")
+    later = [n for n in os.listdir(folder) if int(n.rsplit(".g", 1)[1].split(".")[0]) > generation]
+    return [p.name for p in _temp_files(path)] + later
+
+
+def _wait_for_a_write(path: Path, proc: subprocess.Popen[str], limit: float = 2.0) -> None:
+    """Busy-wait until the writer is inside a commit (files written, manifest not yet), or ``limit``."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline and proc.poll() is None:
-        if any(n.startswith(prefix) and n.endswith(".tmp") for n in os.listdir(path.parent)):
-            return
+        with contextlib.suppress(ValueError, OSError, KeyError):
+            if _uncommitted(path):
+                return
 
 
 def _load_checked(path: Path) -> int:
-    """The store must load both as raw JSON and through a new Store; its contact count."""
-    data = json.loads(path.read_bytes())
+    """The store must load both as raw JSON files and through a new Store; its contact count."""
+    folder = path.with_name(path.name + ".d")
+    entry = json.loads(path.read_bytes())["_manifest"]["1"]["tables"]["contacts"]
+    docs: dict[str, dict[str, object]] = {}
+    for name in entry["segments"].values():
+        docs.update(json.loads((folder / name).read_bytes())["contacts"])
     count = Store(path).count("contacts")
-    assert count == len(data["contacts"])
-    for key, doc in data["contacts"].items():
+    assert count == len(docs) == entry["active"]
+    for key, doc in docs.items():
         assert doc["id"] == f"C-{key}"
     return count
 
@@ -231,7 +251,6 @@ def test_writer_killed_mid_write_leaves_a_whole_store(tmp_path: Path) -> None:
     path = tmp_path / "crm.json"
     seed = [{"name": f"Seed {i}", "email": f"seed{i}@example.com", "bio": "x" * 400} for i in range(5000)]
     Store(path).add_many("contacts", seed)
-    assert path.stat().st_size > 2_000_000  # each atomic write takes a noticeable time
 
     rng = random.Random(20240611)
     before = _load_checked(path)
@@ -239,9 +258,9 @@ def test_writer_killed_mid_write_leaves_a_whole_store(tmp_path: Path) -> None:
     kills_mid_write = 0
     rounds = 15
     for round_no in range(rounds):
-        # Two kills in three land at a random moment; the third waits for a temp
-        # file first, as json.dumps takes most of each transaction and the temp
-        # file lives only a few ms, so random kills alone seldom hit a write.
+        # Two kills in three land at a random moment; the third waits for the writer
+        # to be inside a commit first (new files written, the manifest not yet
+        # replaced), as that lasts only a few ms, so random kills alone seldom hit it.
         aimed = round_no % 3 == 2
         proc = _spawn(KILLED_WRITER, path, f"r{round_no}")
         try:
@@ -250,7 +269,7 @@ def test_writer_killed_mid_write_leaves_a_whole_store(tmp_path: Path) -> None:
             assert first.strip().isdigit(), proc.stderr.read() if proc.stderr else ""
             time.sleep(rng.uniform(0.05, 0.4))
             if aimed:
-                _wait_for_temp_file(path, proc)
+                _wait_for_a_write(path, proc)
             proc.send_signal(signal.SIGKILL)
             out, err = proc.communicate(timeout=30)
         finally:
@@ -258,8 +277,8 @@ def test_writer_killed_mid_write_leaves_a_whole_store(tmp_path: Path) -> None:
         assert proc.returncode == -signal.SIGKILL, err
         committed = [int(line) for line in (first + out).split()]
 
-        if _temp_files(path):
-            kills_mid_write += 1  # killed between writing the temp file and replacing the store
+        if _uncommitted(path):
+            kills_mid_write += 1  # killed between writing its files and replacing the manifest
         after = _load_checked(path)
         assert after >= before, f"round {round_no}: {before} contacts before the kill, {after} after"
         if committed:
@@ -274,7 +293,7 @@ def test_writer_killed_mid_write_leaves_a_whole_store(tmp_path: Path) -> None:
     assert _temp_files(path)
     store = Store(path, lock_timeout=5)  # a lock left by a killed process must not block
     store.add("contacts", {"name": "After The Storm", "email": "after@example.com"})
-    assert _temp_files(path) == []
+    assert _uncommitted(path) == []
     assert _load_checked(path) == before + 1
     assert [d["name"] for d in Store(path).find_by_email("contacts", "after@example.com")] == [
         "After The Storm"
@@ -290,6 +309,7 @@ def test_failed_transaction_writes_nothing_and_forgets_its_changes(tmp_path: Pat
     store.add("contacts", {"name": "Ana Lima", "email": "ana@example.com", "counter": 1})
     before = path.read_bytes()
     stamp = path.stat()
+    files = sorted(os.listdir(path.with_name("crm.json.d")))
 
     with pytest.raises(RuntimeError, match="boom"), store.transaction():
         store.update("C-1", {"name": "Ana Changed", "counter": 2})
@@ -300,7 +320,7 @@ def test_failed_transaction_writes_nothing_and_forgets_its_changes(tmp_path: Pat
 
     assert path.read_bytes() == before
     assert path.stat().st_ino == stamp.st_ino and path.stat().st_mtime_ns == stamp.st_mtime_ns
-    assert _temp_files(path) == []
+    assert _temp_files(path) == [] and sorted(os.listdir(path.with_name("crm.json.d"))) == files
     # ...and gone after it, in this same Store object, indexes included.
     assert store.get("C-1")["name"] == "Ana Lima"
     assert store.get("C-1")["custom"]["counter"] == 1

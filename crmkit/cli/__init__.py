@@ -76,6 +76,7 @@ _COMMAND_MODULES = {
     "merge": "merge",
     "campaigns": "merge",
     "report": "report",
+    "store": "store",
     **{
         name: "records"
         for name in ("accounts", "activities", "cases", "contacts", "deals", "invoices", "leads", "quotes")

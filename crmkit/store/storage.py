@@ -76,7 +76,7 @@ class AtomicJSONStorage(Storage):
         with self._locked():
             # Outside a transaction the read happened without the lock: refuse
             # to overwrite what another process wrote since.
-            if self._stamp is not None and not self._is_current():
+            if self._stamp is not None and not self.is_current():
                 self._stamp = None
                 self._data = None
                 raise StoreError(
@@ -160,7 +160,7 @@ class AtomicJSONStorage(Storage):
                 os.close(self._pin)  # type: ignore[arg-type]
             self._pin = None
 
-    def _is_current(self) -> bool:
+    def is_current(self) -> bool:
         """True when the file on disk is the one in memory."""
         try:
             st = os.stat(self.path)
@@ -171,7 +171,7 @@ class AtomicJSONStorage(Storage):
         return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size) == self._stamp
 
     def _refresh(self) -> None:
-        if self._data is not None and self._is_current():
+        if self._data is not None and self.is_current():
             return
         try:
             fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))

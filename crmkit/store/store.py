@@ -28,9 +28,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from crmkit.errors import CrmkitError, DuplicateError, FieldError, NotFoundError, StoreError, ValidationError
+from crmkit.errors import CrmkitError, DuplicateError, FieldError, NotFoundError, ValidationError
 from crmkit.records.fields import RefField, decimal_to_json
-from crmkit.records.matching import company_key, domain_key, email_key, phone_key
+from crmkit.records.matching import company_key, domain_key, email_key
 from crmkit.records.query import Condition, matches
 from crmkit.records.rules import apply_rules
 from crmkit.records.schema import (
@@ -40,73 +40,12 @@ from crmkit.records.schema import (
     parse_id,
     record_type,
 )
-from crmkit.store.storage import AtomicJSONStorage, Tables
+from crmkit.store.backend import Backend
+from crmkit.store.keys import LINKS, UNIQUE_KEY
 
 __all__ = ["Checked", "Store"]
 
 Doc = dict[str, Any]
-META_TABLE = "_meta"
-SCHEMA_VERSION = 1
-
-
-def _one(value: Any, key: Callable[[str], str]) -> list[str]:
-    if not value:
-        return []
-    k = key(str(value))
-    return [k] if k else []
-
-
-def _phone_index_key(phone: str) -> str:
-    digits = phone_key(phone)
-    return digits if len(digits) >= 5 else ""
-
-
-#: The indexes the store keeps, per table: name -> the keys of one record.
-INDEXES: dict[str, dict[str, Callable[[Doc], list[str]]]] = {
-    "contacts": {
-        "email": lambda d: _one(d.get("email"), email_key),
-        "phone": lambda d: _one(d.get("phone"), _phone_index_key),
-    },
-    "leads": {
-        "email": lambda d: _one(d.get("email"), email_key),
-        "phone": lambda d: _one(d.get("phone"), _phone_index_key),
-    },
-    "accounts": {
-        "name": lambda d: _one(d.get("name"), company_key),
-        "domain": lambda d: _one(d.get("domain"), domain_key),
-    },
-    "invoices": {"number": lambda d: _one(d.get("number"), str.casefold)},
-    "quotes": {"number": lambda d: _one(d.get("number"), str.casefold)},
-    "activities": {"message_id": lambda d: _one(d.get("message_id"), str.strip)},
-}
-#: Links by which a record's related records are found (Store.linked), indexed like the keys above.
-_LINKS: dict[str, tuple[str, ...]] = {
-    "deals": ("contact", "account"),
-    "invoices": ("contact", "account"),
-    "cases": ("contact",),
-    "activities": ("contact",),
-    "leads": ("converted_contact",),
-}
-
-
-def _link_keys(field: str) -> Callable[[Doc], list[str]]:
-    def keys_of(doc: Doc) -> list[str]:
-        value = doc.get(field)
-        return [value] if isinstance(value, str) and value else []
-
-    return keys_of
-
-
-for _table_name, _fields in _LINKS.items():
-    for _field in _fields:
-        INDEXES.setdefault(_table_name, {})[f"link:{_field}"] = _link_keys(_field)
-
-#: How a unique field's value is turned into its index key.
-_UNIQUE_KEY: dict[str, Callable[[str], str]] = {
-    "email": email_key,
-    "phone": _phone_index_key,
-    "number": str.casefold,
-}
 
 
 def _jsonable(value: Any) -> Any:
@@ -158,19 +97,27 @@ class Store:
         clock: Callable[[], datetime] | None = None,
         numbering: Mapping[str, str] | None = None,
     ) -> None:
-        self.storage = AtomicJSONStorage(path, lock_timeout=lock_timeout)
+        self.backend: Backend = open_backend(path, lock_timeout=lock_timeout)
         self.default_currency = default_currency
         #: how new invoice and quote numbers look, by table (crmkit.toml [invoices])
         self.numbering = {**NUMBER_PATTERNS, **(numbering or {})}
         self.actor = actor or f"cli:{_user()}"
         self.clock = clock or (lambda: datetime.now(UTC))
-        self._indexes: dict[tuple[str, str, bool], dict[str, list[str]]] = {}
-        self._index_generation = -1
-        self._state_index: dict[str, dict[str, str]] = {}
 
     @property
     def path(self) -> Path:
-        return self.storage.path
+        return Path(self.backend.location)
+
+    @property
+    def lock_timeout(self) -> float:
+        return self.backend.lock_timeout
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the current transaction is committed, before its lock is let go."""
+        self.backend.after_commit(callback)
+
+    def close(self) -> None:
+        self.backend.close()
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
@@ -179,134 +126,63 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Store]:
-        """Group changes: one lock, one load and one atomic write for all of them."""
-        with self.storage.transaction():
+        """Group changes: one lock and one commit for all of them; nothing is kept if the block raises."""
+        with self.backend.transaction():
             yield self
 
-    def _tables(self) -> Tables:
-        data = self.storage.read()
-        if data is None:  # pragma: no cover - the storage always returns a dict
-            data = {}
-        if self._index_generation != self.storage.generation:
-            _check_layout(self.path, data)
-            self._indexes = {}
-            self._state_index = {}
-            self._index_generation = self.storage.generation
-        return data
-
-    def _table(self, rt: RecordType) -> dict[str, Doc]:
-        return self._tables().get(rt.table, {})
-
     def _meta(self) -> Doc:
-        tables = self._tables()
-        meta_table = tables.setdefault(META_TABLE, {})
-        return meta_table.setdefault("1", {"schema_version": SCHEMA_VERSION, "sequences": {}})
+        return self.backend.meta()
 
     def _put(self, rt: RecordType, number: int, doc: Doc, old: Doc | None) -> None:
-        tables = self._tables()
-        tables.setdefault(rt.table, {})[str(number)] = doc
         meta = self._meta()
         meta["revision"] = int(meta.get("revision", 0)) + 1
         doc["_rev"] = meta["revision"]  # lets a sync skip records nobody changed
-        for name, keys_of in INDEXES.get(rt.table, {}).items():
-            for archived in (False, True):
-                index = self._indexes.get((rt.table, name, archived))
-                if index is None:
-                    continue
-                if old is not None and bool(old.get("archived_at")) == archived:
-                    for key in keys_of(old):
-                        ids = index.get(key, [])
-                        if doc["id"] in ids:
-                            ids.remove(doc["id"])
-                if bool(doc.get("archived_at")) == archived:
-                    for key in keys_of(doc):
-                        index.setdefault(key, []).append(doc["id"])
-        self.storage.write(tables)
-
-    def _index(self, table: str, name: str, archived: bool = False) -> dict[str, list[str]]:
-        """key -> ids of the active records (or, with ``archived``, of the archived ones)."""
-        tables = self._tables()
-        index = self._indexes.get((table, name, archived))
-        if index is None:
-            keys_of = INDEXES[table][name]
-            index = {}
-            for doc in tables.get(table, {}).values():
-                if bool(doc.get("archived_at")) == archived:
-                    for key in keys_of(doc):
-                        index.setdefault(key, []).append(doc["id"])
-            self._indexes[(table, name, archived)] = index
-        return index
+        self.backend.put(rt.table, number, doc, old)
 
     def create(self) -> None:
         """Write the store with an empty table for every record type (keeps existing records)."""
-        with self.transaction():
-            tables = self._tables()
-            for rt in RECORD_TYPES.values():
-                tables.setdefault(rt.table, {})
-            self._meta()
-            self.storage.write(tables)
+        self.backend.create([rt.table for rt in RECORD_TYPES.values()])
+
+    def exists_on_disk(self) -> bool:
+        """True once the store has been created."""
+        return self.backend.exists()
 
     @property
     def revision(self) -> int:
         """Goes up with every change to a record: a cheap "has anything changed?" check."""
-        meta = self._tables().get(META_TABLE, {}).get("1", {})
-        return int(meta.get("revision", 0))
-
-    def _state_keys(self, name: str) -> dict[str, str]:
-        """Bookkeeping document ids by key, per table (the poller keeps one per sender)."""
-        tables = self._tables()
-        keys = self._state_index.get(name)
-        if keys is None:
-            keys = {doc.get("key"): doc_id for doc_id, doc in tables.get(f"_{name}", {}).items()}
-            self._state_index[name] = keys
-        return keys
+        return int(self._meta().get("revision", 0))
 
     def state(self, name: str, key: str) -> dict[str, Any] | None:
         """crmkit's own bookkeeping document ``key`` in the table ``_name`` (e.g. sync state)."""
-        doc_id = self._state_keys(name).get(key)
-        return None if doc_id is None else self._tables().get(f"_{name}", {}).get(doc_id)
+        return self.backend.state(name, key)
 
     def states(self, name: str) -> list[dict[str, Any]]:
         """Every bookkeeping document of the table ``_name`` (copies), in the order they were made."""
-        table = self._tables().get(f"_{name}", {})
-        return [dict(table[doc_id]) for doc_id in sorted(table, key=int)]
+        return [dict(doc) for doc in self.backend.states(name)]
 
     def set_state(self, name: str, key: str, value: dict[str, Any] | None) -> None:
         """Save (or, with None, drop) a bookkeeping document; joins or opens a transaction."""
         with self.transaction():
-            table = self._tables().setdefault(f"_{name}", {})
-            keys = self._state_keys(name)
-            found = keys.get(key)
-            if value is None:
-                if found is not None:
-                    del table[found]
-                    del keys[key]
-            else:
-                doc_id = found or _free_doc_id(table)
-                table[doc_id] = {**value, "key": key}
-                keys[key] = doc_id
-            self.storage.write(self._tables())
+            self.backend.set_state(name, key, value)
 
     # -- reading ----------------------------------------------------------
 
     def get(self, record_id: str) -> Doc:
         """The record with this id (archived ones too); NotFoundError if none."""
         rt, number = parse_id(record_id)
-        doc = self._table(rt).get(str(number))
+        doc = self.backend.get(rt.table, number)
         if doc is None:
             raise NotFoundError(f"no {rt.name} {rt.prefix}-{number}")
         return _copy(doc)
 
     def exists(self, record_id: str) -> bool:
         rt, number = parse_id(record_id)
-        return str(number) in self._table(rt)
+        return self.backend.get(rt.table, number) is not None
 
     def all(self, type_name: str, *, archived: bool = False) -> Iterator[Doc]:
         """Every record of a type in id order; archived ones only when asked."""
         rt = record_type(type_name)
-        table = self._table(rt)
-        for key in sorted(table, key=int):
-            doc = table[key]
+        for doc in self.backend.scan(rt.table):
             if archived or not doc.get("archived_at"):
                 yield _copy(doc)
 
@@ -334,8 +210,7 @@ class Store:
             and c.value not in (None, "")  # region= asks for records without one: all of them, then
         }
         if unknown:
-            table = self._table(rt)
-            seen = {key for doc in table.values() for key in (doc.get("custom") or {})}
+            seen = {key for doc in self.backend.scan(rt.table) for key in (doc.get("custom") or {})}
             for name in sorted(unknown - seen):
                 hint = difflib.get_close_matches(name, [f.name for f in rt.fields] + sorted(seen), n=1)
                 suggestion = f" (did you mean {hint[0]}?)" if hint else ""
@@ -351,21 +226,16 @@ class Store:
     def ids(self, type_name: str, *, archived: bool = False) -> list[str]:
         """The ids of a type's records, in order, without copying the records."""
         rt = record_type(type_name)
-        table = self._table(rt)
-        return [
-            table[key]["id"]
-            for key in sorted(table, key=int)
-            if archived or not table[key].get("archived_at")
-        ]
+        return [doc["id"] for doc in self.backend.scan(rt.table) if archived or not doc.get("archived_at")]
 
     def peek(self, record_id: str) -> Mapping[str, Any] | None:
         """The stored document itself, not a copy, for hot read-only paths: never change it."""
         rt, number = parse_id(record_id)
-        return self._table(rt).get(str(number))
+        return self.backend.get(rt.table, number)
 
     def count(self, type_name: str, *, archived: bool = False) -> int:
-        rt = record_type(type_name)
-        return sum(1 for doc in self._table(rt).values() if archived or not doc.get("archived_at"))
+        active, archived_count = self.backend.count(record_type(type_name).table)
+        return active + archived_count if archived else active
 
     def find_by_email(self, type_name: str, email: str, *, archived: bool = False) -> list[Doc]:
         """Active records with this address (any case), by index; archived ones with ``archived``."""
@@ -374,11 +244,11 @@ class Store:
     def linked(self, type_name: str, field: str, record_id: str, *, archived: bool = False) -> list[Doc]:
         """Records of a type whose link ``field`` names ``record_id``, in id order, by index.
 
-        For the links in ``_LINKS`` (a contact's deals, cases, timeline ...): the index is
-        built once per loaded store, without copying every record as a scan would.
+        For the links in :data:`~crmkit.store.keys.LINKS` (a contact's deals, cases,
+        timeline, an account's contacts ...), which the backend keeps indexed.
         """
         table = record_type(type_name).table
-        if field not in _LINKS.get(table, ()):
+        if field not in LINKS.get(table, ()):
             raise CrmkitError(f"{type_name} are not indexed by {field!r}")
         found = self._by_index(table, f"link:{field}", record_id, archived)
         return sorted(found, key=lambda d: int(d["id"].rsplit("-", 1)[1]))
@@ -401,7 +271,7 @@ class Store:
     def _by_index(self, table: str, name: str, key: str, archived: bool = False) -> list[Doc]:
         if not key:
             return []
-        return [self.get(record_id) for record_id in self._index(table, name, archived).get(key, [])]
+        return [self.get(record_id) for record_id in self.backend.lookup(table, name, key, archived=archived)]
 
     def lookup(self, type_name: str, text: str) -> Doc:
         """A record by id, or by what people call it: email, account name or domain."""
@@ -628,18 +498,17 @@ class Store:
     def _claim_number(self, rt: RecordType, wanted_id: str | None) -> int:
         """A record number never used before in this table (ids are never reused)."""
         sequences = self._meta()["sequences"]
-        table = self._tables().get(rt.table, {})
         if wanted_id:
             id_type, number = parse_id(wanted_id)
             if id_type is not rt:
                 raise ValidationError(
                     rt.name, [FieldError("id", wanted_id, f"is not a {rt.name} id ({rt.prefix}-…)")]
                 )
-            if str(number) in table:
+            if self.backend.get(rt.table, number) is not None:
                 raise DuplicateError(f"{wanted_id} already exists", wanted_id)
         else:
             number = int(sequences.get(rt.table, 0)) + 1
-            while str(number) in table:  # documents added by plain TinyDB
+            while self.backend.get(rt.table, number) is not None:  # a document added by plain TinyDB
                 number += 1
         sequences[rt.table] = max(number, int(sequences.get(rt.table, 0)))
         return number
@@ -661,11 +530,14 @@ class Store:
         ):
             # the counters of stores written before [invoices] existed
             seq = max(seq, int(self._meta().get("invoice_numbers", {}).get(str(issued.year), 0)))
-        active, archived = self._index(rt.table, "number"), self._index(rt.table, "number", True)
         while True:
             seq += 1
             number = format_number(pattern, issued, seq)
-            if number.casefold() not in active and number.casefold() not in archived:
+            key = number.casefold()
+            taken = self.backend.lookup(rt.table, "number", key) or self.backend.lookup(
+                rt.table, "number", key, archived=True
+            )
+            if not taken:
                 return number, (scope, seq)
 
     def _check_unique(self, rt: RecordType, record: Mapping[str, Any], record_id: str) -> None:
@@ -673,10 +545,12 @@ class Store:
             value = record.get(field_name)
             if not value:
                 continue
-            key = _UNIQUE_KEY[field_name](str(value))
-            others = [i for i in self._index(rt.table, field_name).get(key, []) if i != record_id]
+            key = UNIQUE_KEY[field_name](str(value))
+            others = [i for i in self.backend.lookup(rt.table, field_name, key) if i != record_id]
             if not others and field_name == "number":  # an archived invoice keeps its number for good
-                others = [i for i in self._index(rt.table, field_name, True).get(key, []) if i != record_id]
+                others = [
+                    i for i in self.backend.lookup(rt.table, field_name, key, archived=True) if i != record_id
+                ]
             if others:
                 other = self.get(others[0])
                 raise DuplicateError(
@@ -729,31 +603,15 @@ def format_number(pattern: str, issued: date, seq: int) -> str:
     return pattern.format(year=issued.year, month=f"{issued.month:02d}", seq=seq)
 
 
-def _free_doc_id(table: dict[str, Any]) -> str:
-    number = len(table) + 1  # ids are 1..n unless some were dropped: then look a little further
-    while str(number) in table:
-        number += 1
-    return str(number)
-
-
-def _check_layout(path: Path, data: Tables) -> None:
-    """Refuse a file that is JSON but not a store, naming what is wrong; fill in missing ids."""
-    for table, docs in data.items():
-        if not isinstance(docs, dict):
-            raise StoreError(f"{path}: table {table!r} is not a JSON object of documents")
-        rt = RECORD_TYPES.get(table)
-        for key, doc in docs.items():
-            if not isinstance(doc, dict):
-                raise StoreError(f"{path}: document {key!r} of table {table!r} is not a JSON object")
-            if rt is None:
-                continue
-            if not key.isdigit():
-                raise StoreError(f"{path}: document id {key!r} of table {table!r} is not a number")
-            doc.setdefault("id", f"{rt.prefix}-{int(key)}")  # a document added by plain TinyDB
-
-
 def _user() -> str:
     try:
         return getpass.getuser()
     except Exception:  # no login name in some containers and cron environments
         return os.environ.get("USER", "unknown")
+
+
+def open_backend(location: str | os.PathLike[str], *, lock_timeout: float = 30.0) -> Backend:
+    """The backend for a store's location: a PostgreSQL URL, or the path of a TinyDB store."""
+    from crmkit.store.jsonfiles import JsonFilesBackend
+
+    return JsonFilesBackend(location, lock_timeout=lock_timeout)

@@ -1167,7 +1167,7 @@ def _carry_store_side(before: SyncReport, report: SyncReport) -> None:
 @contextmanager
 def _sync_lock(store: Store) -> Iterator[None]:
     """One sync at a time per store: a cron job and a person may start one together."""
-    lock = FileLock(str(store.path) + ".sync.lock", timeout=store.storage.lock_timeout * 4)
+    lock = FileLock(str(store.path) + ".sync.lock", timeout=store.lock_timeout * 4)
     try:
         with lock:
             yield
@@ -1273,7 +1273,7 @@ def _sync(
             else:  # nothing goes to the workbook: the new base can be saved right away
                 _save_base(store, book, fingerprint, plans, report, keep, kept_pending, today, state)
                 note = None if report.needs_attention else fingerprint
-                store.storage.after_commit(lambda: stamps.record(book.identity, note, today.isoformat()))
+                store.after_commit(lambda: stamps.record(book.identity, note, today.isoformat()))
     except _DryRun:
         return report
     if writes:
@@ -1287,7 +1287,7 @@ def _sync(
         with store.transaction():
             _save_base(store, book, written, plans, report, keep, kept_pending, today, state)
             note = None if report.needs_attention else written
-            store.storage.after_commit(lambda: stamps.record(book.identity, note, today.isoformat()))
+            store.after_commit(lambda: stamps.record(book.identity, note, today.isoformat()))
     return report
 
 

@@ -1,0 +1,568 @@
+"""The embedded backend: TinyDB JSON files that a command reads only as much of as it needs.
+
+Layout (format 2; ``docs/store-design.md`` says why)::
+
+    crm.json                 the manifest: which files hold each table, index and
+                             bookkeeping table, the counters (``_meta``), the counts
+    crm.json.d/
+      contacts.0.g41.json    records 1-1000 of contacts, as TinyDB JSON
+      activities.7.g52.json  activities 1751-2000 (activities go 250 to a file)
+      contacts.email.3.g41.json   one bucket of the email index (key -> ids)
+      _sync.g40.json         a bookkeeping table (sync state)
+
+Every file is TinyDB JSON (``TinyDB(path)`` opens it). Files under ``crm.json.d``
+are never changed once written: a commit writes new files, named by the new
+generation, for what it changed, then replaces the manifest in one step. The
+manifest is the single commit point: a process killed before it leaves the
+old manifest naming the old, whole files; the new files it had written are
+removed by the next writer. Superseded files are removed a while later
+(readers that read the old manifest may still be reading them; one that misses
+a file rereads the manifest).
+
+A record's file follows from its number, an index key's bucket from a hash
+of the key, so a look-up opens the manifest, one index bucket and one
+segment. A write costs what it changes: one segment of a few hundred KB and a
+few buckets, however large the store grows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from crmkit.errors import StoreError
+from crmkit.perf import paused_gc
+from crmkit.records.schema import RECORD_TYPES
+from crmkit.store.backend import Doc, empty_meta
+from crmkit.store.keys import INDEXES
+from crmkit.store.storage import AtomicJSONStorage, Tables
+
+__all__ = ["FORMAT", "JsonFilesBackend", "data_folder"]
+
+FORMAT = 2
+_GENERATION = re.compile(r"\.g(\d+)\.json$")
+MANIFEST = "_manifest"
+META = "_meta"
+#: Records per segment file. Activities carry mail text (1-2 KB each), so fewer go in a file.
+SEGMENT_SIZE = {"activities": 250}
+DEFAULT_SEGMENT_SIZE = 1000
+#: An index bucket past this many bytes of JSON makes its index split into more buckets.
+BUCKET_BYTES = 256 * 1024
+#: How long a superseded file is kept for readers still working from an older manifest.
+GRACE_SECONDS = 30.0
+#: How many bytes of parsed files to keep in memory between calls.
+CACHE_BYTES = 96 * 1024 * 1024
+
+
+def data_folder(path: Path) -> Path:
+    """Where the files of the store ``path`` live: ``crm.json.d`` beside ``crm.json``."""
+    return path.with_name(path.name + ".d")
+
+
+def _bucket_of(key: str, buckets: int) -> int:
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) & (buckets - 1)
+
+
+def _file_label(name: str) -> str:
+    return name.replace(":", "-")
+
+
+class _Cache:
+    """Parsed files by name, least recently used dropped first past a byte budget."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self.entries: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+
+    def get(self, name: str) -> Any | None:
+        entry = self.entries.get(name)
+        if entry is None:
+            return None
+        self.entries.move_to_end(name)
+        return entry[0]
+
+    def put(self, name: str, value: Any, size: int) -> None:
+        self.entries[name] = (value, size)
+        self.used += size
+        while self.used > self.budget and len(self.entries) > 1:
+            _, (_, dropped) = self.entries.popitem(last=False)
+            self.used -= dropped
+
+    def keep_only(self, names: set[str]) -> None:
+        for name in [n for n in self.entries if n not in names]:
+            self.used -= self.entries.pop(name)[1]
+
+
+class JsonFilesBackend:
+    """A Store's documents in TinyDB JSON files: a manifest and immutable segments."""
+
+    def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 30.0) -> None:
+        self.storage = AtomicJSONStorage(path, lock_timeout=lock_timeout)
+        self.path = self.storage.path
+        self.folder = data_folder(self.path)
+        self.location = str(self.path)
+        self.lock_timeout = lock_timeout
+        self._cache = _Cache(CACHE_BYTES)
+        self._seen_generation = -1
+        self._manifest: Doc = {}
+        # what the open transaction changed, written at its end
+        self._segments: dict[tuple[str, int], dict[str, Doc]] = {}
+        self._buckets: dict[tuple[str, str, int], Doc] = {}
+        self._states: dict[str, dict[str, Doc]] = {}
+        self._state_keys: dict[str, dict[str, str]] = {}
+        self._changed = False
+        #: what the last upgrade of a format-1 store did (crmkit store upgrade reports it)
+        self.upgraded: dict[str, Any] | None = None
+
+    # -- the manifest -------------------------------------------------------
+
+    def _data(self) -> Tables:
+        data = self.storage.read()
+        assert data is not None
+        if self.storage.generation != self._seen_generation:
+            self._seen_generation = self.storage.generation
+            self._state_keys = {}
+            manifest = data.get(MANIFEST, {}).get("1")
+            self._manifest = manifest if isinstance(manifest, dict) else _new_manifest()
+            self._cache.keep_only(_named_files(self._manifest))
+            if not self.storage.in_transaction and _loose_tables(data):
+                # a store in the old one-file format, or records plain TinyDB added to crm.json
+                self._absorb_now()
+                return self._data()
+        return data
+
+    def mark_changed(self) -> None:
+        """Have the open transaction commit even if no document changed (an upgrade)."""
+        self._changed = True
+
+    def _man(self) -> Doc:
+        self._data()
+        return self._manifest
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def meta(self) -> Doc:
+        data = self._data()
+        meta_table = data.get(META)
+        if not isinstance(meta_table, dict) or "1" not in meta_table:
+            if not self.storage.in_transaction:
+                return empty_meta()
+            meta_table = data.setdefault(META, {})
+            meta_table["1"] = empty_meta()
+        meta = meta_table["1"]
+        meta.setdefault("sequences", {})
+        return meta
+
+    # -- transactions -------------------------------------------------------
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.storage.in_transaction
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        self.storage.after_commit(callback)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self.storage.in_transaction:
+            with self.storage.transaction():
+                yield
+            return
+        with self.storage.transaction() as data:
+            try:
+                self._data()
+                self._remove_leftovers()
+                if _loose_tables(data):
+                    self._absorb(data)
+                yield
+                if self._changed:
+                    expired = self._commit(data)
+                    self.storage.after_commit(lambda: self._unlink(expired))
+            except BaseException:
+                self._seen_generation = -1
+                self._state_keys = {}
+                raise
+            finally:
+                self._segments, self._buckets, self._states = {}, {}, {}
+                self._changed = False
+
+    def create(self, tables: list[str]) -> None:
+        with self.transaction():
+            data = self._data()
+            manifest = data.setdefault(MANIFEST, {}).setdefault("1", _new_manifest())
+            self._manifest = manifest
+            for table in tables:
+                _table_entry(manifest, table)
+            self.meta()
+            self._changed = True
+            self.storage.write(data)
+
+    # -- records --------------------------------------------------------------
+
+    def _segment_docs(self, table: str, segment: int) -> dict[str, Doc]:
+        docs = self._segments.get((table, segment))
+        if docs is not None:
+            return docs
+        entry = self._man().get("tables", {}).get(table)
+        if entry is None:
+            return {}
+        name = entry["segments"].get(str(segment))
+        if name is None:
+            return {}
+        loaded = self._load(name)
+        docs = loaded.get(table, {}) if isinstance(loaded, dict) else {}
+        return docs  # type: ignore[no-any-return]
+
+    def _size(self, table: str) -> int:
+        entry = self._man().get("tables", {}).get(table)
+        if entry is not None:
+            return int(entry["size"])
+        return SEGMENT_SIZE.get(table, DEFAULT_SEGMENT_SIZE)
+
+    def get(self, table: str, number: int) -> Doc | None:
+        if number < 1:
+            return None
+        return self._segment_docs(table, (number - 1) // self._size(table)).get(str(number))
+
+    def put(self, table: str, number: int, doc: Doc, old: Doc | None) -> None:
+        data = self._data()
+        manifest = data.setdefault(MANIFEST, {}).setdefault("1", self._manifest or _new_manifest())
+        self._manifest = manifest
+        entry = _table_entry(manifest, table)
+        segment = (number - 1) // int(entry["size"])
+        docs = self._segments.get((table, segment))
+        if docs is None:
+            docs = dict(self._segment_docs(table, segment))
+            self._segments[(table, segment)] = docs
+        docs[str(number)] = doc
+        if old is None:
+            entry["archived" if doc.get("archived_at") else "active"] += 1
+        elif bool(old.get("archived_at")) != bool(doc.get("archived_at")):
+            entry["archived" if old.get("archived_at") else "active"] -= 1
+            entry["archived" if doc.get("archived_at") else "active"] += 1
+        for name, keys_of in INDEXES.get(table, {}).items():
+            before = ("archived" if old.get("archived_at") else "active", keys_of(old)) if old else ("", [])
+            after = ("archived" if doc.get("archived_at") else "active", keys_of(doc))
+            if before == after:
+                continue
+            for key in before[1]:
+                ids = self._bucket_for_change(table, name, key)[before[0]].get(key)
+                if ids and doc["id"] in ids:
+                    ids.remove(doc["id"])
+                    if not ids:
+                        del self._bucket_for_change(table, name, key)[before[0]][key]
+            for key in after[1]:
+                bucket = self._bucket_for_change(table, name, key)[after[0]]
+                ids = bucket.setdefault(key, [])
+                if doc["id"] not in ids:
+                    ids.append(doc["id"])
+        self._changed = True
+        self.storage.write(data)
+
+    def scan(self, table: str) -> Iterator[Doc]:
+        entry = self._man().get("tables", {}).get(table)
+        segments = {int(s) for s in entry["segments"]} if entry else set()
+        segments |= {s for (t, s) in self._segments if t == table}
+        for segment in sorted(segments):
+            docs = self._segments.get((table, segment))
+            if docs is None:
+                docs = self._segment_docs(table, segment)
+            for key in sorted(docs, key=int):
+                yield docs[key]
+
+    def count(self, table: str) -> tuple[int, int]:
+        entry = self._man().get("tables", {}).get(table)
+        if entry is None:
+            return 0, 0
+        return int(entry["active"]), int(entry["archived"])
+
+    # -- indexes ---------------------------------------------------------------
+
+    def _bucket_files(self, table: str, index: str) -> list[str | None]:
+        files = self._man().get("indexes", {}).get(f"{table} {index}")
+        return files if files else [None]
+
+    def _bucket(self, table: str, index: str, number: int, files: list[str | None]) -> Doc:
+        changed = self._buckets.get((table, index, number))
+        if changed is not None:
+            return changed
+        name = files[number]
+        if name is None:
+            return {"active": {}, "archived": {}}
+        loaded = self._load(name)
+        return loaded["_index"]["1"]  # type: ignore[no-any-return]
+
+    def _bucket_for_change(self, table: str, index: str, key: str) -> Doc:
+        files = self._bucket_files(table, index)
+        number = _bucket_of(key, len(files))
+        bucket = self._buckets.get((table, index, number))
+        if bucket is None:
+            base = self._bucket(table, index, number, files)
+            bucket = {
+                "active": {k: list(v) for k, v in base["active"].items()},
+                "archived": {k: list(v) for k, v in base["archived"].items()},
+            }
+            self._buckets[(table, index, number)] = bucket
+        return bucket
+
+    def lookup(self, table: str, index: str, key: str, *, archived: bool = False) -> list[str]:
+        if index not in INDEXES.get(table, {}):
+            raise StoreError(f"{table} have no index {index!r}")
+        files = self._bucket_files(table, index)
+        bucket = self._bucket(table, index, _bucket_of(key, len(files)), files)
+        return list(bucket["archived" if archived else "active"].get(key, ()))
+
+    # -- bookkeeping ---------------------------------------------------------------
+
+    def _state_table(self, name: str) -> dict[str, Doc]:
+        changed = self._states.get(name)
+        if changed is not None:
+            return changed
+        file = self._man().get("states", {}).get(name)
+        if file is None:
+            return {}
+        loaded = self._load(file)
+        return loaded.get(f"_{name}", {})  # type: ignore[no-any-return]
+
+    def _keys(self, name: str) -> dict[str, str]:
+        keys = self._state_keys.get(name)
+        if keys is None:
+            keys = {str(doc.get("key")): doc_id for doc_id, doc in self._state_table(name).items()}
+            self._state_keys[name] = keys
+        return keys
+
+    def state(self, name: str, key: str) -> Doc | None:
+        self._data()
+        doc_id = self._keys(name).get(key)
+        return None if doc_id is None else self._state_table(name).get(doc_id)
+
+    def states(self, name: str) -> list[Doc]:
+        table = self._state_table(name)
+        return [table[doc_id] for doc_id in sorted(table, key=int)]
+
+    def set_state(self, name: str, key: str, value: Mapping[str, Any] | None) -> None:
+        data = self._data()
+        table = self._states.get(name)
+        if table is None:
+            table = dict(self._state_table(name))
+            self._states[name] = table
+        keys = self._keys(name)
+        found = keys.get(key)
+        if value is None:
+            if found is not None:
+                table.pop(found, None)
+                del keys[key]
+        else:
+            doc_id = found or _free_doc_id(table)
+            table[doc_id] = {**value, "key": key}
+            keys[key] = doc_id
+        self._changed = True
+        self.storage.write(data)
+
+    # -- files -------------------------------------------------------------------
+
+    def _load(self, name: str) -> Any:
+        cached = self._cache.get(name)
+        if cached is not None:
+            return cached
+        path = self.folder / name
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            if self.storage.in_transaction or self.storage.is_current():
+                raise StoreError(f"{self.path}: {path} is missing; the store is damaged") from None
+            # superseded long enough ago to be removed: this process read an older manifest
+            raise StoreError(
+                f"{self.path} changed while it was being read ({name} of an older version is gone); run again"
+            ) from None
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            with paused_gc():
+                value = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise StoreError(f"{path} is not valid JSON ({exc}); the store is damaged") from None
+        self._cache.put(name, value, len(raw))
+        return value
+
+    def _write(self, name: str, content: Any) -> int:
+        raw = orjson.dumps(content)
+        path = self.folder / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
+        try:
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._cache.put(name, content, len(raw))
+        return len(raw)
+
+    def _commit(self, data: Tables) -> list[str]:
+        """Write what the transaction changed as new files and point the manifest at them.
+
+        Returns the superseded files whose grace period is over, to remove once committed.
+        """
+        manifest = data.setdefault(MANIFEST, {}).setdefault("1", self._manifest or _new_manifest())
+        generation = int(manifest.get("generation", 0)) + 1
+        manifest["generation"] = generation
+        manifest["format"] = FORMAT
+        retired: list[str] = []
+        try:
+            self.folder.mkdir(exist_ok=True)
+            for (table, segment), docs in sorted(self._segments.items()):
+                entry = _table_entry(manifest, table)
+                name = f"{table}.{segment}.g{generation}.json"
+                self._write(name, {table: docs})
+                old = entry["segments"].get(str(segment))
+                entry["segments"][str(segment)] = name
+                if old:
+                    retired.append(old)
+            for table, index in sorted({(t, i) for (t, i, _) in self._buckets}):
+                retired += self._commit_index(manifest, table, index, generation)
+            for name, state_docs in sorted(self._states.items()):
+                file = f"_{name}.g{generation}.json"
+                self._write(file, {f"_{name}": state_docs})
+                old = manifest.setdefault("states", {}).get(name)
+                manifest["states"][name] = file
+                if old:
+                    retired.append(old)
+        except OSError as exc:
+            raise StoreError(f"cannot write the store {self.folder}: {exc.strerror}") from None
+        from crmkit.files import fsync_dir
+
+        fsync_dir(self.folder)
+        now = time.time()
+        waiting = manifest.get("retired", [])
+        expired = [name for name, at in waiting if now - at >= GRACE_SECONDS]
+        manifest["retired"] = [[name, at] for name, at in waiting if now - at < GRACE_SECONDS]
+        manifest["retired"] += [[name, now] for name in retired]
+        self._manifest = manifest
+        self.storage.write(data)
+        return expired
+
+    def _commit_index(self, manifest: Doc, table: str, index: str, generation: int) -> list[str]:
+        files = list(self._bucket_files(table, index))
+        changed = {n: b for (t, i, n), b in self._buckets.items() if (t, i) == (table, index)}
+        encoded = {n: orjson.dumps(b) for n, b in changed.items()}
+        retired: list[str] = []
+        if any(len(raw) > BUCKET_BYTES for raw in encoded.values()):
+            # split: rebucket every key into enough buckets to leave each half full
+            merged: Doc = {"active": {}, "archived": {}}
+            total = 0
+            for number in range(len(files)):
+                bucket = changed.get(number) or self._bucket(table, index, number, files)
+                total += len(encoded[number]) if number in encoded else len(orjson.dumps(bucket))
+                for side in ("active", "archived"):
+                    merged[side].update(bucket[side])
+            count = len(files)
+            while total / count > BUCKET_BYTES / 2:
+                count *= 2
+            changed = {n: {"active": {}, "archived": {}} for n in range(count)}
+            for side in ("active", "archived"):
+                for key, ids in merged[side].items():
+                    changed[_bucket_of(key, count)][side][key] = ids
+            retired = [f for f in files if f]
+            files = [None] * count
+        for number, bucket in sorted(changed.items()):
+            name = f"{table}.{_file_label(index)}.{number}.g{generation}.json"
+            self._write(name, {"_index": {"1": bucket}})
+            if files[number] and files[number] not in retired:
+                retired.append(files[number])  # type: ignore[arg-type]
+            files[number] = name
+        manifest.setdefault("indexes", {})[f"{table} {index}"] = files
+        return retired
+
+    def _unlink(self, names: list[str]) -> None:
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.folder / name)
+
+    def _remove_leftovers(self) -> None:
+        """Remove what a writer killed before its commit wrote; we hold the lock.
+
+        Only files of a generation after the manifest's: nothing committed is ever touched.
+        """
+        try:
+            present = os.listdir(self.folder)
+        except FileNotFoundError:
+            return
+        generation = int(self._manifest.get("generation", 0))
+        self._unlink([name for name in present if _generation_of(name) > generation])
+
+    # -- the old one-file format ------------------------------------------------------
+
+    def _absorb_now(self) -> None:
+        with self.transaction():
+            pass
+
+    def _absorb(self, data: Tables) -> None:
+        """Move tables found in crm.json itself (format 1, or plain TinyDB inserts) into segment files.
+
+        A format-1 store is first copied to ``crm.json.v1-backup``. Numbers are kept; a
+        document plain TinyDB added under a number already taken gets the next free one.
+        """
+        from crmkit.store.upgrade import absorb_loose_tables
+
+        absorb_loose_tables(self, data)
+
+    def close(self) -> None:
+        self.storage.close()
+
+
+def _new_manifest() -> Doc:
+    return {"format": FORMAT, "generation": 0, "tables": {}, "indexes": {}, "states": {}, "retired": []}
+
+
+def _table_entry(manifest: Doc, table: str) -> Doc:
+    tables = manifest.setdefault("tables", {})
+    entry = tables.get(table)
+    if entry is None:
+        entry = {
+            "size": SEGMENT_SIZE.get(table, DEFAULT_SEGMENT_SIZE),
+            "segments": {},
+            "active": 0,
+            "archived": 0,
+        }
+        tables[table] = entry
+    return entry  # type: ignore[no-any-return]
+
+
+def _named_files(manifest: Doc) -> set[str]:
+    names: set[str] = set()
+    for entry in manifest.get("tables", {}).values():
+        names.update(entry["segments"].values())
+    for files in manifest.get("indexes", {}).values():
+        names.update(f for f in files if f)
+    names.update(manifest.get("states", {}).values())
+    return names
+
+
+def _generation_of(name: str) -> int:
+    match = _GENERATION.search(name)
+    return int(match.group(1)) if match else -1
+
+
+def _loose_tables(data: Tables) -> list[str]:
+    """Tables crm.json holds itself that belong in segment files."""
+    return [t for t in data if t in RECORD_TYPES or (t.startswith("_") and t not in (MANIFEST, META))]
+
+
+def _free_doc_id(table: Mapping[str, Any]) -> str:
+    number = len(table) + 1
+    while str(number) in table:
+        number += 1
+    return str(number)
