@@ -12,6 +12,7 @@ import pytest
 from storefiles import hand_delete
 
 from crmkit.errors import CrmkitError, DuplicateError, NotFoundError, ValidationError
+from crmkit.records.query import Condition
 from crmkit.records.rules import invoice_status
 from crmkit.records.schema import INVOICE, LEAD_STATUS_TYPES, RECORD_TYPES, parse_id, record_type
 from crmkit.store import Store
@@ -345,3 +346,20 @@ def test_documents_added_by_plain_tinydb_get_their_id(store_path: Path) -> None:
     assert store.get("C-1")["name"] == "From TinyDB"
     assert store.add("contacts", {"name": "B"})["id"] == "C-2"
     assert [d["id"] for d in store.all("contacts")] == ["C-1", "C-2"]
+
+
+def test_find_by_a_link_uses_its_index_and_still_applies_every_condition(store: Store) -> None:
+    acme = store.add("accounts", {"name": "Acme"})["id"]
+    other = store.add("accounts", {"name": "Other"})["id"]
+    a = store.add("contacts", {"name": "A", "account": acme, "title": "CTO"})["id"]
+    store.add("contacts", {"name": "B", "account": other, "title": "CTO"})
+    c = store.add("contacts", {"name": "C", "account": acme})["id"]
+    d = store.add("contacts", {"name": "D", "account": acme, "title": "CTO"})["id"]
+    store.archive(d)
+    assert [x["id"] for x in store.find("contacts", [Condition("account", "=", acme)])] == [a, c]
+    assert [x["id"] for x in store.find("contacts", [Condition("account", "=", acme.lower())])] == [a, c]
+    cto = [Condition("account", "=", acme), Condition("title", "=", "CTO")]
+    assert [x["id"] for x in store.find("contacts", cto)] == [a]
+    assert [x["id"] for x in store.find("contacts", cto, archived=True)] == [a, d]
+    store.update(c, {"account": other})  # the index follows the change
+    assert [x["id"] for x in store.find("contacts", [Condition("account", "=", other)])] == ["C-2", c]

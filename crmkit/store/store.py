@@ -216,12 +216,27 @@ class Store:
                 suggestion = f" (did you mean {hint[0]}?)" if hint else ""
                 raise CrmkitError(f"no {rt.name} has a field {name!r}{suggestion}")
         found: list[Doc] = []
-        for doc in self.all(type_name, archived=archived):
+        for doc in self._candidates(rt, conds, archived):
             if matches(doc, conds):
                 found.append(doc)
                 if limit is not None and len(found) >= limit:
                     break
         return found
+
+    def _candidates(self, rt: RecordType, conds: list[Condition], archived: bool) -> Iterable[Doc]:
+        """The records a find must look at: by a link's index when a condition names one, else all."""
+        for cond in conds:
+            if cond.op == "=" and cond.field in LINKS.get(rt.table, ()) and isinstance(cond.value, str):
+                try:
+                    target, number = parse_id(cond.value)
+                except Exception:
+                    continue  # not an id (a name, say): the scan below decides
+                key = f"{target.prefix}-{number}"
+                ids = self.backend.lookup(rt.table, f"link:{cond.field}", key)
+                if archived:
+                    ids += self.backend.lookup(rt.table, f"link:{cond.field}", key, archived=True)
+                return [self.get(i) for i in sorted(ids, key=lambda i: int(i.rsplit("-", 1)[1]))]
+        return self.all(rt.table, archived=archived)
 
     def ids(self, type_name: str, *, archived: bool = False) -> list[str]:
         """The ids of a type's records, in order, without copying the records."""
