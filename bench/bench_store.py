@@ -399,11 +399,11 @@ def build_sqlite(built: Built) -> None:
         return value
 
     start = time.perf_counter()
-    tables = orjson.loads(built.store.read_bytes())
+    store = Store(built.store)
     con = sqlite3.connect(built.db)
     with con:
         for table, rt in RECORD_TYPES.items():
-            docs = tables.get(table, {})
+            docs = {d["id"].rsplit("-", 1)[1]: d for d in store.all(table, archived=True)}
             columns = [f.name for f in rt.fields] + ["custom", "_rev"]
             spec = ", ".join(f'"{c}"' for c in columns)
             con.execute(f'CREATE TABLE "{table}" (num INTEGER PRIMARY KEY, {spec})')
@@ -419,9 +419,16 @@ def build_sqlite(built: Built) -> None:
         for table in ("deals", "activities", "cases", "invoices", "quotes"):
             con.execute(f"CREATE INDEX {table}_contact ON {table} (contact)")
     con.close()
-    del tables
+    del store, docs
     gc.collect()
     built.sqlite_build = time.perf_counter() - start
+
+
+def store_bytes(path: Path) -> int:
+    """The size of a TinyDB store: its manifest and the files under crm.json.d."""
+    folder = path.with_name(path.name + ".d")
+    files = list(folder.iterdir()) if folder.is_dir() else []
+    return path.stat().st_size + sum(f.stat().st_size for f in files)
 
 
 def launched(argv: list[str], cwd: Path) -> dict[str, Any]:
@@ -622,8 +629,8 @@ def print_size(built: Built, rows: list[Row]) -> None:
         f"({built.accounts:,} accounts, {built.deals:,} deals)"
     )
     print(
-        f"  built with crmkit in {built.crmkit_build:.1f} s (one transaction; file "
-        f"{built.store.stat().st_size / 1e6:.0f} MB); SQLite copy in {built.sqlite_build:.1f} s "
+        f"  built with crmkit in {built.crmkit_build:.1f} s (one transaction; files "
+        f"{store_bytes(built.store) / 1e6:.0f} MB); SQLite copy in {built.sqlite_build:.1f} s "
         f"({built.db.stat().st_size / 1e6:.0f} MB)"
     )
     print(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -50,7 +49,7 @@ def replace_file(path: Path, write: Callable[[Path], object]) -> None:
 
 def temp_beside(path: Path) -> Path:
     """A fresh temporary name next to ``path``: ``.crm.json.<pid>.<random>.tmp``."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    return path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
 
 
 def remove_temp_leftovers(path: Path) -> None:

@@ -14,7 +14,6 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from email.utils import parseaddr
 from functools import lru_cache
 from typing import Any
 
@@ -157,6 +156,8 @@ class EmailField(Field):
         if text.lower().startswith("mailto:"):
             text = text[7:]
         if "<" in text:
+            from email.utils import parseaddr  # 7 ms to import: only for Name <address> text
+
             text = parseaddr(text)[1] or text
         try:
             return _normalized_email(text)

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from filelock import FileLock, Timeout
 from tinydb.storages import Storage
 
 from crmkit.errors import StoreError, StoreLockedError
 from crmkit.files import fsync_dir, remove_temp_leftovers, temp_beside
+from crmkit.locks import LockTimeout, exclusive
 from crmkit.perf import paused_gc
 
 __all__ = ["AtomicJSONStorage"]
@@ -46,9 +46,6 @@ class AtomicJSONStorage(Storage):
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.lock_timeout = lock_timeout
-        # A short poll interval: with filelock's default (50 ms) a process that
-        # releases and retakes the lock at once can starve a waiting one.
-        self._lock = FileLock(str(self.lock_path), timeout=lock_timeout, poll_interval=0.005)
         self._data: Tables | None = None
         self._stamp: tuple[int, int, int, int] | None = None
         # The file we loaded stays open (POSIX): its inode cannot be freed and
@@ -146,9 +143,9 @@ class AtomicJSONStorage(Storage):
     def _locked(self) -> Iterator[None]:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._lock:
+            with exclusive(self.lock_path, self.lock_timeout):
                 yield
-        except Timeout:
+        except LockTimeout:
             raise StoreLockedError(
                 f"{self.path} is locked by another crmkit process "
                 f"(waited {self.lock_timeout:g} s for {self.lock_path})"

@@ -18,7 +18,6 @@ one load, one atomic write, however many records change.
 from __future__ import annotations
 
 import difflib
-import getpass
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -96,8 +95,14 @@ class Store:
         lock_timeout: float = 30.0,
         clock: Callable[[], datetime] | None = None,
         numbering: Mapping[str, str] | None = None,
+        password: str | Callable[[], str | None] | None = None,
+        local_folder: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.backend: Backend = open_backend(path, lock_timeout=lock_timeout)
+        # password and local_folder matter to a PostgreSQL store only (``path`` a postgresql:// URL):
+        # a password, or what gives it, when the URL has none; and the folder for local side files
+        self.backend: Backend = open_backend(
+            path, lock_timeout=lock_timeout, password=password, local_folder=local_folder
+        )
         self.default_currency = default_currency
         #: how new invoice and quote numbers look, by table (crmkit.toml [invoices])
         self.numbering = {**NUMBER_PATTERNS, **(numbering or {})}
@@ -106,7 +111,18 @@ class Store:
 
     @property
     def path(self) -> Path:
-        return Path(self.backend.location)
+        """The store's file; side files (mail archive, journals, sync lock) go beside it.
+
+        For a PostgreSQL store, a name in its local folder (``FOLDER/DBNAME.postgresql``)
+        that is never created itself: only the side files are.
+        """
+        local = getattr(self.backend, "path", None)
+        return local if isinstance(local, Path) else Path(self.backend.location)
+
+    @property
+    def location(self) -> str:
+        """Where the store is, for messages: its file, or its URL without the password."""
+        return self.backend.location
 
     @property
     def lock_timeout(self) -> float:
@@ -620,13 +636,29 @@ def format_number(pattern: str, issued: date, seq: int) -> str:
 
 def _user() -> str:
     try:
+        import getpass  # only when a write needs the actor's name
+
         return getpass.getuser()
     except Exception:  # no login name in some containers and cron environments
         return os.environ.get("USER", "unknown")
 
 
-def open_backend(location: str | os.PathLike[str], *, lock_timeout: float = 30.0) -> Backend:
+def open_backend(
+    location: str | os.PathLike[str],
+    *,
+    lock_timeout: float = 30.0,
+    password: str | Callable[[], str | None] | None = None,
+    local_folder: str | os.PathLike[str] | None = None,
+) -> Backend:
     """The backend for a store's location: a PostgreSQL URL, or the path of a TinyDB store."""
+    from crmkit.config import is_store_url
+
+    if is_store_url(location):
+        from crmkit.store.postgres import PostgresBackend
+
+        return PostgresBackend(
+            str(location), lock_timeout=lock_timeout, password=password, local_folder=local_folder
+        )
     from crmkit.store.jsonfiles import JsonFilesBackend
 
     return JsonFilesBackend(location, lock_timeout=lock_timeout)
