@@ -38,12 +38,14 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import subprocess
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from crmkit.errors import ConfigError
 from crmkit.records.money import is_currency
@@ -58,10 +60,16 @@ __all__ = [
     "Secret",
     "SheetsSettings",
     "find_config",
+    "is_store_url",
     "load_config",
+    "local_store_path",
+    "redact_url",
     "resolve_password",
     "resolve_sheet_names",
+    "resolve_store",
     "resolve_store_path",
+    "store_password",
+    "url_password",
 ]
 
 CONFIG_FILE = "crmkit.toml"
@@ -71,7 +79,17 @@ _DEFAULT_PORTS = {
     "imap": {"ssl": 993, "starttls": 143, "plain": 143},
     "smtp": {"ssl": 465, "starttls": 587, "plain": 25},
 }
-_TOP_KEYS = ("store", "default_currency", "imap", "smtp", "sheets", "merge", "invoices", "sheet_names")
+_TOP_KEYS = (
+    "store",
+    "store_password_command",
+    "default_currency",
+    "imap",
+    "smtp",
+    "sheets",
+    "merge",
+    "invoices",
+    "sheet_names",
+)
 #: What the support inbox does with mail: [imap] keys beside the connection ones.
 _INBOX_KEYS = (
     "after",
@@ -204,7 +222,10 @@ class Config:
     """Settings from crmkit.toml (``path`` is None when there is no file)."""
 
     path: Path | None = None
-    store: Path | None = None
+    #: a TinyDB store's file, or a PostgreSQL store's URL (without a password) as text
+    store: Path | str | None = None
+    #: prints the PostgreSQL store's password (like [imap] password_command)
+    store_password_command: str | None = None
     default_currency: str = "USD"
     imap: MailServer | None = None
     smtp: MailServer | None = None
@@ -391,9 +412,23 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
     """Check the parsed TOML of ``path`` and turn it into a :class:`Config`."""
     _check_keys(path, "", data, _TOP_KEYS)
     base = path.parent
-    store = None
+    store: Path | str | None = None
     if "store" in data:
-        store = base / _expect(path, "store", data["store"], str, "a file path")
+        name = _expect(path, "store", data["store"], str, "a file path or a postgresql:// URL")
+        if is_store_url(name):
+            if url_password(name) is not None:
+                raise ConfigError(
+                    f"{path}: store: the URL holds a password, and passwords are never read from the "
+                    "config file; set CRMKIT_STORE_PASSWORD or store_password_command instead"
+                )
+            store = name
+        else:
+            store = base / name
+    password_command = None
+    if "store_password_command" in data:
+        password_command = _expect(
+            path, "store_password_command", data["store_password_command"], str, "text"
+        )
     currency = _expect(path, "default_currency", data.get("default_currency", "USD"), str, "a currency code")
     if not is_currency(currency.upper()):
         raise ConfigError(f"{path}: default_currency {currency!r} is not a known currency code")
@@ -429,6 +464,7 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
     return Config(
         path=path,
         store=store,
+        store_password_command=password_command,
         default_currency=currency.upper(),
         imap=_server(path, "imap", tables["imap"]) if "imap" in tables else None,
         smtp=_server(path, "smtp", tables["smtp"]) if "smtp" in tables else None,
@@ -525,18 +561,105 @@ def load_config(
     return parse_config(path, data)
 
 
+#: How a PostgreSQL store's location starts; anything else is a TinyDB store's file.
+STORE_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_store_url(location: str | os.PathLike[str]) -> bool:
+    """True for a PostgreSQL store's URL (``postgresql://user@host:port/dbname``)."""
+    return isinstance(location, str) and location.lower().startswith(STORE_URL_SCHEMES)
+
+
+def url_password(url: str) -> str | None:
+    """The password written in a store URL (in its user part or as ``?password=``), or None."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        return unquote(parts.password)
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name == "password":
+            return value
+    return None
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password: what messages and logs may show."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}@{host}"
+    query = "&".join(
+        f"{name}={value}"
+        for name, value in parse_qsl(parts.query, keep_blank_values=True)
+        if name != "password"
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def local_store_path(url: str, folder: Path) -> Path:
+    """Where a PostgreSQL store's local side files are named from: ``FOLDER/DBNAME.postgresql``.
+
+    The mail archive (``DBNAME-mail/``), campaign journals and sync shortcuts sit
+    beside this name as they sit beside ``crm.json``; the file itself is never made.
+    """
+    dbname = unquote(urlsplit(url).path.lstrip("/")) or "postgres"
+    return folder / (re.sub(r"[^\w.-]+", "-", dbname).strip(".") + ".postgresql")
+
+
+def resolve_store(
+    explicit: str | os.PathLike[str] | None, config: Config, env: Mapping[str, str] | None = None
+) -> Path | str:
+    """``--store``, then ``CRMKIT_STORE``, then crmkit.toml's ``store``, then ./crm.json.
+
+    A TinyDB store's file as a Path; a PostgreSQL store's URL as text.
+    """
+    env = os.environ if env is None else env
+    given = explicit or env.get("CRMKIT_STORE") or config.store
+    if given is None:
+        return Path(DEFAULT_STORE)
+    if is_store_url(given):
+        return str(given)
+    return Path(given)
+
+
 def resolve_store_path(
     explicit: str | os.PathLike[str] | None, config: Config, env: Mapping[str, str] | None = None
 ) -> Path:
-    """``--store``, then ``CRMKIT_STORE``, then crmkit.toml's ``store``, then ./crm.json."""
+    """The store's file; for a PostgreSQL store, the local name its side files go beside.
+
+    That name is in crmkit.toml's folder, or the current one without a crmkit.toml.
+    """
+    location = resolve_store(explicit, config, env)
+    if isinstance(location, Path):
+        return location
+    return local_store_path(location, config.path.parent if config.path is not None else Path())
+
+
+def store_password(config: Config, env: Mapping[str, str] | None = None) -> Secret | None:
+    """A PostgreSQL store's password: ``CRMKIT_STORE_PASSWORD``, else ``store_password_command``.
+
+    None leaves it to libpq (``PGPASSWORD``, ``~/.pgpass``) or to the URL.
+    """
     env = os.environ if env is None else env
-    if explicit:
-        return Path(explicit)
-    if env.get("CRMKIT_STORE"):
-        return Path(env["CRMKIT_STORE"])
-    if config.store is not None:
-        return config.store
-    return Path(DEFAULT_STORE)
+    if env.get("CRMKIT_STORE_PASSWORD"):
+        return Secret(env["CRMKIT_STORE_PASSWORD"])
+    if config.store_password_command:
+        return _password_from_command(config.store_password_command, "store_password_command")
+    return None
+
+
+def _password_from_command(command: str, what: str) -> Secret:
+    """Run a password command through the shell; its first line is the password (never shown)."""
+    try:
+        done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60, check=False)
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"{what} did not finish within 60 s") from None
+    if done.returncode != 0:
+        raise ConfigError(f"{what} failed (exit {done.returncode})")
+    lines = done.stdout.splitlines()
+    if not lines or not lines[0]:
+        raise ConfigError(f"{what} printed no password")
+    return Secret(lines[0])
 
 
 def resolve_password(server: MailServer, env: Mapping[str, str] | None = None) -> Secret:
@@ -550,23 +673,7 @@ def resolve_password(server: MailServer, env: Mapping[str, str] | None = None) -
     if env.get(server.password_env):
         return Secret(env[server.password_env])
     if server.password_command:
-        try:
-            done = subprocess.run(
-                server.password_command,
-                shell=True,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise ConfigError(f"[{server.protocol}] password_command did not finish within 60 s") from None
-        if done.returncode != 0:
-            raise ConfigError(f"[{server.protocol}] password_command failed (exit {done.returncode})")
-        lines = done.stdout.splitlines()
-        if not lines or not lines[0]:
-            raise ConfigError(f"[{server.protocol}] password_command printed no password")
-        return Secret(lines[0])
+        return _password_from_command(server.password_command, f"[{server.protocol}] password_command")
     raise ConfigError(
         f"no password for [{server.protocol}] {server.user or ''}@{server.host}: "
         f"set {server.password_env} or password_command in crmkit.toml"

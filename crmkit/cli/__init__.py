@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from crmkit import __version__
-from crmkit.config import Config, load_config, resolve_store_path
+from crmkit.config import Config, load_config, resolve_store, resolve_store_path, store_password
 from crmkit.errors import CrmkitError
 
 if TYPE_CHECKING:  # the store (and the schema under it) loads when a command first needs it
@@ -46,22 +46,48 @@ class App:
         return self._config
 
     @property
+    def store_location(self) -> Path | str:
+        """The store's file, or a PostgreSQL store's URL."""
+        return resolve_store(self.store_option, self.config)
+
+    @property
     def store_path(self) -> Path:
+        """The store's file; for a PostgreSQL store, the local name its side files go beside."""
         return resolve_store_path(self.store_option, self.config)
+
+    def open_store(self, location: Path | str) -> Store:
+        """A Store at ``location`` with this configuration (currency, numbering, password)."""
+        from crmkit.store import Store
+
+        return Store(
+            location,
+            default_currency=self.config.default_currency,
+            numbering=self.config.invoices.numbering,
+            password=self._password,
+            local_folder=self.store_path.parent,
+        )
+
+    def _password(self) -> str | None:
+        # asked for only when a PostgreSQL store connects, so store_password_command runs then
+        secret = store_password(self.config)
+        return secret.reveal() if secret is not None else None
 
     def store(self, *, must_exist: bool = False) -> Store:
         """The store; ``must_exist`` for commands that only read (a typo must not look like an empty CRM)."""
         if self._store is None:
-            path = self.store_path
-            if must_exist and not path.exists():
+            location = self.store_location
+            if must_exist and isinstance(location, Path) and not location.exists():
                 raise CrmkitError(
-                    f"no store at {path}: run `crmkit init`, or pass --store / set CRMKIT_STORE"
+                    f"no store at {location}: run `crmkit init`, or pass --store / set CRMKIT_STORE"
                 )
-            from crmkit.store import Store
-
-            self._store = Store(
-                path, default_currency=self.config.default_currency, numbering=self.config.invoices.numbering
-            )
+            store = self.open_store(location)
+            if must_exist and not isinstance(location, Path) and not store.exists_on_disk():
+                store.close()
+                raise CrmkitError(
+                    f"no store at {store.location} (the database has no crmkit tables): "
+                    "run `crmkit store create`, or copy one there with `crmkit store copy`"
+                )
+            self._store = store
         return self._store
 
 
@@ -113,8 +139,9 @@ pass_app = click.make_pass_decorator(App)
 @click.option(
     "--store",
     "store_option",
-    metavar="PATH",
-    help="The store file [default: CRMKIT_STORE, crmkit.toml's store, or ./crm.json].",
+    metavar="PATH|URL",
+    help="The store: a file, or postgresql://user@host:port/dbname "
+    "[default: CRMKIT_STORE, crmkit.toml's store, or ./crm.json].",
 )
 @click.option(
     "--config",

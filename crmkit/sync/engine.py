@@ -1166,7 +1166,16 @@ def _carry_store_side(before: SyncReport, report: SyncReport) -> None:
 
 @contextmanager
 def _sync_lock(store: Store) -> Iterator[None]:
-    """One sync at a time per store: a cron job and a person may start one together."""
+    """One sync at a time per store: a cron job and a person may start one together.
+
+    A PostgreSQL store is shared by machines, so its lock is the database's (an advisory lock).
+    """
+    exclusive = getattr(store.backend, "exclusive", None)
+    if exclusive is not None:
+        busy = f"another sync of {store.location} is still running (on this machine or another)"
+        with exclusive("sync", timeout=store.lock_timeout * 4, busy=busy):
+            yield
+        return
     lock = FileLock(str(store.path) + ".sync.lock", timeout=store.lock_timeout * 4)
     try:
         with lock:
