@@ -33,7 +33,7 @@ def cases(store: Store, *, now: datetime | None = None) -> Report:
     """Every open case with its age in days (oldest first), and counts by priority and age."""
     now = now or datetime.now(UTC)
     rows: list[dict[str, Any]] = []
-    for doc in store.all("cases"):
+    for doc in store.each("cases"):
         if doc.get("status", "new") not in OPEN_CASE_STATUSES:
             continue
         try:

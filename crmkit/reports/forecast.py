@@ -37,7 +37,7 @@ def forecast(store: Store, *, by: str = "month") -> Report:
     if by not in ("month", "quarter"):
         raise CrmkitError(f"--by must be month or quarter (got {by!r})")
     tables: dict[str, dict[str, dict[str, Any]]] = {}
-    for doc in store.all("deals"):
+    for doc in store.each("deals"):
         deal = DEAL.load(doc)
         stage = deal.get("stage")
         if stage == "won":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +26,7 @@ FUNNEL_STAGES = tuple(stage for stage in DEAL_STAGES if stage != "lost")
 _ORDER = {stage: i for i, stage in enumerate(FUNNEL_STAGES)}
 
 
-def _history(doc: dict[str, Any]) -> list[tuple[str, datetime]]:
+def _history(doc: Mapping[str, Any]) -> list[tuple[str, datetime]]:
     out = []
     for entry in doc.get("stage_history") or []:
         try:
@@ -38,9 +39,9 @@ def _history(doc: dict[str, Any]) -> list[tuple[str, datetime]]:
 
 def funnel(store: Store) -> Report:
     """Leads, then deals per stage: reached, conversion to the next step, median days in the stage."""
-    leads = list(store.all("leads"))
+    leads = list(store.each("leads"))
     converted = [lead for lead in leads if lead.get("converted_deal") or lead.get("converted_contact")]
-    deals = list(store.all("deals"))
+    deals = list(store.each("deals"))
     reached = dict.fromkeys(FUNNEL_STAGES, 0)
     days: dict[str, list[float]] = {stage: [] for stage in FUNNEL_STAGES}
     won_ids = set()

@@ -25,10 +25,10 @@ def pipeline(store: Store) -> Report:
     (the upside), so a bar is as long as the stage's whole amount.
     """
     groups: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
-    for doc in store.all("deals"):
-        deal = DEAL.load(doc)
-        if deal.get("stage") not in OPEN_STAGES:
+    for doc in store.each("deals"):
+        if doc.get("stage") not in OPEN_STAGES:  # stages are stored as they load: skip before loading
             continue
+        deal = DEAL.load(doc)
         currency = deal.get("currency") or store.default_currency
         key = (deal.get("pipeline") or "sales", deal["stage"])
         row = groups.setdefault(currency, {}).setdefault(

@@ -30,7 +30,7 @@ def revenue(store: Store) -> Report:
     """Paid amounts per currency: by month (a line), by owner (a leaderboard), by source, region, tier."""
     by: dict[str, dict[str, dict[str, list[Any]]]] = {}  # currency -> dimension -> key -> [amount, count]
     customers: dict[str, set[str]] = {}
-    for doc in store.all("invoices"):
+    for doc in store.each("invoices"):
         invoice = INVOICE.load(doc)
         paid = invoice.get("amount_paid") or Decimal(0)
         if invoice.get("status") == "void" or paid <= 0:

@@ -259,6 +259,12 @@ class Store:
         rt = record_type(type_name)
         return [doc["id"] for doc in self.backend.scan(rt.table) if archived or not doc.get("archived_at")]
 
+    def each(self, type_name: str, *, archived: bool = False) -> Iterator[Mapping[str, Any]]:
+        """Like :meth:`all`, but the stored documents themselves (for reports): never change them."""
+        for doc in self.backend.scan(record_type(type_name).table):
+            if archived or not doc.get("archived_at"):
+                yield doc
+
     def peek(self, record_id: str) -> Mapping[str, Any] | None:
         """The stored document itself, not a copy, for hot read-only paths: never change it."""
         rt, number = parse_id(record_id)
