@@ -119,8 +119,10 @@ class JsonFilesBackend:
         # what the open transaction changed, written at its end
         self._segments: dict[tuple[str, int], dict[str, Doc]] = {}
         self._buckets: dict[tuple[str, str, int], Doc] = {}
-        self._states: dict[str, dict[str, Doc]] = {}
-        self._state_keys: dict[str, dict[str, str]] = {}
+        self._states: dict[tuple[str, int], dict[str, Doc]] = {}
+        # key -> doc id, per bucket: of changed buckets by (name, number), of files by file name
+        self._state_keys: dict[tuple[str, int], dict[str, str]] = {}
+        self._file_keys: dict[str, dict[str, str]] = {}
         self._changed = False
         #: what the last upgrade of a format-1 store did (crmkit store upgrade reports it)
         self.upgraded: dict[str, Any] | None = None
@@ -135,7 +137,9 @@ class JsonFilesBackend:
             self._state_keys = {}
             manifest = data.get(MANIFEST, {}).get("1")
             self._manifest = manifest if isinstance(manifest, dict) else _new_manifest()
-            self._cache.keep_only(_named_files(self._manifest))
+            named = _named_files(self._manifest)
+            self._cache.keep_only(named)
+            self._file_keys = {f: keys for f, keys in self._file_keys.items() if f in named}
             if not self.storage.in_transaction and _loose_tables(data):
                 # a store in the old one-file format, or records plain TinyDB added to crm.json
                 self._absorb_now()
@@ -192,10 +196,9 @@ class JsonFilesBackend:
                     self.storage.after_commit(lambda: self._unlink(expired))
             except BaseException:
                 self._seen_generation = -1
-                self._state_keys = {}
                 raise
             finally:
-                self._segments, self._buckets, self._states = {}, {}, {}
+                self._segments, self._buckets, self._states, self._state_keys = {}, {}, {}, {}
                 self._changed = False
 
     def create(self, tables: list[str]) -> None:
@@ -326,48 +329,70 @@ class JsonFilesBackend:
 
     # -- bookkeeping ---------------------------------------------------------------
 
-    def _state_table(self, name: str) -> dict[str, Doc]:
-        changed = self._states.get(name)
+    def _state_files(self, name: str) -> list[str | None]:
+        entry = self._man().get("states", {}).get(name)
+        return entry["files"] if entry else [None]
+
+    def _state_bucket(self, name: str, number: int, files: list[str | None]) -> dict[str, Doc]:
+        changed = self._states.get((name, number))
         if changed is not None:
             return changed
-        file = self._man().get("states", {}).get(name)
+        file = files[number]
         if file is None:
             return {}
-        loaded = self._load(file)
-        return loaded.get(f"_{name}", {})  # type: ignore[no-any-return]
+        return self._load(file).get(f"_{name}", {})  # type: ignore[no-any-return]
 
-    def _keys(self, name: str) -> dict[str, str]:
-        keys = self._state_keys.get(name)
+    def _bucket_keys(self, name: str, number: int, files: list[str | None]) -> dict[str, str]:
+        keys = self._state_keys.get((name, number))
+        if keys is not None:
+            return keys
+        file = files[number]
+        if file is None:
+            return {}
+        keys = self._file_keys.get(file)
         if keys is None:
-            keys = {str(doc.get("key")): doc_id for doc_id, doc in self._state_table(name).items()}
-            self._state_keys[name] = keys
+            docs = self._state_bucket(name, number, files)
+            keys = {str(doc.get("key")): doc_id for doc_id, doc in docs.items()}
+            self._file_keys[file] = keys
         return keys
 
     def state(self, name: str, key: str) -> Doc | None:
-        self._data()
-        doc_id = self._keys(name).get(key)
-        return None if doc_id is None else self._state_table(name).get(doc_id)
+        files = self._state_files(name)
+        number = _bucket_of(key, len(files))
+        doc_id = self._bucket_keys(name, number, files).get(key)
+        return None if doc_id is None else self._state_bucket(name, number, files).get(doc_id)
 
     def states(self, name: str) -> list[Doc]:
-        table = self._state_table(name)
-        return [table[doc_id] for doc_id in sorted(table, key=int)]
+        files = self._state_files(name)
+        docs: dict[str, Doc] = {}
+        for number in range(len(files)):
+            docs.update(self._state_bucket(name, number, files))
+        return [docs[doc_id] for doc_id in sorted(docs, key=int)]
 
     def set_state(self, name: str, key: str, value: Mapping[str, Any] | None) -> None:
         data = self._data()
-        table = self._states.get(name)
-        if table is None:
-            table = dict(self._state_table(name))
-            self._states[name] = table
-        keys = self._keys(name)
+        files = self._state_files(name)
+        number = _bucket_of(key, len(files))
+        bucket = self._states.get((name, number))
+        if bucket is None:
+            keys = dict(self._bucket_keys(name, number, files))
+            bucket = dict(self._state_bucket(name, number, files))
+            self._states[(name, number)], self._state_keys[(name, number)] = bucket, keys
+        keys = self._state_keys[(name, number)]
         found = keys.get(key)
         if value is None:
             if found is not None:
-                table.pop(found, None)
+                bucket.pop(found, None)
                 del keys[key]
         else:
-            doc_id = found or _free_doc_id(table)
-            table[doc_id] = {**value, "key": key}
-            keys[key] = doc_id
+            if found is None:
+                manifest = data.setdefault(MANIFEST, {}).setdefault("1", self._manifest or _new_manifest())
+                self._manifest = manifest
+                entry = manifest.setdefault("states", {}).setdefault(name, {"files": [None], "next": 1})
+                found = str(entry["next"])
+                entry["next"] += 1
+                keys[key] = found
+            bucket[found] = {**value, "key": key}
         self._changed = True
         self.storage.write(data)
 
@@ -433,13 +458,8 @@ class JsonFilesBackend:
                     retired.append(old)
             for table, index in sorted({(t, i) for (t, i, _) in self._buckets}):
                 retired += self._commit_index(manifest, table, index, generation)
-            for name, state_docs in sorted(self._states.items()):
-                file = f"_{name}.g{generation}.json"
-                self._write(file, {f"_{name}": state_docs})
-                old = manifest.setdefault("states", {}).get(name)
-                manifest["states"][name] = file
-                if old:
-                    retired.append(old)
+            for name in sorted({n for (n, _) in self._states}):
+                retired += self._commit_states(manifest, name, generation)
         except OSError as exc:
             raise StoreError(f"cannot write the store {self.folder}: {exc.strerror}") from None
         from crmkit.files import fsync_dir
@@ -454,29 +474,53 @@ class JsonFilesBackend:
         self.storage.write(data)
         return expired
 
+    def _commit_states(self, manifest: Doc, name: str, generation: int) -> list[str]:
+        entry = manifest["states"][name]
+        files: list[str | None] = list(entry["files"])
+        changed = {n: docs for (t, n), docs in self._states.items() if t == name}
+        encoded = {n: orjson.dumps(docs) for n, docs in changed.items()}
+        retired: list[str] = []
+        if any(len(raw) > BUCKET_BYTES and len(changed[n]) > 1 for n, raw in encoded.items()):
+            merged: dict[str, Doc] = {}
+            for number in range(len(files)):
+                merged.update(changed.get(number) or self._state_bucket(name, number, files))
+            count = _split_count(len(files), len(orjson.dumps(merged)), len(merged))
+            if count > len(files):
+                changed = {n: {} for n in range(count)}
+                for doc_id, doc in merged.items():
+                    changed[_bucket_of(str(doc.get("key")), count)][doc_id] = doc
+                retired, files = [f for f in files if f], [None] * count
+        for number, docs in sorted(changed.items()):
+            file = f"_{name}.{number}.g{generation}.json"
+            self._write(file, {f"_{name}": docs})
+            if files[number] and files[number] not in retired:
+                retired.append(files[number])  # type: ignore[arg-type]
+            files[number] = file
+        entry["files"] = files
+        return retired
+
     def _commit_index(self, manifest: Doc, table: str, index: str, generation: int) -> list[str]:
         files = list(self._bucket_files(table, index))
         changed = {n: b for (t, i, n), b in self._buckets.items() if (t, i) == (table, index)}
         encoded = {n: orjson.dumps(b) for n, b in changed.items()}
         retired: list[str] = []
-        if any(len(raw) > BUCKET_BYTES for raw in encoded.values()):
-            # split: rebucket every key into enough buckets to leave each half full
+        if any(
+            len(raw) > BUCKET_BYTES and len(changed[n]["active"]) + len(changed[n]["archived"]) > 1
+            for n, raw in encoded.items()
+        ):
             merged: Doc = {"active": {}, "archived": {}}
-            total = 0
             for number in range(len(files)):
                 bucket = changed.get(number) or self._bucket(table, index, number, files)
-                total += len(encoded[number]) if number in encoded else len(orjson.dumps(bucket))
                 for side in ("active", "archived"):
                     merged[side].update(bucket[side])
-            count = len(files)
-            while total / count > BUCKET_BYTES / 2:
-                count *= 2
-            changed = {n: {"active": {}, "archived": {}} for n in range(count)}
-            for side in ("active", "archived"):
-                for key, ids in merged[side].items():
-                    changed[_bucket_of(key, count)][side][key] = ids
-            retired = [f for f in files if f]
-            files = [None] * count
+            keys = len(merged["active"]) + len(merged["archived"])
+            count = _split_count(len(files), len(orjson.dumps(merged)), keys)
+            if count > len(files):
+                changed = {n: {"active": {}, "archived": {}} for n in range(count)}
+                for side in ("active", "archived"):
+                    for key, ids in merged[side].items():
+                        changed[_bucket_of(key, count)][side][key] = ids
+                retired, files = [f for f in files if f], [None] * count
         for number, bucket in sorted(changed.items()):
             name = f"{table}.{_file_label(index)}.{number}.g{generation}.json"
             self._write(name, {"_index": {"1": bucket}})
@@ -547,8 +591,17 @@ def _named_files(manifest: Doc) -> set[str]:
         names.update(entry["segments"].values())
     for files in manifest.get("indexes", {}).values():
         names.update(f for f in files if f)
-    names.update(manifest.get("states", {}).values())
+    for entry in manifest.get("states", {}).values():
+        names.update(f for f in entry["files"] if f)
     return names
+
+
+def _split_count(buckets: int, total_bytes: int, entries: int) -> int:
+    """Buckets enough for each to be about half of BUCKET_BYTES (a power of two, no more than entries)."""
+    count = buckets
+    while total_bytes / count > BUCKET_BYTES / 2 and count * 2 <= entries:
+        count *= 2
+    return count
 
 
 def _generation_of(name: str) -> int:

@@ -1,0 +1,155 @@
+"""The embedded store's files (format 2): what a write touches, what it removes, how indexes grow.
+
+These look at the files under ``crm.json.d`` themselves, so they are about the TinyDB
+backend only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from storefiles import manifest
+from tinydb import TinyDB
+
+from crmkit.store import Store
+from crmkit.store.jsonfiles import BUCKET_BYTES, GRACE_SECONDS, data_folder
+
+
+def _files(path: Path) -> set[str]:
+    return set(os.listdir(data_folder(path)))
+
+
+def test_a_write_touches_only_the_files_of_what_it_changed(tmp_path: Path) -> None:
+    path = tmp_path / "crm.json"
+    store = Store(path)
+    with store.transaction():
+        store.add_many("contacts", [{"name": f"P {i}", "email": f"p{i}@example.com"} for i in range(2500)])
+        store.add_many("activities", [{"kind": "note", "subject": f"n{i}", "contact": "C-1"} for i in range(600)])
+    before = manifest(path)
+    assert sorted(before["tables"]["contacts"]["segments"]) == ["0", "1", "2"]  # 1000 contacts a file
+    assert sorted(before["tables"]["activities"]["segments"]) == ["0", "1", "2"]  # 250 activities a file
+
+    Store(path).update("C-1500", {"title": "CTO"})
+    after = manifest(path)
+    changed = {
+        (table, seg)
+        for table, entry in after["tables"].items()
+        for seg, name in entry["segments"].items()
+        if before["tables"][table]["segments"].get(seg) != name
+    }
+    assert changed == {("contacts", "1")}
+    assert after["indexes"] == before["indexes"]  # the title is in no index
+
+    Store(path).add("activities", {"kind": "call", "subject": "new", "contact": "C-7"})
+    latest = manifest(path)
+    assert latest["tables"]["contacts"] == after["tables"]["contacts"]
+    assert [s for s, n in latest["tables"]["activities"]["segments"].items()
+            if after["tables"]["activities"]["segments"].get(s) != n] == ["2"]  # fmt: skip
+    changed_indexes = {k for k, v in latest["indexes"].items() if after["indexes"].get(k) != v}
+    assert changed_indexes == {"activities link:contact"}
+
+
+def test_superseded_files_stay_for_readers_then_go(tmp_path: Path) -> None:
+    path = tmp_path / "crm.json"
+    Store(path).add("contacts", {"name": "A", "email": "a@example.com"})
+    first = manifest(path)["tables"]["contacts"]["segments"]["0"]
+    Store(path).update("C-1", {"title": "CEO"})
+    assert first in _files(path)  # a reader of the previous manifest can still read it
+    assert [name for name, _ in manifest(path)["retired"]].count(first) == 1
+    # the grace period passes (the manifest records when each file was superseded)
+    data = json.loads(path.read_text())
+    data["_manifest"]["1"]["retired"] = [[n, at - GRACE_SECONDS - 1] for n, at in data["_manifest"]["1"]["retired"]]
+    path.write_text(json.dumps(data))
+    Store(path).update("C-1", {"title": "CFO"})
+    assert first not in _files(path)
+    assert Store(path).get("C-1")["title"] == "CFO"
+
+
+def test_files_a_killed_writer_left_are_removed_and_committed_ones_never(tmp_path: Path) -> None:
+    path = tmp_path / "crm.json"
+    Store(path).add("contacts", {"name": "A", "email": "a@example.com"})
+    generation = manifest(path)["generation"]
+    folder = data_folder(path)
+    (folder / f"contacts.0.g{generation + 1}.json").write_text('{"contacts": {"1": ')  # torn, uncommitted
+    (folder / f"contacts.email.0.g{generation + 1}.json").write_text("{}")
+    stray_old = folder / "contacts.0.g0.json"  # older than the manifest: never deleted blindly
+    stray_old.write_text('{"contacts": {}}')
+    store = Store(path)
+    assert store.get("C-1")["name"] == "A"  # readers only read what the manifest names
+    store.add("contacts", {"name": "B", "email": "b@example.com"})
+    names = _files(path)
+    assert not any(n.endswith(f".g{generation + 1}.json") and n not in _named(path) for n in names)
+    assert stray_old.exists()
+    assert [c["name"] for c in Store(path).all("contacts")] == ["A", "B"]
+
+
+def _named(path: Path) -> set[str]:
+    m = manifest(path)
+    names = {n for entry in m["tables"].values() for n in entry["segments"].values()}
+    names |= {n for files in m["indexes"].values() for n in files if n}
+    names |= {n for entry in m["states"].values() for n in entry["files"] if n}
+    return names
+
+
+def test_big_indexes_and_bookkeeping_tables_split_into_buckets(tmp_path: Path) -> None:
+    path = tmp_path / "crm.json"
+    store = Store(path)
+    long = "x" * 40
+    with store.transaction():
+        store.add_many("contacts", [{"name": f"P {i}", "email": f"{long}.{i}@example.com"} for i in range(6000)])
+        for i in range(3000):
+            store.set_state("inbox", f"sender-{i}@example.com", {"seen": i, "note": long})
+    m = manifest(path)
+    buckets = m["indexes"]["contacts email"]
+    assert len(buckets) > 1 and len(buckets) & (len(buckets) - 1) == 0  # a power of two
+    states = m["states"]["inbox"]["files"]
+    assert len(states) > 1
+    folder = data_folder(path)
+    for name in [*buckets, *states]:
+        assert (folder / name).stat().st_size <= BUCKET_BYTES
+    reopened = Store(path)
+    for i in (0, 1234, 5999):
+        assert [c["id"] for c in reopened.find_by_email("contacts", f"{long}.{i}@EXAMPLE.com")] == [f"C-{i + 1}"]
+    assert reopened.state("inbox", "sender-2999@example.com") == {
+        "seen": 2999, "note": long, "key": "sender-2999@example.com"
+    }  # fmt: skip
+    assert [s["seen"] for s in reopened.states("inbox")] == list(range(3000))  # in the order they were made
+    # a later write into a split index and table still lands in the right bucket
+    reopened.add("contacts", {"name": "Late", "email": "late@example.com"})
+    reopened.set_state("inbox", "sender-5@example.com", None)
+    again = Store(path)
+    assert [c["name"] for c in again.find_by_email("contacts", "late@example.com")] == ["Late"]
+    assert again.state("inbox", "sender-5@example.com") is None
+    assert len(again.states("inbox")) == 2999
+
+
+def test_one_huge_bookkeeping_document_does_not_split_its_table(tmp_path: Path) -> None:
+    path = tmp_path / "crm.json"
+    Store(path).set_state("sync", "book.xlsx", {"rows": ["r" * 100] * 5000})  # 500 KB in one document
+    assert len(manifest(path)["states"]["sync"]["files"]) == 1
+    assert len(Store(path).state("sync", "book.xlsx")["rows"]) == 5000  # type: ignore[index]
+
+
+def test_every_file_is_tinydb_json(tmp_path: Path) -> None:
+    path = tmp_path / "crm.json"
+    store = Store(path)
+    store.add("contacts", {"name": "A", "email": "a@example.com"})
+    store.set_state("imap", "x", {"uid": 1})
+    with TinyDB(path, access_mode="r") as db:
+        assert set(db.tables()) == {"_manifest", "_meta"}
+    for name in _files(path):
+        with TinyDB(data_folder(path) / name, access_mode="r") as db:
+            assert len(db.tables()) == 1
+
+
+def test_a_reader_sees_each_commit_without_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "crm.json"
+    reader = Store(path)
+    writer = Store(path)
+    writer.add("contacts", {"name": "A", "email": "a@example.com"})
+    assert reader.count("contacts") == 1
+    for n in range(5):
+        writer.update("C-1", {"title": f"T{n}"})
+        assert reader.get("C-1")["title"] == f"T{n}"
