@@ -45,7 +45,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from crmkit.errors import ConfigError
 from crmkit.records.money import is_currency
@@ -588,12 +588,10 @@ def redact_url(url: str) -> str:
     if parts.password is not None:
         user, _, host = netloc.rpartition("@")
         netloc = f"{user.split(':', 1)[0]}@{host}"
-    query = "&".join(
-        f"{name}={value}"
-        for name, value in parse_qsl(parts.query, keep_blank_values=True)
-        if name != "password"
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    # kept as written (still percent-encoded): the location must open the same store again
+    query = "&".join(item for item in parts.query.split("&") if unquote(item.partition("=")[0]) != "password")
+    # by hand: urlunsplit drops the empty host of postgresql:///dbname (a Unix socket)
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def local_store_path(url: str, folder: Path) -> Path:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,14 +34,54 @@ def clock() -> TickingClock:
     return TickingClock(datetime(2026, 3, 1, 9, 0, tzinfo=UTC))
 
 
-@pytest.fixture
-def store_path(tmp_path: Path) -> Path:
-    return tmp_path / "crm.json"
+# The store's own tests run against both backends: `store_path` (and `store`, opened on it) are
+# parametrised over "tinydb" (a crm.json in the test's folder) and "postgresql" (a URL whose
+# search_path is a fresh schema of its own in one database of the session's server; a schema is
+# made in about 10 ms where a database takes 150). A test that reads or edits TinyDB's files
+# itself is marked @pytest.mark.tinydb_only: its postgresql variant is deselected, not skipped.
+
+BACKENDS = ("tinydb", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "tinydb_only: reads or edits the TinyDB store's files itself; runs on that backend only"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("store_backend") if callspec is not None else None
+        if backend == "postgresql" and item.get_closest_marker("tinydb_only"):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+@pytest.fixture(params=BACKENDS)
+def store_backend(request: pytest.FixtureRequest) -> str:
+    """Which backend the test's store is on: "tinydb" or "postgresql"."""
+    return str(request.param)
 
 
 @pytest.fixture
-def store(store_path: Path, clock: TickingClock) -> Store:
-    return Store(store_path, actor="test", clock=clock)
+def store_path(store_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Path | str:
+    """Where the test's store is: ``tmp_path / "crm.json"``, or a PostgreSQL URL of its own."""
+    if store_backend == "tinydb":
+        return tmp_path / "crm.json"
+    return str(request.getfixturevalue("postgres_schema_url"))
+
+
+@pytest.fixture
+def store(store_path: Path | str, clock: TickingClock, tmp_path: Path) -> Iterator[Store]:
+    opened = Store(store_path, actor="test", clock=clock, local_folder=tmp_path)
+    yield opened
+    opened.close()
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +125,26 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     url = postgres_server.create_database()
     yield url
     postgres_server.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def postgres_shared_url(postgres_server: PostgresServer) -> str:
+    """One database for the whole session, holding a schema per test (postgres_schema_url)."""
+    return postgres_server.create_database("crmkit_tests")
+
+
+@pytest.fixture
+def postgres_schema_url(postgres_shared_url: str) -> Iterator[str]:
+    """The URL of an empty schema of its own (``options=-csearch_path%3D...``), dropped after the test."""
+    import psycopg
+
+    name = f"t_{secrets.token_hex(6)}"
+    with psycopg.connect(postgres_shared_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    yield f"{postgres_shared_url}?options=-csearch_path%3D{name}"
+    with psycopg.connect(postgres_shared_url, autocommit=True) as conn:
+        # a connection the test left open (a Store it did not close) holds no lock that stops this
+        conn.execute(f"DROP SCHEMA {name} CASCADE")
 
 
 @pytest.fixture

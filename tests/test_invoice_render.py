@@ -292,7 +292,7 @@ def cli(tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch):
     group = make_cli()
 
     def invoke(*args: str, code: int = 0) -> Result:
-        result = CliRunner().invoke(group, list(args), obj=App(store_option=str(store.path)))
+        result = CliRunner().invoke(group, list(args), obj=App(store_option=store.location))
         assert result.exit_code == code, result.output
         return result
 

@@ -57,7 +57,7 @@ def store(tmp_path: Path) -> Store:
 
 def cli(store: Store, *args: str, config: Path | None = None) -> Any:
     env = {"CRMKIT_CONFIG": str(config) if config else "", "CRMKIT_STORE": ""}
-    return CliRunner().invoke(main, ["--store", str(store.path), *args], env=env, catch_exceptions=False)
+    return CliRunner().invoke(main, ["--store", store.location, *args], env=env, catch_exceptions=False)
 
 
 # -- quotes and invoices from them -------------------------------------------------------------------
@@ -105,7 +105,7 @@ def test_number_patterns_come_from_the_config_and_a_failed_add_skips_no_number(s
     assert refused.exit_code == 1
     cli(store, "invoices", "add", "account=A-1", "issue_date=2026-04-20", config=config)
     cli(store, "invoices", "add", "account=A-1", "issue_date=2026-05-01", config=config)  # a new month
-    assert [i["number"] for i in Store(store.path).all("invoices")] == ["F202604-001", "F202604-002", "F202605-001"]
+    assert [i["number"] for i in Store(store.location).all("invoices")] == ["F202604-001", "F202604-002", "F202605-001"]
     assert json.loads(cli(store, "deals", "quote", "D-1", "--json", config=config).output)["number"] == "Q1"
     config.write_text('[invoices]\nnumber_pattern = "INV-{year}"\n')
     assert "needs {seq}" in cli(store, "invoices", "list", config=config).output
@@ -122,13 +122,13 @@ for _ in range(int(sys.argv[2])):
 
 def test_two_processes_adding_invoices_at_once_never_take_the_same_number(store: Store) -> None:
     processes = [
-        subprocess.Popen([sys.executable, "-c", ADD_MANY, str(store.path), "25"], stderr=subprocess.PIPE)
+        subprocess.Popen([sys.executable, "-c", ADD_MANY, store.location, "25"], stderr=subprocess.PIPE)
         for _ in range(2)
     ]
     for process in processes:
         _, err = process.communicate(timeout=120)
         assert process.returncode == 0, err
-    numbers = sorted(i["number"] for i in Store(store.path).all("invoices"))
+    numbers = sorted(i["number"] for i in Store(store.location).all("invoices"))
     assert numbers == [f"INV-2026-{n:04d}" for n in range(1, 51)]  # none shared, none skipped
 
 
@@ -171,12 +171,12 @@ def test_two_recurring_runs_at_once_issue_nothing_twice(store: Store) -> None:
         store.add("invoices", {"account": "A-1", "issue_date": f"2026-01-{day:02d}", "lines": lines("10"),
                                "status": "sent", "schedule": "monthly"})  # fmt: skip
     processes = [
-        subprocess.Popen([sys.executable, "-c", RUN_RECURRING, str(store.path)], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen([sys.executable, "-c", RUN_RECURRING, store.location], stdout=subprocess.PIPE, text=True)
         for _ in range(2)
     ]
     issued = [int(p.communicate(timeout=120)[0]) for p in processes]
     assert sorted(issued) == [0, 12 * 11]  # one run did it all, the other found it done
-    copies = Counter((i["recurring_of"], i["period"]) for i in Store(store.path).all("invoices") if i.get("recurring_of"))
+    copies = Counter((i["recurring_of"], i["period"]) for i in Store(store.location).all("invoices") if i.get("recurring_of"))
     assert len(copies) == 12 * 11 and set(copies.values()) == {1}
 
 
@@ -260,14 +260,14 @@ def test_a_reminder_waits_its_interval_from_the_last_one_whatever_the_calendar(t
 def test_an_archived_invoice_keeps_its_number_for_good(store: Store) -> None:
     first = store.add("invoices", {"lines": lines("10"), "issue_date": "2026-04-01"})
     store.archive(first["id"])
-    second = Store(store.path).add("invoices", {"lines": lines("10"), "issue_date": "2026-04-02"})
+    second = Store(store.location).add("invoices", {"lines": lines("10"), "issue_date": "2026-04-02"})
     assert (first["number"], second["number"]) == ("INV-2026-0001", "INV-2026-0002")
-    Store(store.path).restore(first["id"])  # no number clash to refuse it
+    Store(store.location).restore(first["id"])  # no number clash to refuse it
     with pytest.raises(DuplicateError):
         store.add("invoices", {"number": "INV-2026-0001", "lines": lines("1")})
     store.archive(first["id"])
     with pytest.raises(DuplicateError):  # an archived record's number is still taken
-        Store(store.path).add("invoices", {"number": "INV-2026-0001", "lines": lines("1")})
+        Store(store.location).add("invoices", {"number": "INV-2026-0001", "lines": lines("1")})
 
 
 def test_a_refused_add_inside_a_transaction_takes_no_number(store: Store) -> None:

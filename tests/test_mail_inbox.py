@@ -262,7 +262,7 @@ def test_a_reused_message_id_does_not_swallow_another_message(store: Store) -> N
 def test_hostile_mail_is_filed_not_refused(store: Store, data: bytes) -> None:
     filed = file(store, data)  # storable: the commit below would fail on a lone surrogate
     assert filed.activity is not None
-    Store(store.path).get(filed.activity)
+    Store(store.location).get(filed.activity)
 
 
 def test_the_mail_archive_is_private(tmp_path: Path) -> None:

@@ -227,7 +227,7 @@ def test_odd_records_are_reported_not_crashed_on(tmp_path: Path) -> None:
     data = json.loads(store.path.read_text())  # a case added by plain TinyDB into crm.json
     data["cases"] = {"1": {"id": "CASE-1", "subject": "no created_at", "status": "open"}}
     store.path.write_text(json.dumps(data))
-    store = Store(store.path)
+    store = Store(store.location)
     assert [r["reached"] for r in rows(funnel(store), "Stages")][1:5] == [1, 1, 1, 1]
     [may] = rows(forecast(store), "Forecast (USD)")
     assert may["closed_won"] == D("100.00")  # the team says it is closed: not dropped

@@ -36,7 +36,7 @@ def book(books: Books) -> Book:
     )
 
 
-def cli(store_path: Path, book: Book, *args: str) -> Any:
+def cli(store_path: Path | str, book: Book, *args: str) -> Any:
     return CliRunner().invoke(
         main, ["--store", str(store_path), "sync", book.target, *args], env=book.cli_env
     )
@@ -67,7 +67,7 @@ def test_second_sync_changes_nothing_and_writes_nothing(store: Store, book: Book
     # only a workbook that can tell it is unchanged skips reading it (Google's cannot)
     assert again.skipped_unchanged is book.fingerprinted
     # also through a fresh Store object (a new cron run)
-    assert run_sync(Store(store.path), book).changes == 0
+    assert run_sync(Store(store.location), book).changes == 0
     assert book.writes_since(mark) == []
 
 
@@ -275,8 +275,8 @@ def test_dry_run_writes_nothing(store: Store, book: Book) -> None:
         "C-2",
     ]
     assert book.writes_since(mark) == []  # xlsx: the same bytes; gsheet: no write request
-    assert not store.path.exists() or Store(store.path).count("contacts") == 0
-    result = cli(store.path, book, "--dry-run", "--json")
+    assert not store.exists_on_disk() or Store(store.location).count("contacts") == 0
+    result = cli(store.location, book, "--dry-run", "--json")
     assert json.loads(result.stdout)["dry_run"] is True and book.writes_since(mark) == []
 
 
@@ -416,7 +416,7 @@ def test_unchanged_runs_write_nothing_and_never_hide_a_change(store: Store, book
     # skipped without reading only where the workbook can tell it is unchanged (not Google's)
     assert run_sync(store, book).skipped_unchanged is book.fingerprinted
     assert book.writes_since(mark) == []
-    Store(store.path).add("contacts", {"name": "New", "email": "new@example.com"})  # another process
+    Store(store.location).add("contacts", {"name": "New", "email": "new@example.com"})  # another process
     report = run_sync(store, book)
     assert not report.skipped_unchanged
     assert [r["ID"] for r in book.rows("Contacts")] == ["C-1", "C-2", "C-3"]

@@ -3,11 +3,13 @@
 Tables (schema version :data:`SCHEMA_VERSION`, in the connection's current schema)::
 
     contacts, deals, ...   one per record type: number integer primary key, id text unique,
-                           archived boolean, doc jsonb (the document as Store made it) and
-                           keys text[], the document's index keys (GIN-indexed)
+                           archived boolean, doc jsonb (the document as Store made it), raw
+                           bytea (the document's exact JSON when it holds a U+0000, which
+                           JSONB cannot; else NULL) and keys text[], its index keys (GIN)
     crmkit_meta            one row: the counters (sequences, revision, numbers) as jsonb
     crmkit_counts          active and archived documents per table, so count() reads one row
-    crmkit_state           crmkit's bookkeeping documents: name, key, seq (creation order), doc
+    crmkit_state           crmkit's bookkeeping documents: name, key, seq (creation order),
+                           doc and raw as above
     crmkit_schema          one row: the version of these tables
 
 The index keys are computed in Python by the same functions as the TinyDB files'
@@ -80,6 +82,7 @@ CREATE TABLE IF NOT EXISTS {t} (
     id text NOT NULL UNIQUE,
     archived boolean NOT NULL DEFAULT false,
     doc jsonb NOT NULL,
+    raw bytea,
     keys text[] NOT NULL DEFAULT '{{}}'
 );
 CREATE INDEX IF NOT EXISTS {name}_keys ON {t} USING gin (keys) WITH (fastupdate = off);
@@ -102,6 +105,7 @@ CREATE TABLE IF NOT EXISTS crmkit_state (
     key text NOT NULL,
     seq bigint NOT NULL DEFAULT nextval('crmkit_state_seq'),
     doc jsonb NOT NULL,
+    raw bytea,
     PRIMARY KEY (name, key)
 );
 CREATE INDEX IF NOT EXISTS crmkit_state_order ON crmkit_state (name, seq);
@@ -113,10 +117,41 @@ def _dumps(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
+def _text(text: str) -> str:
+    """Text as a PostgreSQL text column can hold it: no NUL characters."""
+    return text.replace("\x00", "\ufffd")
+
+
+def _key_entry(index: str, key: str, archived: bool) -> str:
+    return _text(f"{'~' if archived else ''}{index}={key}")
+
+
 def _keys(table: str, doc: Doc) -> list[str]:
     """The document's entries for the keys column: ``index=key``, ``~`` first when archived."""
-    mark = "~" if doc.get("archived_at") else ""
-    return [f"{mark}{name}={key}" for name, keys_of in INDEXES.get(table, {}).items() for key in keys_of(doc)]
+    archived = bool(doc.get("archived_at"))
+    return [
+        _key_entry(name, key, archived)
+        for name, keys_of in INDEXES.get(table, {}).items()
+        for key in keys_of(doc)
+    ]
+
+
+def _pack(doc: Any) -> tuple[Any, bytes | None]:
+    """A document as the doc (jsonb) and raw (bytea) columns hold it.
+
+    JSONB cannot hold the character U+0000, which mail and cells do carry now and
+    then: such a document is kept exactly in ``raw``, and ``doc`` gets U+FFFD instead.
+    """
+    from psycopg.types.json import Jsonb
+
+    data = orjson.dumps(doc)
+    if b"\\u0000" not in data:
+        return Jsonb(doc, lambda _: data), None
+    return Jsonb(doc, lambda _: data.replace(b"\\u0000", b"\\ufffd")), data
+
+
+def _unpack(doc: Any, raw: bytes | None) -> Any:
+    return doc if raw is None else orjson.loads(raw)
 
 
 class PostgresBackend:
@@ -346,19 +381,21 @@ class PostgresBackend:
             return found
         if not self._ready():
             return None
-        row = self._run(f"SELECT doc FROM {_ident(table)} WHERE number = %s", (number,)).fetchone()
-        return row[0] if row else None
+        query = f"SELECT doc, raw FROM {_ident(table)} WHERE number = %s"
+        row = self._run(query, (number,)).fetchone()
+        return _unpack(row[0], row[1]) if row else None
 
     def put(self, table: str, number: int, doc: Doc, old: Doc | None) -> None:
         self._need_transaction("a change")
         self._found = {}
         t = _ident(table)
         archived = bool(doc.get("archived_at"))
+        packed, raw = _pack(doc)
         self._run(
-            f"INSERT INTO {t} (number, id, archived, doc, keys) VALUES (%s, %s, %s, %s, %s) "
+            f"INSERT INTO {t} (number, id, archived, doc, raw, keys) VALUES (%s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (number) DO UPDATE SET id = EXCLUDED.id, archived = EXCLUDED.archived, "
-            "doc = EXCLUDED.doc, keys = EXCLUDED.keys",
-            (number, doc["id"], archived, _jsonb(doc), _keys(table, doc)),
+            "doc = EXCLUDED.doc, raw = EXCLUDED.raw, keys = EXCLUDED.keys",
+            (number, doc["id"], archived, packed, raw, _keys(table, doc)),
         )
         delta = self._counts.setdefault(table, [0, 0])
         if old is not None:
@@ -368,12 +405,12 @@ class PostgresBackend:
     def scan(self, table: str) -> Iterator[Doc]:
         if not self._ready():
             return
-        query = f"SELECT number, doc FROM {_ident(table)} WHERE number > %s ORDER BY number LIMIT {PAGE}"
+        query = f"SELECT number, doc, raw FROM {_ident(table)} WHERE number > %s ORDER BY number LIMIT {PAGE}"
         last = 0
         while True:
             rows = self._run(query, (last,)).fetchall()
-            for _, doc in rows:
-                yield doc
+            for _, doc, raw in rows:
+                yield _unpack(doc, raw)
             if len(rows) < PAGE:
                 return
             last = rows[-1][0]
@@ -392,10 +429,9 @@ class PostgresBackend:
             raise StoreError(f"{table} have no index {index!r}")
         if not self._ready():
             return []
-        entry = f"{'~' if archived else ''}{index}={key}"
-        query = f"SELECT number, id, doc FROM {_ident(table)} WHERE keys @> %s ORDER BY number"
-        rows = self._run(query, ([entry],)).fetchall()
-        self._found = {(table, number): doc for number, _, doc in rows}
+        query = f"SELECT number, id, doc, raw FROM {_ident(table)} WHERE keys @> %s ORDER BY number"
+        rows = self._run(query, ([_key_entry(index, key, archived)],)).fetchall()
+        self._found = {(table, number): _unpack(doc, raw) for number, _, doc, raw in rows}
         return [row[1] for row in rows]
 
     # -- counters and bookkeeping -------------------------------------------------
@@ -413,14 +449,15 @@ class PostgresBackend:
     def state(self, name: str, key: str) -> Doc | None:
         if not self._ready():
             return None
-        row = self._run("SELECT doc FROM crmkit_state WHERE name = %s AND key = %s", (name, key)).fetchone()
-        return row[0] if row else None
+        query = "SELECT doc, raw FROM crmkit_state WHERE name = %s AND key = %s"
+        row = self._run(query, (name, _text(key))).fetchone()
+        return _unpack(row[0], row[1]) if row else None
 
     def states(self, name: str) -> list[Doc]:
         if not self._ready():
             return []
-        rows = self._run("SELECT doc FROM crmkit_state WHERE name = %s ORDER BY seq", (name,))
-        return [row[0] for row in rows]
+        rows = self._run("SELECT doc, raw FROM crmkit_state WHERE name = %s ORDER BY seq", (name,))
+        return [_unpack(doc, raw) for doc, raw in rows]
 
     def state_names(self) -> list[str]:
         """The names of the bookkeeping tables that hold documents (``store copy`` needs them)."""
@@ -431,12 +468,13 @@ class PostgresBackend:
     def set_state(self, name: str, key: str, value: Mapping[str, Any] | None) -> None:
         self._need_transaction("a change")
         if value is None:
-            self._run("DELETE FROM crmkit_state WHERE name = %s AND key = %s", (name, key))
+            self._run("DELETE FROM crmkit_state WHERE name = %s AND key = %s", (name, _text(key)))
         else:
+            packed, raw = _pack({**value, "key": key})
             self._run(
-                "INSERT INTO crmkit_state (name, key, doc) VALUES (%s, %s, %s) "
-                "ON CONFLICT (name, key) DO UPDATE SET doc = EXCLUDED.doc",
-                (name, key, _jsonb({**value, "key": key})),
+                "INSERT INTO crmkit_state (name, key, doc, raw) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (name, key) DO UPDATE SET doc = EXCLUDED.doc, raw = EXCLUDED.raw",
+                (name, _text(key), packed, raw),
             )
 
     # -- beyond the Backend protocol -----------------------------------------------

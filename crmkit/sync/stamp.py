@@ -64,6 +64,8 @@ class SyncStamps:
         data = self._load()
         store = _store_identity(self.store_path)
         if fingerprint is None or store is None:
+            if book_identity not in data:
+                return  # nothing to forget (a PostgreSQL store has no file: no shortcut, no stamp file)
             data.pop(book_identity, None)
         else:
             data[book_identity] = [fingerprint, store, day]
