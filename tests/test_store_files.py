@@ -88,7 +88,7 @@ def test_files_a_killed_writer_left_are_removed_and_committed_ones_never(tmp_pat
 def _named(path: Path) -> set[str]:
     m = manifest(path)
     names = {n for entry in m["tables"].values() for n in entry["segments"].values()}
-    names |= {n for files in m["indexes"].values() for n in files if n}
+    names |= {n for entry in m["indexes"].values() for n in [*entry["buckets"], entry["delta"]] if n}
     names |= {n for entry in m["states"].values() for n in entry["files"] if n}
     return names
 
@@ -102,7 +102,7 @@ def test_big_indexes_and_bookkeeping_tables_split_into_buckets(tmp_path: Path) -
         for i in range(3000):
             store.set_state("inbox", f"sender-{i}@example.com", {"seen": i, "note": long})
     m = manifest(path)
-    buckets = m["indexes"]["contacts email"]
+    buckets = m["indexes"]["contacts email"]["buckets"]
     assert len(buckets) > 1 and len(buckets) & (len(buckets) - 1) == 0  # a power of two
     states = m["states"]["inbox"]["files"]
     assert len(states) > 1
@@ -153,3 +153,38 @@ def test_a_reader_sees_each_commit_without_reopening(tmp_path: Path) -> None:
     for n in range(5):
         writer.update("C-1", {"title": f"T{n}"})
         assert reader.get("C-1")["title"] == f"T{n}"
+
+
+def test_index_changes_go_to_a_delta_merged_into_the_buckets_once_it_grows(tmp_path: Path) -> None:
+    path = tmp_path / "crm.json"
+    store = Store(path)
+    pad = "y" * 40
+    store.add_many("contacts", [{"name": f"P {i}", "email": f"{pad}.{i}@example.com"} for i in range(5000)])
+    entry = manifest(path)["indexes"]["contacts email"]
+    assert entry["delta"] is None and len(entry["buckets"]) > 1  # one big commit: straight into buckets
+    buckets = list(entry["buckets"])
+
+    with store.transaction():
+        for n in range(1, 101):
+            store.update(f"C-{n}", {"email": f"moved.{n}@example.com"})
+        for n in range(101, 111):
+            store.archive(f"C-{n}")
+    entry = manifest(path)["indexes"]["contacts email"]
+    assert entry["buckets"] == buckets and entry["delta"]  # a small commit writes the delta only
+    fresh = Store(path)
+    assert fresh.find_by_email("contacts", f"{pad}.0@example.com") == []  # the old address is gone
+    assert [c["id"] for c in fresh.find_by_email("contacts", "moved.1@example.com")] == ["C-1"]
+    assert fresh.find_by_email("contacts", f"{pad}.100@example.com") == []
+    assert [c["id"] for c in fresh.find_by_email("contacts", f"{pad}.100@example.com", archived=True)] == ["C-101"]
+    assert [c["id"] for c in fresh.find_by_email("contacts", f"{pad}.4999@example.com")] == ["C-5000"]
+
+    more = [{"name": f"Q {i}", "email": f"{pad}.q{i}@example.com"} for i in range(5000)]
+    fresh.add_many("contacts", more)  # the delta outgrows DELTA_BYTES: merged into the buckets
+    entry = manifest(path)["indexes"]["contacts email"]
+    assert entry["delta"] is None
+    last = Store(path)
+    assert [c["id"] for c in last.find_by_email("contacts", "moved.100@example.com")] == ["C-100"]
+    assert last.find_by_email("contacts", f"{pad}.5@example.com") == []
+    assert [c["id"] for c in last.find_by_email("contacts", f"{pad}.102@example.com", archived=True)] == ["C-103"]
+    assert [c["id"] for c in last.find_by_email("contacts", f"{pad}.q4999@example.com")] == ["C-10000"]
+    assert [c["id"] for c in last.find_by_email("contacts", f"{pad}.200@example.com")] == ["C-201"]

@@ -58,6 +58,8 @@ SEGMENT_SIZE = {"activities": 250}
 DEFAULT_SEGMENT_SIZE = 1000
 #: An index bucket past this many bytes of JSON makes its index split into more buckets.
 BUCKET_BYTES = 256 * 1024
+#: An index's delta file past this many bytes is merged into its buckets at the next commit.
+DELTA_BYTES = 256 * 1024
 #: How long a superseded file is kept for readers still working from an older manifest.
 GRACE_SECONDS = 30.0
 #: How many bytes of parsed files to keep in memory between calls.
@@ -118,7 +120,8 @@ class JsonFilesBackend:
         self._manifest: Doc = {}
         # what the open transaction changed, written at its end
         self._segments: dict[tuple[str, int], dict[str, Doc]] = {}
-        self._buckets: dict[tuple[str, str, int], Doc] = {}
+        # changed index keys (table, index) -> {"active"|"archived": {key: ids}}: the overlay
+        self._deltas: dict[tuple[str, str], Doc] = {}
         self._states: dict[tuple[str, int], dict[str, Doc]] = {}
         # key -> doc id, per bucket: of changed buckets by (name, number), of files by file name
         self._state_keys: dict[tuple[str, int], dict[str, str]] = {}
@@ -198,7 +201,7 @@ class JsonFilesBackend:
                 self._seen_generation = -1
                 raise
             finally:
-                self._segments, self._buckets, self._states, self._state_keys = {}, {}, {}, {}
+                self._segments, self._deltas, self._states, self._state_keys = {}, {}, {}, {}
                 self._changed = False
 
     def create(self, tables: list[str]) -> None:
@@ -255,22 +258,20 @@ class JsonFilesBackend:
         elif bool(old.get("archived_at")) != bool(doc.get("archived_at")):
             entry["archived" if old.get("archived_at") else "active"] -= 1
             entry["archived" if doc.get("archived_at") else "active"] += 1
+        doc_id = doc["id"]
         for name, keys_of in INDEXES.get(table, {}).items():
             before = ("archived" if old.get("archived_at") else "active", keys_of(old)) if old else ("", [])
             after = ("archived" if doc.get("archived_at") else "active", keys_of(doc))
             if before == after:
                 continue
             for key in before[1]:
-                ids = self._bucket_for_change(table, name, key)[before[0]].get(key)
-                if ids and doc["id"] in ids:
-                    ids.remove(doc["id"])
-                    if not ids:
-                        del self._bucket_for_change(table, name, key)[before[0]][key]
+                ids = self._ids(table, name, key, before[0])
+                if doc_id in ids:
+                    self._set_ids(table, name, key, before[0], [i for i in ids if i != doc_id])
             for key in after[1]:
-                bucket = self._bucket_for_change(table, name, key)[after[0]]
-                ids = bucket.setdefault(key, [])
-                if doc["id"] not in ids:
-                    ids.append(doc["id"])
+                ids = self._ids(table, name, key, after[0])
+                if doc_id not in ids:
+                    self._set_ids(table, name, key, after[0], [*ids, doc_id])
         self._changed = True
         self.storage.write(data)
 
@@ -293,39 +294,53 @@ class JsonFilesBackend:
 
     # -- indexes ---------------------------------------------------------------
 
-    def _bucket_files(self, table: str, index: str) -> list[str | None]:
-        files = self._man().get("indexes", {}).get(f"{table} {index}")
-        return files if files else [None]
+    def _index_files(self, table: str, index: str) -> tuple[list[str | None], str | None]:
+        """An index's bucket files (a power of two of them) and its delta file."""
+        entry = self._man().get("indexes", {}).get(f"{table} {index}")
+        if entry is None:
+            return [None], None
+        return entry["buckets"], entry.get("delta")
 
     def _bucket(self, table: str, index: str, number: int, files: list[str | None]) -> Doc:
-        changed = self._buckets.get((table, index, number))
-        if changed is not None:
-            return changed
         name = files[number]
         if name is None:
-            return {"active": {}, "archived": {}}
-        loaded = self._load(name)
-        return loaded["_index"]["1"]  # type: ignore[no-any-return]
+            return _EMPTY_BUCKET
+        return self._load(name)["_index"]["1"]  # type: ignore[no-any-return]
 
-    def _bucket_for_change(self, table: str, index: str, key: str) -> Doc:
-        files = self._bucket_files(table, index)
-        number = _bucket_of(key, len(files))
-        bucket = self._buckets.get((table, index, number))
-        if bucket is None:
-            base = self._bucket(table, index, number, files)
-            bucket = {
-                "active": {k: list(v) for k, v in base["active"].items()},
-                "archived": {k: list(v) for k, v in base["archived"].items()},
-            }
-            self._buckets[(table, index, number)] = bucket
-        return bucket
+    def _delta(self, table: str, index: str) -> Doc:
+        """Keys changed since the buckets were last written, with their whole id lists ([] = none left).
+
+        New mail touches keys spread over every bucket of a hashed index; writing the
+        changes to one small delta file, merged into the buckets once it grows past
+        DELTA_BYTES, keeps each commit's writes in proportion to what it changed.
+        """
+        changed = self._deltas.get((table, index))
+        if changed is not None:
+            return changed
+        _, name = self._index_files(table, index)
+        if name is None:
+            return _EMPTY_BUCKET
+        return self._load(name)["_index"]["1"]  # type: ignore[no-any-return]
+
+    def _ids(self, table: str, index: str, key: str, side: str) -> list[str]:
+        delta = self._delta(table, index)[side]
+        if key in delta:
+            return delta[key]  # type: ignore[no-any-return]
+        files, _ = self._index_files(table, index)
+        return self._bucket(table, index, _bucket_of(key, len(files)), files)[side].get(key, [])  # type: ignore[no-any-return]
+
+    def _set_ids(self, table: str, index: str, key: str, side: str, ids: list[str]) -> None:
+        delta = self._deltas.get((table, index))
+        if delta is None:
+            base = self._delta(table, index)
+            delta = {"active": dict(base["active"]), "archived": dict(base["archived"])}
+            self._deltas[(table, index)] = delta
+        delta[side][key] = ids
 
     def lookup(self, table: str, index: str, key: str, *, archived: bool = False) -> list[str]:
         if index not in INDEXES.get(table, {}):
             raise StoreError(f"{table} have no index {index!r}")
-        files = self._bucket_files(table, index)
-        bucket = self._bucket(table, index, _bucket_of(key, len(files)), files)
-        return list(bucket["archived" if archived else "active"].get(key, ()))
+        return list(self._ids(table, index, key, "archived" if archived else "active"))
 
     # -- bookkeeping ---------------------------------------------------------------
 
@@ -456,7 +471,7 @@ class JsonFilesBackend:
                 entry["segments"][str(segment)] = name
                 if old:
                     retired.append(old)
-            for table, index in sorted({(t, i) for (t, i, _) in self._buckets}):
+            for table, index in sorted(self._deltas):
                 retired += self._commit_index(manifest, table, index, generation)
             for name in sorted({n for (n, _) in self._states}):
                 retired += self._commit_states(manifest, name, generation)
@@ -500,10 +515,32 @@ class JsonFilesBackend:
         return retired
 
     def _commit_index(self, manifest: Doc, table: str, index: str, generation: int) -> list[str]:
-        files = list(self._bucket_files(table, index))
-        changed = {n: b for (t, i, n), b in self._buckets.items() if (t, i) == (table, index)}
+        """Write the index's delta; past DELTA_BYTES, merge it into the buckets (splitting them if big)."""
+        files, old_delta = self._index_files(table, index)
+        files = list(files)
+        delta = self._deltas[(table, index)]
+        label = f"{table}.{_file_label(index)}"
+        retired = [old_delta] if old_delta else []
+        raw = orjson.dumps({"_index": {"1": delta}})
+        if len(raw) <= DELTA_BYTES:
+            name = f"{label}.delta.g{generation}.json"
+            self._write(name, {"_index": {"1": delta}})
+            manifest.setdefault("indexes", {})[f"{table} {index}"] = {"buckets": files, "delta": name}
+            return retired
+        changed: dict[int, Doc] = {}
+        for side in ("active", "archived"):
+            for key, ids in delta[side].items():
+                number = _bucket_of(key, len(files))
+                bucket = changed.get(number)
+                if bucket is None:
+                    base = self._bucket(table, index, number, files)
+                    bucket = {"active": dict(base["active"]), "archived": dict(base["archived"])}
+                    changed[number] = bucket
+                if ids:
+                    bucket[side][key] = ids
+                else:
+                    bucket[side].pop(key, None)
         encoded = {n: orjson.dumps(b) for n, b in changed.items()}
-        retired: list[str] = []
         if any(
             len(raw) > BUCKET_BYTES and len(changed[n]["active"]) + len(changed[n]["archived"]) > 1
             for n, raw in encoded.items()
@@ -520,14 +557,15 @@ class JsonFilesBackend:
                 for side in ("active", "archived"):
                     for key, ids in merged[side].items():
                         changed[_bucket_of(key, count)][side][key] = ids
-                retired, files = [f for f in files if f], [None] * count
+                retired += [f for f in files if f]
+                files = [None] * count
         for number, bucket in sorted(changed.items()):
-            name = f"{table}.{_file_label(index)}.{number}.g{generation}.json"
+            name = f"{label}.{number}.g{generation}.json"
             self._write(name, {"_index": {"1": bucket}})
             if files[number] and files[number] not in retired:
                 retired.append(files[number])  # type: ignore[arg-type]
             files[number] = name
-        manifest.setdefault("indexes", {})[f"{table} {index}"] = files
+        manifest.setdefault("indexes", {})[f"{table} {index}"] = {"buckets": files, "delta": None}
         return retired
 
     def _unlink(self, names: list[str]) -> None:
@@ -589,11 +627,16 @@ def _named_files(manifest: Doc) -> set[str]:
     names: set[str] = set()
     for entry in manifest.get("tables", {}).values():
         names.update(entry["segments"].values())
-    for files in manifest.get("indexes", {}).values():
-        names.update(f for f in files if f)
+    for entry in manifest.get("indexes", {}).values():
+        names.update(f for f in entry["buckets"] if f)
+        if entry.get("delta"):
+            names.add(entry["delta"])
     for entry in manifest.get("states", {}).values():
         names.update(f for f in entry["files"] if f)
     return names
+
+
+_EMPTY_BUCKET: Doc = {"active": {}, "archived": {}}  # shared: never changed
 
 
 def _split_count(buckets: int, total_bytes: int, entries: int) -> int:
