@@ -27,7 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from crmkit.errors import CrmkitError, DuplicateError, FieldError, NotFoundError, ValidationError
+from crmkit.errors import CrmkitError, DuplicateError, FieldError, NotFoundError, StoreError, ValidationError
 from crmkit.records.fields import RefField, decimal_to_json
 from crmkit.records.matching import company_key, domain_key, email_key
 from crmkit.records.query import Condition, matches
@@ -657,8 +657,11 @@ def open_backend(
     local_folder: str | os.PathLike[str] | None = None,
 ) -> Backend:
     """The backend for a store's location: a PostgreSQL URL, or the path of a TinyDB store."""
-    from crmkit.config import is_store_url
+    from crmkit.config import STORE_URL_SCHEMES, is_store_url
 
+    if not isinstance(location, str) and str(location).lower().startswith(("postgresql:", "postgres:")):
+        # Path("postgresql://...") has lost a slash: it would make a TinyDB store named like the URL
+        raise StoreError(f"a store URL must be given as text, not as a file path ({STORE_URL_SCHEMES[0]}...)")
     if is_store_url(location):
         from crmkit.store.postgres import PostgresBackend
 
