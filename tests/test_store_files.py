@@ -188,3 +188,20 @@ def test_index_changes_go_to_a_delta_merged_into_the_buckets_once_it_grows(tmp_p
     assert [c["id"] for c in last.find_by_email("contacts", f"{pad}.102@example.com", archived=True)] == ["C-103"]
     assert [c["id"] for c in last.find_by_email("contacts", f"{pad}.q4999@example.com")] == ["C-10000"]
     assert [c["id"] for c in last.find_by_email("contacts", f"{pad}.200@example.com")] == ["C-201"]
+
+
+def test_index_keys_with_tabs_newlines_and_percent_signs_survive_the_buckets(tmp_path: Path) -> None:
+    path = tmp_path / "crm.json"
+    store = Store(path)
+    odd = ["<a\tb@x>", "<c\nd@x>", "<50%25off@x>", "<50%off@x>", "<plain@x>", "<sp ace@x>"]
+    filler = [{"kind": "email_in", "subject": f"f{i}", "message_id": f"<{'z' * 60}.{i}@x>"} for i in range(5000)]
+    with store.transaction():
+        for n, mid in enumerate(odd):
+            store.add("activities", {"kind": "email_in", "subject": f"odd {n}", "message_id": mid})
+        store.add_many("activities", filler)  # past DELTA_BYTES: merged into packed buckets
+    assert manifest(path)["indexes"]["activities message_id"]["delta"] is None
+    fresh = Store(path)
+    for n, mid in enumerate(odd):
+        assert [a["subject"] for a in fresh.find_by_message_id(mid)] == [f"odd {n}"], repr(mid)
+    assert fresh.find_by_message_id("<a b@x>") == [] and fresh.find_by_message_id("<50@x>") == []
+    assert [a["subject"] for a in fresh.find_by_message_id(f"<{'z' * 60}.4999@x>")] == ["f4999"]
