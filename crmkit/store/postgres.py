@@ -70,6 +70,10 @@ SCHEMA_VERSION = 1
 MIGRATIONS: dict[int, list[str]] = {}
 #: Documents fetched per round trip when scanning a table.
 PAGE = 1000
+#: Documents a transaction keeps at most of what it read and wrote.
+TRANSACTION_CACHE = 20_000
+#: Record numbers read together once a transaction has read a table's documents one by one a few times.
+READ_AHEAD = 128
 #: Advisory lock keys (first of the two int4 keys: crmkit's; second: what is locked).
 _LOCK_CLASS = 0x63726D6B  # "crmk"
 _SCHEMA_LOCK = 1
@@ -182,6 +186,12 @@ class PostgresBackend:
         self._after: list[Callable[[], None]] = []
         # the documents the last look-up found: Store reads them next (one round trip, not one each)
         self._found: dict[tuple[str, int], Doc] = {}
+        # inside a transaction no other writer can change anything (they wait for the counters
+        # row), so what it read or wrote is kept until it ends: a sync that resolves the same
+        # account for each of 1,500 rows asks the database once, as the TinyDB files would
+        self._docs: dict[tuple[str, int], Doc | None] = {}
+        self._hits: dict[tuple[str, str], list[str]] = {}
+        self._misses: dict[str, int] = {}
 
     # -- the connection ----------------------------------------------------
 
@@ -318,7 +328,7 @@ class PostgresBackend:
         version = self._schema_version()
         conn = self._connection()
         callbacks: list[Callable[[], None]] = []
-        self._found = {}
+        self._found, self._docs, self._hits, self._misses = {}, {}, {}, {}
         try:
             with self._errors(), conn.transaction():
                 self._depth = 1
@@ -339,7 +349,7 @@ class PostgresBackend:
             raise
         finally:
             self._depth = 0
-            self._found = {}
+            self._found, self._docs, self._hits, self._misses = {}, {}, {}, {}
             self._meta = None
             self._counts = {}
             self._after = []
@@ -376,27 +386,57 @@ class PostgresBackend:
         return self._depth > 0 or self._schema_version() > 0
 
     def get(self, table: str, number: int) -> Doc | None:
-        found = self._found.pop((table, number), None)
-        if found is not None:
-            return found
-        if not self._ready():
-            return None
+        if self._depth:
+            if (table, number) in self._docs:
+                return self._docs[(table, number)]
+        else:
+            found = self._found.pop((table, number), None)
+            if found is not None:
+                return found
+            if not self._ready():
+                return None
+        if self._depth:
+            self._misses[table] = self._misses.get(table, 0) + 1
+            if self._misses[table] > 2:  # a bulk job (a sync, an import): read ahead, as a segment would
+                self._read_block(table, number)
+                return self._docs[(table, number)]
         query = f"SELECT doc, raw FROM {_ident(table)} WHERE number = %s"
         row = self._run(query, (number,)).fetchone()
-        return _unpack(row[0], row[1]) if row else None
+        doc = _unpack(row[0], row[1]) if row else None
+        if self._depth:
+            self._remember({(table, number): doc})
+        return doc
+
+    def _read_block(self, table: str, number: int) -> None:
+        first = (number - 1) // READ_AHEAD * READ_AHEAD + 1
+        query = f"SELECT number, doc, raw FROM {_ident(table)} WHERE number BETWEEN %s AND %s"
+        block: dict[tuple[str, int], Doc | None] = dict.fromkeys(
+            (table, n) for n in range(first, first + READ_AHEAD)
+        )
+        for n, doc, raw in self._run(query, (first, first + READ_AHEAD - 1)):
+            block[(table, n)] = _unpack(doc, raw)
+        self._remember(block)
+
+    def _remember(self, docs: dict[tuple[str, int], Doc | None]) -> None:
+        if len(self._docs) > TRANSACTION_CACHE:  # a bulk load (store copy): keep memory flat
+            self._docs = {}
+        self._docs.update(docs)
 
     def put(self, table: str, number: int, doc: Doc, old: Doc | None) -> None:
         self._need_transaction("a change")
-        self._found = {}
         t = _ident(table)
         archived = bool(doc.get("archived_at"))
         packed, raw = _pack(doc)
+        keys = _keys(table, doc)
         self._run(
             f"INSERT INTO {t} (number, id, archived, doc, raw, keys) VALUES (%s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (number) DO UPDATE SET id = EXCLUDED.id, archived = EXCLUDED.archived, "
             "doc = EXCLUDED.doc, raw = EXCLUDED.raw, keys = EXCLUDED.keys",
-            (number, doc["id"], archived, packed, raw, _keys(table, doc)),
+            (number, doc["id"], archived, packed, raw, keys),
         )
+        self._remember({(table, number): doc})
+        for entry in {*keys, *(_keys(table, old) if old is not None else ())}:
+            self._hits.pop((table, entry), None)  # a look-up of a key it had or has changed
         delta = self._counts.setdefault(table, [0, 0])
         if old is not None:
             delta[1 if old.get("archived_at") else 0] -= 1
@@ -429,10 +469,21 @@ class PostgresBackend:
             raise StoreError(f"{table} have no index {index!r}")
         if not self._ready():
             return []
+        entry = _key_entry(index, key, archived)
+        if self._depth and (table, entry) in self._hits:
+            return list(self._hits[(table, entry)])
         query = f"SELECT number, id, doc, raw FROM {_ident(table)} WHERE keys @> %s ORDER BY number"
-        rows = self._run(query, ([_key_entry(index, key, archived)],)).fetchall()
-        self._found = {(table, number): _unpack(doc, raw) for number, _, doc, raw in rows}
-        return [row[1] for row in rows]
+        rows = self._run(query, ([entry],)).fetchall()
+        found: dict[tuple[str, int], Doc] = {
+            (table, number): _unpack(doc, raw) for number, _, doc, raw in rows
+        }
+        ids = [row[1] for row in rows]
+        if self._depth:
+            self._remember(dict(found))
+            self._hits[(table, entry)] = ids
+        else:
+            self._found = found
+        return list(ids)
 
     # -- counters and bookkeeping -------------------------------------------------
 
@@ -485,7 +536,7 @@ class PostgresBackend:
         tables = ", ".join(_ident(rt.table) for rt in RECORD_TYPES.values())
         self._run(f"TRUNCATE {tables}, crmkit_state")
         self._run("UPDATE crmkit_counts SET active = 0, archived = 0")
-        self._counts = {}
+        self._counts, self._docs, self._hits = {}, {}, {}
         assert self._meta is not None
         self._meta.clear()
         self._meta.update(empty_meta())
