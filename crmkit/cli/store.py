@@ -91,7 +91,7 @@ def copy(app: App, source: str, destination: str, force: bool, as_json: bool) ->
         crmkit store copy crm.json postgresql://crm@db.example.com:5432/crm
         crmkit store copy postgresql://crm@db.example.com/crm backup.json --json
     """
-    from crmkit.config import is_store_url
+    from crmkit.locations import is_store_url
     from crmkit.store.copy import copy_store
 
     def at(text: str) -> Path | str:

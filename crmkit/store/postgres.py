@@ -53,8 +53,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from crmkit.config import local_store_path, redact_url, url_password
 from crmkit.errors import StoreError, StoreLockedError
+from crmkit.locations import local_store_path, redact_url, url_password
 from crmkit.records.schema import RECORD_TYPES
 from crmkit.store.backend import Doc, empty_meta
 from crmkit.store.keys import INDEXES
@@ -217,8 +217,14 @@ class PostgresBackend:
             return conn
         if self._depth:
             raise StoreError(f"the connection to the store {self.location} was lost mid-transaction")
-        import psycopg
-        from psycopg.types.json import set_json_dumps, set_json_loads
+        try:
+            import psycopg
+            from psycopg.types.json import set_json_dumps, set_json_loads
+        except ImportError:
+            raise StoreError(
+                f"the store {self.location} is a PostgreSQL database, which needs psycopg: "
+                "pip install 'crmkit[postgres]'"
+            ) from None
 
         options: dict[str, Any] = {"autocommit": True, "application_name": "crmkit"}
         if "connect_timeout" not in self._url:

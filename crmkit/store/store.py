@@ -657,7 +657,7 @@ def open_backend(
     local_folder: str | os.PathLike[str] | None = None,
 ) -> Backend:
     """The backend for a store's location: a PostgreSQL URL, or the path of a TinyDB store."""
-    from crmkit.config import STORE_URL_SCHEMES, is_store_url
+    from crmkit.locations import STORE_URL_SCHEMES, is_store_url
 
     if not isinstance(location, str) and str(location).lower().startswith(("postgresql:", "postgres:")):
         # Path("postgresql://...") has lost a slash: it would make a TinyDB store named like the URL
