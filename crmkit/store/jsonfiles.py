@@ -62,8 +62,8 @@ BUCKET_BYTES = 256 * 1024
 DELTA_BYTES = 256 * 1024
 #: How long a superseded file is kept for readers still working from an older manifest.
 GRACE_SECONDS = 30.0
-#: How many bytes of parsed files to keep in memory between calls.
-CACHE_BYTES = 96 * 1024 * 1024
+#: How many bytes of files to keep parsed in memory between calls (parsed, a segment takes ~4x its bytes).
+CACHE_BYTES = 32 * 1024 * 1024
 
 
 def data_folder(path: Path) -> Path:
