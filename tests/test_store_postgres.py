@@ -381,3 +381,10 @@ def test_commands_that_do_not_open_the_store_never_import_psycopg(tmp_path: Path
     for args in (["--version"], ["contacts", "list"]):
         out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path, env=env)
         assert out.stdout.strip().endswith("False"), (args, out.stdout, out.stderr)
+
+
+def test_a_store_made_by_another_process_is_seen_by_one_that_looked_before(postgres_url: str) -> None:
+    early = Store(postgres_url)
+    assert not early.exists_on_disk() and early.count("contacts") == 0
+    Store(postgres_url).add("contacts", {"name": "A"})
+    assert early.exists_on_disk() and early.count("contacts") == 1 and early.get("C-1")["name"] == "A"

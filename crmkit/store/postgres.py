@@ -282,7 +282,8 @@ class PostgresBackend:
             with self.transaction():  # migrates, under the schema lock
                 pass
             return self._schema_version()
-        self._version = version
+        if version:  # "no tables yet" is asked again next time: another process may make them
+            self._version = version
         return version
 
     def _prepare(self) -> None:
