@@ -155,8 +155,9 @@ def main(ctx: click.Context, store_option: str | None, config_option: str | None
     """crmkit: a CRM on top of the spreadsheets and the inbox your team already uses.
 
     Records (leads, contacts, accounts, deals, invoices, cases, activities)
-    live in a TinyDB JSON file, the store. Start with `crmkit init`, or see
-    a demo with `crmkit quickstart`.
+    live in the store: TinyDB JSON files, or a PostgreSQL database shared by
+    a team (--store postgresql://user@host/dbname). Start with `crmkit init`,
+    or see a demo with `crmkit quickstart`.
 
     \b
     Example:
