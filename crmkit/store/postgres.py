@@ -16,8 +16,9 @@ The index keys are computed in Python by the same functions as the TinyDB files'
 (:mod:`crmkit.store.keys`), as ``"email=ana@x.com"`` for an active document and
 ``"~email=ana@x.com"`` for an archived one, so a look-up is one ``keys @> ARRAY[...]``
 probe of the GIN index and means exactly what it means in the TinyDB store. The GIN index
-is built with ``fastupdate = off``: without it, fresh keys wait in a pending list that
-every look-up scans, which made look-ups after a bulk load about 10x slower.
+is built with ``fastupdate = off``: with it on, fresh keys wait in a pending list that
+every look-up scans until a vacuum; measured on 100k activities right after loading them,
+a link look-up took 12.7 ms with it on and 0.15 ms with it off (loading cost the same).
 
 Transactions: :meth:`PostgresBackend.transaction` begins a database transaction and first
 locks the one ``crmkit_meta`` row (``SELECT ... FOR UPDATE``, waiting at most
