@@ -1,7 +1,7 @@
 """crmkit's Store against plain TinyDB, on the same contacts, in one run.
 
     python bench/bench_store.py [--contacts 100000] [--lookups 10000] [--budget 20]
-                                [--sizes S1,S2] [--keep] [--profile DIR]
+                                [--sizes S1,S2] [--keep] [--profile DIR] [--postgres]
 
 For each library, on the same generated contacts:
 
@@ -28,7 +28,9 @@ beside a fresh Python process doing the same with sqlite3
 (bench/store_child.py): wall time (median of 3), the ratio, and the child's
 own peak RSS. Then one library transaction adding an activity, in-process,
 on an open store and with opening it. Data goes under TMPDIR (``--keep``
-keeps it; ``--profile DIR`` also runs each command once under cProfile at
+keeps it; ``--postgres`` also copies each size into a private PostgreSQL server
+with durable settings and runs the same commands there; ``--profile DIR`` also
+runs each command once under cProfile at
 the largest size). Last, the start-up times.
 """
 
@@ -481,8 +483,11 @@ def activity_fields(built: Built, n: int) -> list[str]:
     ]
 
 
-def measure(built: Built, folder: Path) -> list[Row]:
+def measure(built: Built, folder: Path, location: str | None = None) -> list[Row]:
+    """Each CLI command on the store at ``location`` (a PostgreSQL URL; default the TinyDB store)."""
     import json
+
+    where = location or str(built.store)
 
     crmkit = str(Path(sys.executable).with_name("crmkit"))
     nonce = time.time_ns()
@@ -513,7 +518,7 @@ def measure(built: Built, folder: Path) -> list[Row]:
     for label, crm_args, sql_args in commands:
         crm_runs, sql_runs = [], []
         for r in range(REPEAT):  # alternate, so a busy moment of the machine hits both alike
-            crm_runs.append(launched([crmkit, "--store", str(built.store), *crm_args(r)], folder))
+            crm_runs.append(launched([crmkit, "--store", where, *crm_args(r)], folder))
             sql_runs.append(
                 launched([sys.executable, str(CHILD), "sqlite", str(built.db), *sql_args(r)], folder)
             )
@@ -538,7 +543,7 @@ def measure(built: Built, folder: Path) -> list[Row]:
             )
         )
     fields = activity_fields(built, 99)
-    crm = launched([sys.executable, str(CHILD), "txn-crmkit", str(built.store), *fields], folder)
+    crm = launched([sys.executable, str(CHILD), "txn-crmkit", where, *fields], folder)
     sql = launched([sys.executable, str(CHILD), "txn-sqlite", str(built.db), *fields], folder)
     crm_t, sql_t = json.loads(crm["stdout"]), json.loads(sql["stdout"])
     rows.append(
@@ -637,6 +642,10 @@ def print_size(built: Built, rows: list[Row]) -> None:
         f"  show: {built.probe_email} ({built.probe_activities} activities); "
         f"list: {built.probe_account} ({built.probe_account_contacts} contacts)"
     )
+    print_rows(rows)
+
+
+def print_rows(rows: list[Row]) -> None:
     head = (
         f"  {'operation':<52} {'crmkit':>9} {'SQLite':>9} {'ratio':>7}  {'target':<26} "
         f"{'verdict':<22} {'peak RSS crmkit / SQLite':>24}"
@@ -654,8 +663,15 @@ def print_size(built: Built, rows: list[Row]) -> None:
     print()
 
 
-def bench_sizes(names: list[str], seed: int, keep: bool, profile_dir: Path | None) -> None:
+def bench_sizes(
+    names: list[str], seed: int, keep: bool, profile_dir: Path | None, postgres: bool = False
+) -> None:
     folder = Path(tempfile.mkdtemp(prefix="crmkit-bench-sizes-"))
+    server = None
+    if postgres:  # a private cluster, as the tests start it (Debian's postgresql)
+        from crmkit.testing.postgres import PostgresServer
+
+        server = PostgresServer(durable=True).start()
     print(
         f"Issue 13 sizes on the TinyDB store, each command a fresh process, wall time median of {REPEAT}, "
         "beside sqlite3 from a fresh Python process"
@@ -685,11 +701,24 @@ def bench_sizes(names: list[str], seed: int, keep: bool, profile_dir: Path | Non
             print_size(built, rows)
             done.append(built)
             sys.stdout.flush()
+            if server is not None:
+                from crmkit.store.copy import copy_store
+
+                url = server.create_database()
+                started = time.perf_counter()
+                copy_store(Store(built.store), Store(url))
+                took = time.perf_counter() - started
+                print(f"  PostgreSQL (copied with crmkit store copy in {took:.1f} s): {url}")
+                print_rows(measure(built, here, url))
+                print()
+                sys.stdout.flush()
         if profile_dir is not None and done:
             for path in profile(done[-1], folder / done[-1].name, profile_dir):
                 print(f"profile: {path}")
             print()
     finally:
+        if server is not None:
+            server.stop()
         if keep:
             print(f"kept: {folder}")
         else:
@@ -723,6 +752,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the sizes' stores and SQLite files")
     parser.add_argument(
         "--profile", type=Path, metavar="DIR", help="also profile each command once at the largest size"
+    )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="also copy each size into a private PostgreSQL (Debian's postgresql) and run the commands there",
     )
     args = parser.parse_args(argv)
     sizes = [name.strip().upper() for name in args.sizes.split(",") if name.strip()]
@@ -803,7 +837,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"peak RSS of the whole run:      {peak_rss_mb():.0f} MB")
     print()
     if sizes:
-        bench_sizes(sizes, args.seed, args.keep, args.profile)
+        bench_sizes(sizes, args.seed, args.keep, args.profile, args.postgres)
     startup()
 
 

@@ -36,11 +36,8 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 import os
-import subprocess
-import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,7 +246,7 @@ def resolve_sheet_names(names: Mapping[str, Any] | None) -> dict[str, str]:
     tabs = {title: title for title in titles}
     for key, tab in (names or {}).items():
         if key not in tabs:
-            hint = difflib.get_close_matches(key, titles, n=1)
+            hint = _close_matches(key, titles)
             suggestion = f"did you mean {hint[0]!r}? " if hint else ""
             raise ConfigError(
                 f"sheet_names.{key}: not one of crmkit's sheets "
@@ -282,7 +279,7 @@ def _check_keys(path: Path, table: str, data: Mapping[str, Any], known: tuple[st
             raise ConfigError(f"{path}: {where}: passwords are never read from the config file; {remedy}")
         if key not in known:
             prefix = f"{table}." if table else ""
-            hint = difflib.get_close_matches(key, known, n=1)
+            hint = _close_matches(key, known)
             suggestion = f" (did you mean {prefix}{hint[0]}?)" if hint else ""
             raise ConfigError(f"{path}: unknown key {prefix}{key}{suggestion}")
 
@@ -551,6 +548,8 @@ def load_config(
     path = find_config(explicit, os.environ if env is None else env)
     if path is None:
         return Config()
+    import tomllib  # only when there is a crmkit.toml to read
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -602,8 +601,16 @@ def store_password(config: Config, env: Mapping[str, str] | None = None) -> Secr
     return None
 
 
+def _close_matches(word: str, choices: Sequence[str]) -> list[str]:
+    import difflib  # only to suggest a fix for a mistyped key
+
+    return difflib.get_close_matches(word, choices, n=1)
+
+
 def _password_from_command(command: str, what: str) -> Secret:
     """Run a password command through the shell; its first line is the password (never shown)."""
+    import subprocess
+
     try:
         done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60, check=False)
     except subprocess.TimeoutExpired:

@@ -87,10 +87,14 @@ class PostgresServer:
     initdb's output) and its Unix socket. Without a ``folder`` the server makes a temporary one
     and removes it when it stops; a failed start keeps it, so the log the error names can be
     read. An existing cluster in ``folder / "data"`` is started as it is. The superuser is
-    ``crm``, and every local connection is trusted: this is for tests only.
+    ``crm``, and every local connection is trusted: this is for tests only. ``durable`` keeps
+    PostgreSQL's own fsync settings (for benchmarks) instead of the tests' FAST_SETTINGS.
     """
 
-    def __init__(self, folder: Path | str | None = None, *, bindir: Path | str | None = None) -> None:
+    def __init__(
+        self, folder: Path | str | None = None, *, bindir: Path | str | None = None, durable: bool = False
+    ) -> None:
+        self._durable = durable
         self._own_folder = folder is None
         self.folder = Path(folder).absolute() if folder is not None else None
         self.host = HOST
@@ -175,7 +179,8 @@ class PostgresServer:
             self.port = _free_port()
             log_start = self.log_path.stat().st_size
             options = [f"-p {self.port}", f"-k {shlex.quote(str(self._folder()))}"]
-            options += [f"-c {setting}" for setting in (f"listen_addresses={HOST}", *FAST_SETTINGS)]
+            settings = (f"listen_addresses={HOST}", *(() if self._durable else FAST_SETTINGS))
+            options += [f"-c {setting}" for setting in settings]
             result = self._run(
                 bindir / "pg_ctl",
                 ["-D", str(self.data_dir), "-l", str(self.log_path), "-o", " ".join(options)],
