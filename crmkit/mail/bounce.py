@@ -154,7 +154,9 @@ def _classify(msg: Message, depth: int) -> Report | None:
     if report is not None:
         return report
     dsn = _dsn(parts)
-    if dsn:
+    # A readable report says what happened to each recipient: when none failed or waits
+    # (a success report), its text is not read again by guesswork.
+    if dsn or (any(p.get_content_type() in _DSN_TYPES for p in parts) and not _dsn_unreadable(parts)):
         return _report("rfc3464", dsn)
     if _from_mail_system(msg):
         text = _notice_text(msg)
@@ -255,6 +257,16 @@ def _dsn(parts: list[Message]) -> list[Recipient]:
             if recipient is not None and recipient.address not in {r.address for r in recipients}:
                 recipients.append(recipient)
     return recipients
+
+
+def _dsn_unreadable(parts: list[Message]) -> bool:
+    """True when the report part names no recipient at all (empty or broken), so the text is read instead."""
+    for part in parts:
+        if part.get_content_type() in _DSN_TYPES:
+            for block in _blocks(part):
+                if any(name in ("final-recipient", "original-recipient") for name, _ in block):
+                    return False
+    return True
 
 
 def _looks_like_dsn_text(part: Message) -> bool:

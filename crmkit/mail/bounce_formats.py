@@ -99,7 +99,7 @@ FORMATS: tuple[Format, ...] = (
             r"|I'm afraid I wasn't able to deliver your message to the following"
             r"|we were not able to deliver your message to the following"
         ),
-        _rx(r"I'm still trying|will keep trying|This is a warning message only"),
+        None,  # qmail sends no delay notices
         _rx(rf"^\s*{_ANGLE}:\s*$|^<(?P<address2>[^>\s]+@[^>\s]+)>:"),
     ),
     Format(
@@ -279,19 +279,26 @@ def _recipients(notice: str, fmt: Format, exclude: set[str] | frozenset[str]) ->
                     if address:
                         found.append((address, None, offset + match.end()))
             offset += len(line)
-    recipients: list[Recipient] = []
-    seen: set[str] = set()
+    windows: dict[str, list[str]] = {}
+    originals: dict[str, str | None] = {}
     for index, (address, original, end) in enumerate(found):
         local = address.partition("@")[0]
-        if address in seen or address in exclude or _SYSTEM_LOCAL.match(local):
+        if address in exclude or _SYSTEM_LOCAL.match(local):
             continue
-        seen.add(address)
         following = [e for a, _, e in found[index + 1 :] if a != address]
-        window = notice[end : min([end + 400, *[f - 1 for f in following[:1]]])]
-        status = find_status(window)
-        code = status[0] if status else _smtp_class(window)
-        diagnostic = shorten(window.strip(" :>\t\r\n")) or None
-        recipients.append(Recipient(address, original, status, diagnostic, permanent=code != "4"))
+        windows.setdefault(address, []).append(
+            notice[end : min([end + 400, *[f - 1 for f in following[:1]]])]
+        )
+        originals[address] = originals.get(address) or original
+    recipients: list[Recipient] = []
+    for address, texts in windows.items():
+        # A notice may name a recipient twice, the second time with the server's answer.
+        status = next((s for s in map(find_status, texts) if s), None)
+        code = status[0] if status else next((c for c in map(_smtp_class, texts) if c), None)
+        if code == "2":
+            continue
+        diagnostic = shorten(texts[0].strip(" :>\t\r\n")) or None
+        recipients.append(Recipient(address, originals[address], status, diagnostic, permanent=code != "4"))
     return recipients
 
 
