@@ -110,7 +110,7 @@ FORMATS: tuple[Format, ...] = (
             r" could not\s+be delivered"
         ),
         _rx(
-            r"THIS IS A WARNING ONLY|YOU DO NOT NEED TO RESEND YOUR MESSAGE"
+            r"THIS IS A WARNING ONLY"
             r"|Delayed Mail \(still being retried\)"
         ),
         _rx(r"^\s*<(?P<address>[^>\s]+@[^>\s]+)>(?: \(expanded from <(?P<original>[^>\s]+)>\))?:"),
@@ -128,17 +128,6 @@ FORMATS: tuple[Format, ...] = (
             r" part|Delivery attempts will continue|Message .{0,80} is delayed"
         ),
         _rx(rf"^ {{1,4}}{_ANGLE}(?::|\s*$|\s+(?:SMTP error|host |retry |mailbox |unrouteable|all relevant))"),
-    ),
-    Format(
-        "sendmail",
-        _rx(
-            r"-{3,} ?The following addresses had permanent fatal errors ?-{3,}|-{3,} ?Transcript of session"
-            r" follows ?-{3,}|The original message was received at"
-        ),
-        _rx(
-            r"THIS IS A WARNING MESSAGE ONLY|Warning: (?:could not send message|message still undelivered)"
-            r"|will keep trying until|Will keep trying|Deferred:|has not yet been delivered"
-        ),
     ),
     Format(
         "office365",
@@ -172,6 +161,17 @@ FORMATS: tuple[Format, ...] = (
         _rx(
             r"Delivery to the following recipients? has been delayed|^\s*Message not delivered yet\s*$"
             r"|Delivery incomplete|There was a temporary problem delivering your message|Gmail will retry"
+        ),
+    ),
+    Format(
+        "sendmail",
+        _rx(
+            r"-{3,} ?The following addresses had permanent fatal errors ?-{3,}|-{3,} ?Transcript of session"
+            r" follows ?-{3,}|The original message was received at"
+        ),
+        _rx(
+            r"THIS IS A WARNING MESSAGE ONLY|Warning: (?:could not send message|message still undelivered)"
+            r"|Will keep trying until message is|\.\.\. Deferred:"
         ),
     ),
     Format(
