@@ -14,7 +14,8 @@ from storefiles import manifest
 from tinydb import TinyDB
 
 from crmkit.store import Store
-from crmkit.store.jsonfiles import BUCKET_BYTES, GRACE_SECONDS, data_folder
+from crmkit.store.buckets import BUCKET_BYTES
+from crmkit.store.jsonfiles import GRACE_SECONDS, data_folder
 
 
 def _files(path: Path) -> set[str]:

@@ -31,8 +31,6 @@ import contextlib
 import os
 import re
 import time
-import zlib
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +42,17 @@ from crmkit.errors import StoreError
 from crmkit.perf import paused_gc
 from crmkit.records.schema import RECORD_TYPES
 from crmkit.store.backend import Doc, empty_meta
+from crmkit.store.buckets import (
+    BUCKET_BYTES,
+    EMPTY_DELTA,
+    EMPTY_PACKED,
+    ParsedFiles,
+    bucket_of,
+    find_packed,
+    packed,
+    split_count,
+    unpacked,
+)
 from crmkit.store.keys import INDEXES
 from crmkit.store.storage import AtomicJSONStorage, Tables
 
@@ -56,8 +65,6 @@ META = "_meta"
 #: Records per segment file. Activities carry mail text (1-2 KB each), so fewer go in a file.
 SEGMENT_SIZE = {"activities": 250}
 DEFAULT_SEGMENT_SIZE = 1000
-#: An index bucket past this many bytes of JSON makes its index split into more buckets.
-BUCKET_BYTES = 256 * 1024
 #: An index's delta file past this many bytes is merged into its buckets at the next commit.
 DELTA_BYTES = 256 * 1024
 #: How long a superseded file is kept for readers still working from an older manifest.
@@ -71,39 +78,8 @@ def data_folder(path: Path) -> Path:
     return path.with_name(path.name + ".d")
 
 
-def _bucket_of(key: str, buckets: int) -> int:
-    return zlib.crc32(key.encode("utf-8", "surrogatepass")) & (buckets - 1)
-
-
 def _file_label(name: str) -> str:
     return name.replace(":", "-")
-
-
-class _Cache:
-    """Parsed files by name, least recently used dropped first past a byte budget."""
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self.used = 0
-        self.entries: OrderedDict[str, tuple[Any, int]] = OrderedDict()
-
-    def get(self, name: str) -> Any | None:
-        entry = self.entries.get(name)
-        if entry is None:
-            return None
-        self.entries.move_to_end(name)
-        return entry[0]
-
-    def put(self, name: str, value: Any, size: int) -> None:
-        self.entries[name] = (value, size)
-        self.used += size
-        while self.used > self.budget and len(self.entries) > 1:
-            _, (_, dropped) = self.entries.popitem(last=False)
-            self.used -= dropped
-
-    def keep_only(self, names: set[str]) -> None:
-        for name in [n for n in self.entries if n not in names]:
-            self.used -= self.entries.pop(name)[1]
 
 
 class JsonFilesBackend:
@@ -115,7 +91,7 @@ class JsonFilesBackend:
         self.folder = data_folder(self.path)
         self.location = str(self.path)
         self.lock_timeout = lock_timeout
-        self._cache = _Cache(CACHE_BYTES)
+        self._cache = ParsedFiles(CACHE_BYTES)
         self._seen_generation = -1
         self._manifest: Doc = {}
         # what the open transaction changed, written at its end
@@ -302,10 +278,10 @@ class JsonFilesBackend:
         return entry["buckets"], entry.get("delta")
 
     def _bucket(self, table: str, index: str, number: int, files: list[str | None]) -> Doc:
-        """A bucket as stored: each side one text of lines, a key and its ids (see _packed)."""
+        """A bucket as stored: each side one text of lines, a key and its ids (see buckets.packed)."""
         name = files[number]
         if name is None:
-            return _EMPTY_PACKED
+            return EMPTY_PACKED
         return self._load(name)["_index"]["1"]  # type: ignore[no-any-return]
 
     def _delta(self, table: str, index: str) -> Doc:
@@ -320,7 +296,7 @@ class JsonFilesBackend:
             return changed
         _, name = self._index_files(table, index)
         if name is None:
-            return _EMPTY_DELTA
+            return EMPTY_DELTA
         return self._load(name)["_index"]["1"]  # type: ignore[no-any-return]
 
     def _ids(self, table: str, index: str, key: str, side: str) -> list[str]:
@@ -328,7 +304,7 @@ class JsonFilesBackend:
         if key in delta:
             return delta[key]  # type: ignore[no-any-return]
         files, _ = self._index_files(table, index)
-        return _find_packed(self._bucket(table, index, _bucket_of(key, len(files)), files)[side], key)
+        return find_packed(self._bucket(table, index, bucket_of(key, len(files)), files)[side], key)
 
     def _set_ids(self, table: str, index: str, key: str, side: str, ids: list[str]) -> None:
         delta = self._deltas.get((table, index))
@@ -374,7 +350,7 @@ class JsonFilesBackend:
 
     def state(self, name: str, key: str) -> Doc | None:
         files = self._state_files(name)
-        number = _bucket_of(key, len(files))
+        number = bucket_of(key, len(files))
         doc_id = self._bucket_keys(name, number, files).get(key)
         return None if doc_id is None else self._state_bucket(name, number, files).get(doc_id)
 
@@ -388,7 +364,7 @@ class JsonFilesBackend:
     def set_state(self, name: str, key: str, value: Mapping[str, Any] | None) -> None:
         data = self._data()
         files = self._state_files(name)
-        number = _bucket_of(key, len(files))
+        number = bucket_of(key, len(files))
         bucket = self._states.get((name, number))
         if bucket is None:
             keys = dict(self._bucket_keys(name, number, files))
@@ -500,11 +476,11 @@ class JsonFilesBackend:
             merged: dict[str, Doc] = {}
             for number in range(len(files)):
                 merged.update(changed.get(number) or self._state_bucket(name, number, files))
-            count = _split_count(len(files), len(orjson.dumps(merged)), len(merged))
+            count = split_count(len(files), len(orjson.dumps(merged)), len(merged))
             if count > len(files):
                 changed = {n: {} for n in range(count)}
                 for doc_id, doc in merged.items():
-                    changed[_bucket_of(str(doc.get("key")), count)][doc_id] = doc
+                    changed[bucket_of(str(doc.get("key")), count)][doc_id] = doc
                 retired, files = [f for f in files if f], [None] * count
         for number, docs in sorted(changed.items()):
             file = f"_{name}.{number}.g{generation}.json"
@@ -531,39 +507,39 @@ class JsonFilesBackend:
         changed: dict[int, Doc] = {}
         for side in ("active", "archived"):
             for key, ids in delta[side].items():
-                number = _bucket_of(key, len(files))
+                number = bucket_of(key, len(files))
                 bucket = changed.get(number)
                 if bucket is None:
-                    bucket = _unpacked(self._bucket(table, index, number, files))
+                    bucket = unpacked(self._bucket(table, index, number, files))
                     changed[number] = bucket
                 if ids:
                     bucket[side][key] = ids
                 else:
                     bucket[side].pop(key, None)
-        packed = {n: _packed(b) for n, b in changed.items()}
+        texts = {n: packed(b) for n, b in changed.items()}
         if any(
             len(p["active"]) + len(p["archived"]) > BUCKET_BYTES
             and len(changed[n]["active"]) + len(changed[n]["archived"]) > 1
-            for n, p in packed.items()
+            for n, p in texts.items()
         ):
             merged: Doc = {"active": {}, "archived": {}}
             total = 0
             for number in range(len(files)):
-                bucket = changed.get(number) or _unpacked(self._bucket(table, index, number, files))
-                stored = packed.get(number) or self._bucket(table, index, number, files)
+                bucket = changed.get(number) or unpacked(self._bucket(table, index, number, files))
+                stored = texts.get(number) or self._bucket(table, index, number, files)
                 total += len(stored["active"]) + len(stored["archived"])
                 for side in ("active", "archived"):
                     merged[side].update(bucket[side])
-            count = _split_count(len(files), total, len(merged["active"]) + len(merged["archived"]))
+            count = split_count(len(files), total, len(merged["active"]) + len(merged["archived"]))
             if count > len(files):
                 changed = {n: {"active": {}, "archived": {}} for n in range(count)}
                 for side in ("active", "archived"):
                     for key, ids in merged[side].items():
-                        changed[_bucket_of(key, count)][side][key] = ids
-                packed = {n: _packed(b) for n, b in changed.items()}
+                        changed[bucket_of(key, count)][side][key] = ids
+                texts = {n: packed(b) for n, b in changed.items()}
                 retired += [f for f in files if f]
                 files = [None] * count
-        for number, bucket in sorted(packed.items()):
+        for number, bucket in sorted(texts.items()):
             name = f"{label}.{number}.g{generation}.json"
             self._write(name, {"_index": {"1": bucket}})
             if files[number] and files[number] not in retired:
@@ -638,65 +614,6 @@ def _named_files(manifest: Doc) -> set[str]:
     for entry in manifest.get("states", {}).values():
         names.update(f for f in entry["files"] if f)
     return names
-
-
-_EMPTY_DELTA: Doc = {"active": {}, "archived": {}}  # shared: never changed
-_EMPTY_PACKED: Doc = {"active": "", "archived": ""}
-
-
-def _escape_key(key: str) -> str:
-    return key.replace("%", "%25").replace("\t", "%09").replace("\n", "%0A")
-
-
-def _unescape_key(key: str) -> str:
-    return key.replace("%0A", "\n").replace("%09", "\t").replace("%25", "%")
-
-
-def _packed(bucket: Doc) -> Doc:
-    """A bucket's keys as one text per side: a line per key, holding the key, a tab and its ids.
-
-    Each line starts with a newline, and tabs, newlines and ``%`` in keys are escaped
-    as ``%09``, ``%0A`` and ``%25``, so a look-up finds ``"\\n" + key + "\\t"``.
-
-    Parsing a bucket of 100 KB as a JSON object of lists makes thousands of Python
-    objects (about 1.5 ms); as one string it is a copy (tens of microseconds), and a
-    look-up is one ``str.find``. A poll looks up message ids spread over every
-    bucket, so this is what keeps it from slowing down as the store grows.
-    """
-    out: Doc = {}
-    for side in ("active", "archived"):
-        lines = [f"{_escape_key(key)}\t{' '.join(ids)}" for key, ids in bucket[side].items() if ids]
-        out[side] = "\n" + "\n".join(lines) + "\n" if lines else ""
-    return out
-
-
-def _unpacked(bucket: Doc) -> Doc:
-    out: Doc = {}
-    for side in ("active", "archived"):
-        entries: dict[str, list[str]] = {}
-        for line in bucket[side].split("\n"):
-            if line:
-                key, _, ids = line.partition("\t")
-                entries[_unescape_key(key)] = ids.split(" ")
-        out[side] = entries
-    return out
-
-
-def _find_packed(text: str, key: str) -> list[str]:
-    needle = f"\n{_escape_key(key)}\t"
-    start = text.find(needle)
-    if start < 0:
-        return []
-    start += len(needle)
-    return text[start : text.index("\n", start)].split(" ")
-
-
-def _split_count(buckets: int, total_bytes: int, entries: int) -> int:
-    """Buckets enough for each to be about half of BUCKET_BYTES (a power of two, no more than entries)."""
-    count = buckets
-    while total_bytes / count > BUCKET_BYTES / 2 and count * 2 <= entries:
-        count *= 2
-    return count
 
 
 def _generation_of(name: str) -> int:
