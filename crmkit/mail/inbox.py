@@ -5,7 +5,10 @@ and changes the store, inside the caller's transaction, so the poller can
 commit the filing and its progress together. The rules, in order:
 
 1. a Message-ID already logged is a duplicate: nothing happens;
-2. a delivery report marks the bounced addresses and opens no case;
+2. a bounce (RFC 3464 or the plain-text reports of common mail servers, see
+   :mod:`crmkit.mail.bounce`) marks the addresses that failed for good; a
+   delay notice marks nobody; a spam complaint (ARF) opts the complainer
+   out; none of them opens a case or makes a contact;
 3. the sender is matched to a contact by address (``+tags`` ignored if
    asked), then to a lead; otherwise a contact (or lead) is made, tied to
    the account whose domain the address is at;
@@ -30,6 +33,7 @@ from functools import lru_cache
 from typing import Any
 
 from crmkit.errors import CrmkitError
+from crmkit.mail.bounce import Report, addresses_to_mark
 from crmkit.mail.message import ParsedMessage, automatic_reason
 from crmkit.records.matching import FREE_MAIL_DOMAINS
 from crmkit.store import Store
@@ -68,7 +72,7 @@ class InboxRules:
 class Filed:
     """What filing one message did."""
 
-    action: str  # new_case, joined_case, reopened_case, logged, duplicate, bounce, unsubscribed
+    action: str  # new_case, joined_case, reopened_case, logged, duplicate, bounce, complaint, unsubscribed
     message_id: str | None
     activity: str | None = None
     person: str | None = None  # the contact or lead the message was logged on
@@ -200,6 +204,37 @@ def _recent(times: list[str], now: datetime, window: timedelta) -> list[str]:
     return [t for t in times if now - datetime.fromisoformat(t) < window]
 
 
+def _act_on_report(store: Store, report: Report, filed: Filed, actor: str) -> None:
+    """Mark the addresses a bounce says failed for good, or opt out the people who complained.
+
+    Of a recipient's addresses (the one crmkit mailed, Original-Recipient, Final-Recipient),
+    the one that is a contact's is marked: that is the address crmkit sent to.
+    """
+    known = {
+        address
+        for recipient in report.recipients
+        for address in (recipient.address, recipient.original)
+        if address and store.find_by_email("contacts", address)
+    }
+    if report.kind == "delay":
+        filed.notes.append(f"delivery delayed ({report.format}): no address marked")
+        return
+    filed.action = "complaint" if report.kind == "complaint" else "bounce"
+    for address in addresses_to_mark(report, known):
+        for contact in store.find_by_email("contacts", address):
+            if report.kind == "complaint":
+                if not contact.get("opt_out"):
+                    store.update(contact["id"], {"opt_out": True}, actor=actor)
+                filed.notes.append(
+                    f"{contact['id']} {address} complained ({report.feedback_type or 'abuse'}): opted out"
+                )
+            else:
+                if contact.get("email_status") != "bounced":
+                    store.update(contact["id"], {"email_status": "bounced"}, actor=actor)
+                filed.notes.append(f"{contact['id']} {address} bounced")
+            filed.person = filed.person or contact["id"]
+
+
 def file_message(
     store: Store,
     parsed: ParsedMessage,
@@ -229,14 +264,10 @@ def file_message(
     if sender and sender in own:
         automatic = automatic or "sent from this mailbox"
 
-    if parsed.bounced:
-        filed.action = "bounce"
-        for address in parsed.bounced:
-            for contact in store.find_by_email("contacts", address):
-                if contact.get("email_status") != "bounced":
-                    store.update(contact["id"], {"email_status": "bounced"}, actor=actor)
-                filed.notes.append(f"{contact['id']} {address} bounced")
-                filed.person = filed.person or contact["id"]
+    report = parsed.report
+    if report is not None:
+        # A bounce, a delay notice or a spam complaint: never a case, never a new contact.
+        _act_on_report(store, report, filed, actor)
         filed.activity = _log(store, parsed, filed, None, raw_message, attachments, actor, now)["id"]
         return filed
 

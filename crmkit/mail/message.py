@@ -21,6 +21,7 @@ from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 from functools import cached_property
 from typing import Any
 
+from crmkit.mail.bounce import Report, addresses_to_mark, classify
 from crmkit.mail.text import html_to_text, strip_quoted
 
 __all__ = [
@@ -85,7 +86,15 @@ class ParsedMessage:
     headers: dict[str, str] = field(default_factory=dict)  # lower-cased names, first value
     content_type: str = "text/plain"
     problems: list[str] = field(default_factory=list)
-    bounced: list[str] = field(default_factory=list)  # recipients a delivery report says failed
+    #: what a bounce or a spam complaint says (crmkit.mail.bounce), None for other mail
+    report: Report | None = None
+
+    @property
+    def bounced(self) -> list[str]:
+        """Recipients a delivery report says failed for good (the Original-Recipient where given)."""
+        if self.report is None or self.report.kind != "failure":
+            return []
+        return list(addresses_to_mark(self.report))
 
     @cached_property
     def new_text(self) -> str:
@@ -298,32 +307,6 @@ def _extension(ctype: str) -> str:
     }.get(ctype, ".bin")
 
 
-def _bounced(msg: Message) -> list[str]:
-    """Recipients a delivery status notification (RFC 3464) says could not be reached."""
-    failed: list[str] = []
-    header = msg.get("X-Failed-Recipients")
-    if header:
-        failed += [a.lower() for _, a in getaddresses([str(header)]) if "@" in a]
-    if msg.get_content_type() != "multipart/report":
-        return failed
-    for part in msg.walk():
-        if part.get_content_type() != "message/delivery-status":
-            continue
-        payload = part.get_payload()
-        blocks: list[Any] = payload if isinstance(payload, list) else []
-        texts: list[Any] = [str(b) for b in blocks] if blocks else [part.get_payload(decode=True) or b""]
-        for block in texts:
-            text = block.decode("utf-8", "replace") if isinstance(block, bytes) else str(block)
-            for recipient in re.split(r"\n\s*\n", text):
-                action = re.search(r"^Action:\s*(\S+)", recipient, re.I | re.M)
-                final = re.search(r"^(?:Final|Original)-Recipient:[^;\n]*;\s*(\S+)", recipient, re.I | re.M)
-                if action and final and action.group(1).lower() == "failed":
-                    address = final.group(1).strip("<>").lower()
-                    if address not in failed:
-                        failed.append(address)
-    return failed
-
-
 def automatic_reason(parsed: ParsedMessage) -> str | None:
     """Why a message was sent by a machine (RFC 3834 and common practice), or None for a person's mail.
 
@@ -419,20 +402,5 @@ def parse_message(raw: bytes) -> ParsedMessage:
         content_type=content_type,
         problems=problems,
     )
-    try:
-        parsed.bounced = _bounced(msg) if _from_a_mail_system(parsed, msg, problems) else []
-    except Exception:
-        problems.append("unreadable delivery report")
+    parsed.report = classify(msg)  # never raises: a report nobody can read marks nobody
     return parsed
-
-
-def _from_a_mail_system(parsed: ParsedMessage, msg: Message, problems: list[str]) -> bool:
-    """A delivery report comes from a mail system (RFC 3464), not from anyone who writes the header.
-
-    Anyone can put ``X-Failed-Recipients`` in a message; only a report, or mail from a
-    mailer-daemon or with an empty Return-Path (RFC 5321 bounces), may mark addresses bounced.
-    """
-    if parsed.content_type == "multipart/report":
-        return True
-    local = (parsed.sender or "").partition("@")[0]
-    return local in ("mailer-daemon", "postmaster") or _raw_header(msg, "Return-Path", problems) == "<>"
