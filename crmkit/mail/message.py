@@ -22,7 +22,7 @@ from functools import cached_property
 from typing import Any
 
 from crmkit.mail.bounce import Report, addresses_to_mark, classify
-from crmkit.mail.text import html_to_text, strip_quoted
+from crmkit.mail.text import clean_text, html_to_text, looks_binary, strip_quoted
 
 __all__ = [
     "Attachment",
@@ -149,13 +149,40 @@ def _raw_header(msg: Message, name: str, problems: list[str]) -> str:
         text = text[:MAX_HEADER_CHARS]
         problems.append(f"{name} header cut at {MAX_HEADER_CHARS} characters")
     if _SURROGATES.search(text):  # raw 8-bit bytes: no charset was declared for them
-        data = text.encode("ascii", "surrogateescape")
+        text = _undeclared(text.encode("ascii", "surrogateescape"), _message_charsets(msg), name, problems)
+    return clean_text(re.sub(r"\s+", " ", text)).strip()
+
+
+def _message_charsets(msg: Message) -> list[str]:
+    """The charsets the message's parts declare: the likeliest for its undeclared 8-bit headers."""
+    cached = msg.__dict__.get("_crmkit_charsets")
+    if cached is None:
+        cached = []
         try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            text = data.decode("cp1252", errors="replace")
-            problems.append(f"undeclared 8-bit {name} header read as windows-1252")
-    return re.sub(r"\s+", " ", text).strip()
+            for part in msg.walk():
+                charset = part.get_content_charset()
+                if charset and charset not in cached and charset not in ("us-ascii", "ascii"):
+                    cached.append(charset)
+        except Exception:
+            pass
+        msg.__dict__["_crmkit_charsets"] = cached
+    return cached  # type: ignore[no-any-return]
+
+
+def _undeclared(data: bytes, charsets: list[str], name: str, problems: list[str]) -> str:
+    """Undeclared 8-bit bytes: UTF-8, else the first of the message's own charsets that fits, else cp1252."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    for charset in charsets:
+        charset = _CHARSET_STAND_INS.get(charset.lower(), charset)
+        try:
+            return data.decode(charset)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    problems.append(f"undeclared 8-bit {name} read as windows-1252")
+    return data.decode("cp1252", errors="replace")
 
 
 def _decode_words(text: str, problems: list[str]) -> str:
@@ -177,7 +204,7 @@ def _decode_words(text: str, problems: list[str]) -> str:
 
 
 def _header(msg: Message, name: str, problems: list[str]) -> str:
-    return unicodedata.normalize("NFC", _decode_words(_raw_header(msg, name, problems), problems))
+    return clean_text(unicodedata.normalize("NFC", _decode_words(_raw_header(msg, name, problems), problems)))
 
 
 def _addresses(msg: Message, name: str, problems: list[str]) -> list[tuple[str, str]]:
@@ -194,7 +221,7 @@ def _addresses(msg: Message, name: str, problems: list[str]) -> list[tuple[str, 
     for display, address in found:
         address = address.strip().strip("<>").lower()
         if "@" in address:
-            name_text = unicodedata.normalize("NFC", _decode_words(display, problems)).strip()
+            name_text = clean_text(unicodedata.normalize("NFC", _decode_words(display, problems))).strip()
             pairs.append((name_text, address))
     return pairs
 
@@ -227,13 +254,30 @@ def _decode_charset(payload: bytes, charset: str | None, problems: list[str]) ->
         except LookupError:
             problems.append(f"unknown charset {charset!r}")
         except UnicodeDecodeError:
-            problems.append(f"text is not valid {charset}")
+            # one bad byte costs one character, not the whole part (read as cp1252 it was mojibake)
+            problems.append(f"text is not valid {charset}: bad bytes replaced")
+            return payload.decode(charset, errors="replace")
     try:
         return payload.decode("utf-8")
     except UnicodeDecodeError:
+        if _mostly_utf8(payload):
+            problems.append("text is not valid utf-8: bad bytes replaced")
+            return payload.decode("utf-8", errors="replace")
         if charset is None:
             problems.append("undeclared 8-bit text read as windows-1252")
         return payload.decode("cp1252", errors="replace")
+
+
+def _mostly_utf8(payload: bytes) -> bool:
+    """True when the bytes are UTF-8 but for a few bad ones (a cut or a stray byte), not another charset.
+
+    Text in a single-byte charset read as UTF-8 turns nearly every non-ASCII byte into
+    U+FFFD; UTF-8 with one stray byte keeps its many valid multi-byte characters.
+    """
+    text = payload.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd")
+    good = sum(1 for ch in text if ord(ch) > 0x7F) - bad
+    return good >= 4 * bad
 
 
 def _part_text(part: Message, problems: list[str]) -> str:
@@ -268,7 +312,10 @@ def _walk(msg: Message, problems: list[str]) -> tuple[str, str, list[Attachment]
                 filename = unicodedata.normalize("NFC", _decode_words(filename, problems))
         except Exception:
             problems.append("an attachment's file name could not be read")
-        if disposition == "attachment" or filename or not ctype.startswith(("text/", "message/")):
+        binary = ctype.startswith("text/") and _binary_text(part)
+        if binary:
+            problems.append(f"a {ctype} part holds binary data: kept as an attachment")
+        if binary or disposition == "attachment" or filename or not ctype.startswith(("text/", "message/")):
             if ctype.startswith("multipart/"):
                 continue
             try:
@@ -293,6 +340,14 @@ def _walk(msg: Message, problems: list[str]) -> tuple[str, str, list[Attachment]
         elif ctype.startswith("text/"):
             plain.append(_part_text(part, problems))
     return "\n\n".join(plain), "\n\n".join(html), attachments
+
+
+def _binary_text(part: Message) -> bool:
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:
+        return False
+    return isinstance(payload, bytes) and looks_binary(payload)
 
 
 def _extension(ctype: str) -> str:
@@ -396,7 +451,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
         reply_to=reply_to[0][1] if reply_to else None,
         date=date,
         subject=_header(msg, "Subject", problems),
-        text=text.replace("\r\n", "\n").strip(),
+        text=clean_text(text).strip(),
         attachments=attachments,
         headers=headers,
         content_type=content_type,

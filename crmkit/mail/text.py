@@ -8,7 +8,41 @@ from __future__ import annotations
 import re
 from html import unescape
 
-__all__ = ["html_to_text", "strip_quoted"]
+__all__ = ["clean_text", "html_to_text", "looks_binary", "strip_quoted"]
+
+# Text from mail is shown and stored: control characters other than tab and newline
+# become U+FFFD (a visible mark, never an escape sequence for a terminal or a sheet),
+# page breaks become line breaks, NULs go.
+_CLEAN: dict[int, str | None] = {
+    c: "\ufffd" for c in [*range(0x00, 0x09), *range(0x0E, 0x20), *range(0x7F, 0xA0)]
+}
+_CLEAN.update({0x00: None, 0x0B: "\n", 0x0C: "\n", 0x0D: "\n", 0x2028: "\n", 0x2029: "\n"})
+
+
+def clean_text(text: str) -> str:
+    """Mail text fit to display and store: CRLF and CR as LF, other control characters replaced, NULs dropped.
+
+    The message itself is kept as it came (the archive's .eml); only what crmkit shows is cleaned.
+    """
+    return text.replace("\r\n", "\n").translate(_CLEAN)
+
+
+#: How files that are often mislabelled text/plain begin: PNG, JPEG, GIF, PDF, ZIP (docx, xlsx), gzip.
+_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"%PDF-", b"PK\x03\x04", b"\x1f\x8b")
+
+
+def looks_binary(data: bytes) -> bool:
+    """True for bytes that are not text whatever their label says (a PNG sent as text/plain).
+
+    Random bytes are about 10% control characters; text has next to none (a stray NUL or
+    form feed is text with a flaw, cleaned by :func:`clean_text`).
+    """
+    if data.startswith(_MAGIC):
+        return True
+    sample = data[:8192]
+    controls = sum(1 for b in sample if b < 0x09 or 0x0E <= b < 0x20)
+    return controls > max(16, len(sample) // 30)
+
 
 _BLOCKS = frozenset(
     {"address", "article", "aside", "blockquote", "dd", "div", "dl", "dt", "fieldset", "figcaption",
