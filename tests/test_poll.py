@@ -820,3 +820,60 @@ def test_a_message_expunged_by_another_client_mid_run_is_passed_over_and_the_res
     subjects = sorted(a["subject"] for a in inbox.activities())
     assert subjects == ["Question 0", "Question 1", "Question 3", "Question 4"]
     assert inbox.poll()["messages"] == 0  # nothing left behind, nothing filed twice
+
+
+# -- progress and reasons (issue 14) ---------------------------------------------------------------
+
+BOUNCES = Path(__file__).parent / "fixtures" / "bounces"
+
+
+def test_the_summary_counts_what_each_rule_held_back(make_inbox: Callable[..., Inbox]) -> None:
+    inbox = make_inbox(max_new_cases_per_hour=1)
+    inbox.append(
+        mail("flood@x.example", "first"),
+        mail("flood@x.example", "second"),
+        mail("flood@x.example", "third"),
+        mail("robot@x.example", "Automatic reply: away", headers={"Auto-Submitted": "auto-replied"}),
+        (BOUNCES / "own--postfix-plain-failure.eml").read_bytes(),
+        (BOUNCES / "own--arf-to-of-original.eml").read_bytes(),
+    )
+    data = inbox.poll()
+    assert data["counts"]["new_case"] == 1
+    assert data["held"] == {"per-sender limit": 2, "automatic mail": 1, "bounce": 1, "complaint": 1}
+    assert [f["held"] for f in data["filed"]][:3] == [None, "per-sender limit", "per-sender limit"]
+    inbox.append(mail("flood@x.example", "fourth"), mail("robot@x.example", "Auto: again",
+                                                       headers={"Auto-Submitted": "auto-generated"}))  # fmt: skip
+    out = inbox.cli("poll").stdout
+    assert "2 messages (2 logged); no case: automatic mail 1, per-sender limit 1" in out
+
+
+def test_a_long_poll_shows_a_progress_bar_on_a_terminal_only(inbox: Inbox) -> None:
+    import os
+    import pty
+
+    inbox.append(*[mail(f"p{i}@x.example", f"message {i}") for i in range(250)])
+    env = {**os.environ, "COLUMNS": "100"}
+    argv = [sys.executable, "-m", "crmkit", "--store", str(inbox.store_path), "--config", str(inbox.config_path),
+            "poll"]  # fmt: skip
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=follower, env=env, timeout=120, check=False)
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed: everything was read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(leader)
+    assert done.returncode == 0
+    assert b"filing" in shown and (b"250/250" in shown.replace(b" ", b"") or b"100%" in shown)
+    assert b"250 messages (250 new cases)" in done.stdout
+    # under cron (no terminal) or with --json: no bar, nothing on stderr
+    inbox.append(*[mail(f"q{i}@x.example", f"again {i}") for i in range(250)])
+    quiet = subprocess.run(argv, capture_output=True, env=env, timeout=120, check=False)
+    assert quiet.returncode == 0 and quiet.stderr == b""

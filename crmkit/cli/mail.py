@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -78,10 +80,40 @@ def poll(app: App, mode: str, list_quarantine: bool, replay: str | None, quiet: 
 
                 report = poll_idle(store, settings.server, password, on_round=show_round, **common)
             else:
-                report = poll_once(store, settings.server, password, **common)
+                with _progress_bar(enabled=not (as_json or quiet)) as on_progress:
+                    report = poll_once(store, settings.server, password, on_progress=on_progress, **common)
                 _print_report(report, quiet=quiet, as_json=as_json)
     if report.needs_attention:
         sys.exit(NEEDS_ATTENTION)
+
+
+#: A poll of fewer new messages than this finishes too soon for a progress bar to help.
+PROGRESS_FROM = 200
+
+
+@contextmanager
+def _progress_bar(*, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr for a long poll, only on a terminal (never under cron or --json)."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    bar: Any = None
+    shown = 0
+
+    def advance(filed: int, total: int) -> None:
+        nonlocal bar, shown
+        if bar is None:
+            if total < PROGRESS_FROM:
+                return
+            bar = click.progressbar(length=total, label="filing", file=sys.stderr).__enter__()
+        bar.update(filed - shown)
+        shown = filed
+
+    try:
+        yield advance
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
 
 
 def _print_report(report: PollReport, *, quiet: bool, as_json: bool, json_line: bool = False) -> None:

@@ -71,6 +71,8 @@ IDLE_RENEW_SECONDS = 25 * 60
 _BODY = b"BODY[]"
 
 OnFiled = Callable[[Filed, ParsedMessage], None]
+#: ``on_progress(filed, total)``: after each commit, how many of this round's new messages are filed.
+OnProgress = Callable[[int, int], None]
 
 
 #: Messages filed per store transaction. Each commit rewrites the store file, so one per
@@ -94,6 +96,7 @@ class PollReport:
     last_uid: int = 0
     uidvalidity_changed: bool = False
     counts: dict[str, int] = field(default_factory=dict)  # per filing action, and "quarantined"
+    held: dict[str, int] = field(default_factory=dict)  # messages that opened no case, per rule
     mailbox_actions: dict[str, int] = field(default_factory=dict)  # "seen" / "moved": messages
     filed: list[Filed] = field(default_factory=list)
     quarantined: list[str] = field(default_factory=list)  # quarantine ids
@@ -110,6 +113,8 @@ class PollReport:
     def add(self, filed: Filed) -> None:
         self.filed.append(filed)
         self.counts[filed.action] = self.counts.get(filed.action, 0) + 1
+        if filed.held:
+            self.held[filed.held] = self.held.get(filed.held, 0) + 1
 
     def add_quarantined(self, qid: str) -> None:
         if qid not in self.quarantined:
@@ -129,10 +134,13 @@ class PollReport:
         self.uidvalidity_changed = self.uidvalidity_changed or other.uidvalidity_changed
 
     def summary(self) -> str:
-        """One line for people: how many messages and what became of them."""
-        parts = ", ".join(f"{n} {action.replace('_', ' ')}" for action, n in sorted(self.counts.items()))
-        count = f"{self.messages} message" + ("" if self.messages == 1 else "s")
-        line = f"{self.mailbox}: {count}" + (f" ({parts})" if parts else "")
+        """One line for people: how many messages, what became of them, and what held cases back."""
+        parts = ", ".join(_counted(n, action) for action, n in sorted(self.counts.items()))
+        line = f"{self.mailbox}: {_counted(self.messages, 'message')}" + (f" ({parts})" if parts else "")
+        if self.held:
+            most_first = sorted(self.held.items(), key=lambda kv: (-kv[1], kv[0]))
+            reasons = ", ".join(f"{rule} {n}" for rule, n in most_first)
+            line += f"; no case: {reasons}"
         if self.mailbox_actions:
             line += "; " + ", ".join(f"{n} {a}" for a, n in sorted(self.mailbox_actions.items()))
         return line
@@ -145,10 +153,28 @@ class PollReport:
             "uidvalidity_changed": self.uidvalidity_changed,
             "messages": self.messages,
             "counts": dict(sorted(self.counts.items())),
+            "held": dict(sorted(self.held.items())),
             "mailbox_actions": self.mailbox_actions,
             "filed": [f.as_json() for f in self.filed],
             "quarantined": self.quarantined,
         }
+
+
+#: How each filing action reads after a number (the summary line).
+_NOUNS = {
+    "message": ("message", "messages"),
+    "new_case": ("new case", "new cases"),
+    "joined_case": ("joined a case", "joined cases"),
+    "reopened_case": ("reopened a case", "reopened cases"),
+    "bounce": ("bounce", "bounces"),
+    "complaint": ("complaint", "complaints"),
+    "duplicate": ("duplicate", "duplicates"),
+}
+
+
+def _counted(n: int, what: str) -> str:
+    one, many = _NOUNS.get(what, (what.replace("_", " "), what.replace("_", " ")))
+    return f"{n} {one if n == 1 else many}"
 
 
 # -- filing one message -------------------------------------------------------------------------
@@ -380,6 +406,7 @@ class _Poller:
         commit_every: int,
         on_filed: OnFiled | None,
         stop: threading.Event | None = None,
+        on_progress: OnProgress | None = None,
     ) -> None:
         if after not in AFTER_ACTIONS:
             raise ConfigError(f"after must be one of {', '.join(AFTER_ACTIONS)} (got {after!r})")
@@ -399,6 +426,7 @@ class _Poller:
         self.batch = batch
         self.commit_every = commit_every
         self.on_filed = on_filed
+        self.on_progress = on_progress
         self.stop = stop or threading.Event()
         self.key = mailbox_key(server)
 
@@ -471,6 +499,7 @@ class _Poller:
             uids = sorted(u for u in found if u > progress.last_uid)
             if not uids:
                 return
+            filed_so_far = 0
             for start in range(0, len(uids), self.batch):
                 chunk = uids[start : start + self.batch]
                 fetched = client.fetch(chunk, ["BODY.PEEK[]"])  # PEEK: reading does not set \Seen
@@ -482,6 +511,9 @@ class _Poller:
                     group = messages[first : first + self.commit_every]
                     self._file_group(group, progress, report)
                     done += [uid for uid, _ in group]
+                    filed_so_far += len(group)
+                    if self.on_progress is not None:
+                        self.on_progress(filed_so_far, len(uids))
                 self._act(client, done, progress, report)
                 if self.stop.is_set():
                     return
@@ -598,6 +630,7 @@ def poll_once(
     commit_every: int = COMMIT_EVERY,
     ssl_context: ssl.SSLContext | None = None,
     on_filed: OnFiled | None = None,
+    on_progress: OnProgress | None = None,
 ) -> PollReport:
     """Connect, file every message that arrived since the last run, apply ``after``, log out.
 
@@ -607,7 +640,8 @@ def poll_once(
     store transaction (default :data:`COMMIT_EVERY`): each commit rewrites the
     store file, so more is much faster on a backlog, and a kill re-reads at most
     that many uncommitted messages (none is logged twice either way). ``on_filed(filed, parsed)`` runs after
-    each message is committed (acknowledgements). Raises
+    each message is committed (acknowledgements); ``on_progress(filed, total)`` after each commit (a
+    progress bar). Raises
     :class:`~crmkit.errors.CrmkitError` (one line, never the password) when the
     server cannot be reached or refuses; what was filed before stays filed.
     """
@@ -621,6 +655,7 @@ def poll_once(
         batch=batch,
         commit_every=commit_every,
         on_filed=on_filed,
+        on_progress=on_progress,
     )
     report = poller.report()
     client = connect(server, password, ssl_context=ssl_context)

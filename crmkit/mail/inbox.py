@@ -79,10 +79,13 @@ class Filed:
     case: str | None = None
     acknowledge: bool = False  # the poller should acknowledge the new case to the sender
     notes: list[str] = field(default_factory=list)
+    #: why the message opened no case when a person's mail would have: the rule that held it back
+    held: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
             "action": self.action,
+            "held": self.held,
             "message_id": self.message_id,
             "activity": self.activity,
             "person": self.person,
@@ -268,6 +271,7 @@ def file_message(
     if report is not None:
         # A bounce, a delay notice or a spam complaint: never a case, never a new contact.
         _act_on_report(store, report, filed, actor)
+        filed.held = {"failure": "bounce", "delay": "delay notice", "complaint": "complaint"}[report.kind]
         filed.activity = _log(store, parsed, filed, None, raw_message, attachments, actor, now)["id"]
         return filed
 
@@ -283,6 +287,7 @@ def file_message(
         automatic = "no sender address"  # nobody to answer, and no one to tie a case to
     if automatic:
         filed.notes.append(f"automatic mail ({automatic}): no case")
+        filed.held = "no sender address" if sender is None else "automatic mail"
         filed.activity = _log(store, parsed, filed, None, raw_message, attachments, actor, now)["id"]
         return filed
 
@@ -311,7 +316,7 @@ def file_message(
             filed.notes.append(
                 f"{sender} opened {len(opened)} cases within {rules.rate_window}: logged, no new case"
             )
-            filed.action = "logged"
+            filed.action, filed.held = "logged", "per-sender limit"
         else:
             case = store.add(
                 "cases",
