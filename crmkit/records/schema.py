@@ -460,6 +460,12 @@ CASE = RecordType(
         ChoiceField("origin", "Origin", choices=("email", "phone", "web"), aliases=("channel",)),
         TextField("description", "Description", aliases=("details", "body")),
         _owner,
+        DateTimeField(
+            "first_response_at",
+            "First response",
+            system=True,
+            help="when the team first answered (a reply sent by crmkit or found in the Sent folder)",
+        ),
     ),
 )
 
