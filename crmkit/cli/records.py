@@ -305,6 +305,10 @@ def register(main: click.Group, name: str | None = None) -> None:
             _contacts_extras(group)
         elif rt.table == "leads":
             _leads_extras(group)
+        elif rt.table == "cases":
+            from crmkit.cli.cases import cases_extras
+
+            cases_extras(group)
         elif rt.table in ("deals", "quotes", "invoices"):
             from crmkit.cli.invoices import deals_extras, invoices_extras, quotes_extras
 
