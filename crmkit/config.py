@@ -98,6 +98,7 @@ _INBOX_KEYS = (
     "acknowledge",
     "acknowledge_every_hours",
     "own_addresses",
+    "sent_folder",
 )
 AFTER_ACTIONS = ("seen", "move", "none")
 UNKNOWN_SENDER = ("contact", "lead")
@@ -175,6 +176,7 @@ class InboxSettings:
     acknowledge: bool | None = None
     acknowledge_every_hours: float | None = None  # at most one acknowledgement per sender per window
     own_addresses: tuple[str, ...] = ()
+    sent_folder: str | None = None  # the team's sent mail, logged as email_out and joined to cases
 
 
 @dataclass(frozen=True)
@@ -325,6 +327,11 @@ def _inbox(path: Path, data: Mapping[str, Any]) -> InboxSettings:
     if move_to is not None and (move_to == folder or move_to.upper() == folder.upper() == "INBOX"):
         raise ConfigError(f"{path}: imap.move_to must be another folder than the one polled ({move_to})")
     settings: dict[str, Any] = {"after": after, "move_to": move_to}
+    if "sent_folder" in data:
+        sent = _expect(path, "imap.sent_folder", data["sent_folder"], str, "a folder name").strip()
+        if not sent or sent.upper() == folder.upper() or sent == move_to:
+            raise ConfigError(f"{path}: imap.sent_folder must name another folder than folder and move_to")
+        settings["sent_folder"] = sent
     if "unknown_sender" in data:
         settings["unknown_sender"] = _choice(
             path, "imap.unknown_sender", data["unknown_sender"], UNKNOWN_SENDER

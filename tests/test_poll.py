@@ -877,3 +877,51 @@ def test_a_long_poll_shows_a_progress_bar_on_a_terminal_only(inbox: Inbox) -> No
     inbox.append(*[mail(f"q{i}@x.example", f"again {i}") for i in range(250)])
     quiet = subprocess.run(argv, capture_output=True, env=env, timeout=120, check=False)
     assert quiet.returncode == 0 and quiet.stderr == b""
+
+
+# -- the team's own mail: the Sent folder (issue 14) ---------------------------------------------
+
+
+def test_the_sent_folder_puts_the_teams_answers_on_the_timeline(make_inbox: Callable[..., Inbox]) -> None:
+    inbox = make_inbox(sent_folder="Sent", own_addresses=["support@example.com"])
+    inbox.append(mail("Ana <ana@customer.example>", "Printer on fire", message_id="<q1@customer.example>"))
+    missing = inbox.cli("poll", code=1).stderr  # the inbox is filed all the same
+    assert "folder 'Sent' not found" in missing and "set [imap] sent_folder" in missing
+    with inbox.dovecot.connect(inbox.user) as client:
+        client.create_folder("Sent")
+    assert inbox.poll()["counts"] == {}
+    [case] = inbox.json("cases", "list")
+    assert case["status"] == "new"
+    answer = mail("Ben <ben@example.com>", f"[{case['id']}] Re: Printer on fire", "Unplug it, please.",
+                  message_id="<a1@example.com>", in_reply_to="<q1@customer.example>")  # fmt: skip
+    answer = answer.replace(b"To: support@example.com", b"To: ana@customer.example")
+    stranger = mail("Ben <ben@example.com>", "Quote", "Hello vendor", message_id="<v1@example.com>")
+    stranger = stranger.replace(b"To: support@example.com", b"To: sales@vendor.example")
+    inbox.append(answer, stranger, folder="Sent")
+    second = inbox.poll()
+    assert second["counts"] == {"sent": 2}
+    assert second["held"] == {}
+    [logged, other] = [f for f in second["filed"]]
+    assert (logged["action"], logged["case"]) == ("sent", case["id"]) and other["case"] is None
+    case = inbox.json("cases", "show", case["id"])
+    assert case["status"] == "pending" and case["first_response_at"].startswith("2026-11-23T10:00")
+    activity = inbox.json("activities", "show", logged["activity"])
+    assert (activity["kind"], activity["contact"], activity["case"]) == ("email_out", case["contact"], case["id"])
+    assert inbox.json("contacts", "list", "--where", "email=sales@vendor.example") == []  # no contact made
+    assert len(inbox.json("cases", "list")) == 1
+    # the Sent folder is never flagged or moved, and a second poll finds nothing new there
+    with inbox.dovecot.connect(inbox.user) as client:
+        client.select_folder("Sent", readonly=True)
+        assert all(b"\\Seen" not in flags for flags in client.get_flags(client.search(["ALL"])).values())
+    assert inbox.poll()["counts"] == {}
+    # the customer answers the team's message: it joins the case, which waits on the team again
+    inbox.append(mail("ana@customer.example", "Re: Printer on fire", "Done, thanks",
+                      in_reply_to="<a1@example.com>"))  # fmt: skip
+    assert inbox.poll()["counts"] == {"joined_case": 1}
+    assert inbox.json("cases", "show", case["id"])["status"] == "open"
+
+
+def test_sent_folder_must_be_another_folder(make_inbox: Callable[..., Inbox]) -> None:
+    inbox = make_inbox(sent_folder="INBOX")
+    result = inbox.cli("poll", code=1)
+    assert "sent_folder must name another folder" in result.stderr

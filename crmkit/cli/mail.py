@@ -71,6 +71,7 @@ def poll(app: App, mode: str, list_quarantine: bool, replay: str | None, quiet: 
                 "after": settings.after,
                 "move_to": settings.move_to,
                 "on_filed": on_filed,
+                "sent_folder": settings.sent_folder,
             }
             password = resolve_password(settings.server)
             if mode == "idle":

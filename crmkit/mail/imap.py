@@ -26,6 +26,7 @@ work for a person.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import imaplib
 import logging
@@ -442,8 +443,9 @@ class _Poller:
             raise
         except imaplib.IMAP4.error:
             folders = ", ".join(sorted(str(f[2]) for f in client.list_folders()))
+            key = "sent_folder" if self.rules.outgoing else "folder"
             raise CrmkitError(
-                f"{_where(self.server)}: folder {folder!r} not found (there: {folders}); set [imap] folder"
+                f"{_where(self.server)}: folder {folder!r} not found (there: {folders}); set [imap] {key}"
             ) from None
         uidvalidity = int(info[b"UIDVALIDITY"])
         saved = self.store.state(STATE, self.key) or {}
@@ -631,6 +633,7 @@ def poll_once(
     ssl_context: ssl.SSLContext | None = None,
     on_filed: OnFiled | None = None,
     on_progress: OnProgress | None = None,
+    sent_folder: str | None = None,
 ) -> PollReport:
     """Connect, file every message that arrived since the last run, apply ``after``, log out.
 
@@ -641,7 +644,8 @@ def poll_once(
     store file, so more is much faster on a backlog, and a kill re-reads at most
     that many uncommitted messages (none is logged twice either way). ``on_filed(filed, parsed)`` runs after
     each message is committed (acknowledgements); ``on_progress(filed, total)`` after each commit (a
-    progress bar). Raises
+    progress bar). ``sent_folder``: then read that folder too, as the team's own mail (logged as
+    ``email_out``, joined to cases, never flagged or moved), with its own checkpoint. Raises
     :class:`~crmkit.errors.CrmkitError` (one line, never the password) when the
     server cannot be reached or refuses; what was filed before stays filed.
     """
@@ -658,14 +662,46 @@ def poll_once(
         on_progress=on_progress,
     )
     report = poller.report()
+    sent = _sent_poller(poller, sent_folder)
     client = connect(server, password, ssl_context=ssl_context)
     try:
         with _imap_errors(_where(server), password):
             progress = poller.open(client, report)
             poller.round(client, progress, report)
+            if sent is not None:
+                _read_sent(sent, client, report)
     finally:
         _close(client)
     return report
+
+
+def _sent_poller(poller: _Poller, sent_folder: str | None) -> _Poller | None:
+    """A poller for the team's Sent folder beside ``poller``'s: same store, its own checkpoint."""
+    if not sent_folder:
+        return None
+    return _Poller(
+        poller.store,
+        dataclasses.replace(poller.server, folder=sent_folder),
+        rules=dataclasses.replace(poller.rules, outgoing=True),
+        archive=poller.archive,
+        after="none",  # the team's sent mail is theirs: never flagged or moved
+        move_to=None,
+        batch=poller.batch,
+        commit_every=poller.commit_every,
+        on_filed=None,
+        stop=poller.stop,
+    )
+
+
+def _read_sent(sent: _Poller, client: Any, into: PollReport) -> None:
+    """File what is new in the Sent folder (selecting it on ``client``) into ``into``'s counts."""
+    report = sent.report()
+    progress = sent.open(client, report)
+    sent.round(client, progress, report, until_empty=True)
+    for filed in report.filed:
+        into.add(filed)
+    for qid in report.quarantined:
+        into.add_quarantined(qid)
 
 
 def poll_idle(
@@ -685,6 +721,7 @@ def poll_idle(
     stop: threading.Event | None = None,
     renew_every: float = IDLE_RENEW_SECONDS,
     backoff: tuple[float, float] = (1.0, 300.0),
+    sent_folder: str | None = None,
 ) -> PollReport:
     """Stay connected and file mail as it arrives (IMAP IDLE), until SIGTERM, Ctrl-C or ``stop``.
 
@@ -694,7 +731,8 @@ def poll_idle(
     for :func:`poll_once`. A refused login, an unverifiable
     certificate or a missing folder are not retried: they raise. Returns
     every round's results together; ``on_round`` sees each round that filed
-    something.
+    something. ``sent_folder`` is read as for :func:`poll_once` each time the
+    inbox wakes the poller, and at least every ``renew_every`` seconds.
     """
     stop = stop or threading.Event()
     poller = _Poller(
@@ -710,6 +748,7 @@ def poll_idle(
         stop=stop,
     )
     total = poller.report()
+    sent = _sent_poller(poller, sent_folder)
     delay = backoff[0]
     with _stop_on_sigterm(stop), contextlib.suppress(KeyboardInterrupt):
         while not stop.is_set():
@@ -724,7 +763,7 @@ def poll_idle(
                 with _imap_errors(_where(server), password):
                     progress = poller.open(client, total)
                     delay = backoff[0]  # connected and selected: a later failure starts the back-off over
-                    _idle_loop(poller, client, progress, total, on_round, renew_every)
+                    _idle_loop(poller, client, progress, total, on_round, renew_every, sent)
             except (ImapConnectionError, StoreLockedError) as exc:
                 # a long sync or import may hold the store: wait for it as for a broken connection
                 log.warning("%s; reconnecting in %g s", exc, delay)
@@ -742,12 +781,16 @@ def _idle_loop(
     total: PollReport,
     on_round: Callable[[PollReport], None] | None,
     renew_every: float,
+    sent: _Poller | None = None,
 ) -> None:
     while not poller.stop.is_set():
         # Until a search finds nothing new: mail that arrives while we file is announced in
         # answers imapclient does not hand back, so only a fresh search is sure to see it.
         report = poller.report()
         poller.round(client, progress, report, until_empty=True)
+        if sent is not None:  # then back to the inbox, to IDLE on it
+            _read_sent(sent, client, report)
+            progress = poller.open(client, report)
         total.merge(report)
         if on_round is not None and report.messages:
             on_round(report)

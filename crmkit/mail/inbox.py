@@ -66,13 +66,17 @@ class InboxRules:
     rate_window: timedelta = timedelta(hours=1)
     acknowledge: bool = False
     ack_window: timedelta = timedelta(hours=24)  # at most one acknowledgement per sender per window
+    #: every message is the team's own: the Sent folder's rules (logged as email_out, no case)
+    outgoing: bool = False
 
 
 @dataclass
 class Filed:
     """What filing one message did."""
 
-    action: str  # new_case, joined_case, reopened_case, logged, duplicate, bounce, complaint, unsubscribed
+    action: (
+        str  # new_case, joined_case, reopened_case, logged, duplicate, bounce, complaint, unsubscribed, sent
+    )
     message_id: str | None
     activity: str | None = None
     person: str | None = None  # the contact or lead the message was logged on
@@ -197,8 +201,8 @@ def _token_case(store: Store, parsed: ParsedMessage, person: dict[str, Any] | No
     if person is not None and case.get("contact") == person["id"]:
         return token
     sender = parsed.sender
-    for activity in store.all("activities"):
-        if activity.get("case") == token and sender and activity.get("sender") == sender:
+    for activity in store.linked("activities", "case", token):  # by index: a busy store has many
+        if sender and activity.get("sender") == sender:
             return token
     return None
 
@@ -248,7 +252,11 @@ def file_message(
     now: datetime | None = None,
     actor: str = "poller",
 ) -> Filed:
-    """File one message; see the module docstring. Call it inside a store transaction."""
+    """File one message; see the module docstring. Call it inside a store transaction.
+
+    With ``rules.outgoing`` (the Sent folder) the message is the team's own; so is mail
+    from the mailbox's own addresses wherever it is found.
+    """
     rules = rules or InboxRules()
     now = now or datetime.now(UTC)
     filed = Filed("logged", parsed.message_id)
@@ -263,9 +271,9 @@ def file_message(
             filed.notes.append(f"another message already used Message-ID {parsed.message_id}")
     sender = parsed.sender
     own = {a.lower() for a in rules.own_addresses}
+    if rules.outgoing or (sender and sender in own):
+        return _file_outgoing(store, parsed, filed, raw_message, attachments, actor, now)
     automatic = automatic_reason(parsed)
-    if sender and sender in own:
-        automatic = automatic or "sent from this mailbox"
 
     report = parsed.report
     if report is not None:
@@ -308,6 +316,8 @@ def file_message(
             store.update(case_id, {"status": "open"}, actor=actor)
             filed.action = "reopened_case"
         else:
+            if case.get("status") == "pending":  # it waited on the customer, who answered
+                store.update(case_id, {"status": "open"}, actor=actor)
             filed.action = "joined_case"
         filed.case = case_id
     else:
@@ -339,6 +349,48 @@ def file_message(
     if sender and history:
         store.set_state(STATE, state_key, history)
     filed.activity = _log(store, parsed, filed, filed.case, raw_message, attachments, actor, now)["id"]
+    return filed
+
+
+def _file_outgoing(
+    store: Store,
+    parsed: ParsedMessage,
+    filed: Filed,
+    raw_message: str | None,
+    attachments: list[dict[str, Any]] | None,
+    actor: str,
+    now: datetime,
+) -> Filed:
+    """The team's own mail: logged as ``email_out`` on the contact it went to, joined to its case.
+
+    It opens no case and makes no contact. Joined to a case (by In-Reply-To/References, or
+    by the case token when the case's contact is among the recipients), it is the team's
+    answer: the case's first response time is set once, and a new or open case waits on
+    the customer (pending).
+    """
+    filed.action = "sent"
+    recipients = [*parsed.to, *parsed.cc]
+    contacts = [c for address in recipients for c in store.find_by_email("contacts", address)]
+    filed.person = contacts[0]["id"] if contacts else None
+    case_id = _thread_case(store, parsed)
+    token = case_token(parsed.subject)
+    ours = {c["id"] for c in contacts}
+    if case_id is None and token and store.exists(token) and store.get(token).get("contact") in ours:
+        case_id = token
+    if case_id is not None:
+        filed.case = case_id
+        case = store.get(case_id)
+        changes: dict[str, Any] = {}
+        if not case.get("first_response_at"):
+            changes["first_response_at"] = (parsed.date or now).isoformat()
+        if case.get("status") in ("new", "open"):
+            changes["status"] = "pending"
+        if changes:
+            store.update(case_id, changes, actor=actor, allow_system=True)
+            filed.notes.append(f"answer on {case_id}")
+    filed.activity = _log(
+        store, parsed, filed, case_id, raw_message, attachments, actor, now, kind="email_out"
+    )["id"]
     return filed
 
 
@@ -391,10 +443,12 @@ def _log(
     attachments: list[dict[str, Any]] | None,
     actor: str,
     now: datetime,
+    *,
+    kind: str = "email_in",
 ) -> dict[str, Any]:
     person = filed.person
     data: dict[str, Any] = {
-        "kind": "email_in",
+        "kind": kind,
         "subject": parsed.subject or "(no subject)",
         "body": parsed.new_text,
         "date": (parsed.date or now).isoformat(),

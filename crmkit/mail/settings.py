@@ -46,6 +46,7 @@ class PollSettings:
     rules: InboxRules
     after: str  # seen, move or none
     move_to: str | None
+    sent_folder: str | None = None  # read too, as the team's own mail (never flagged or moved)
 
 
 def inbox_rules(config: Config) -> InboxRules:
@@ -96,6 +97,7 @@ def poll_settings(config: Config) -> PollSettings:
         rules=inbox_rules(config),
         after=config.inbox.after,
         move_to=config.inbox.move_to,
+        sent_folder=config.inbox.sent_folder,
     )
 
 
