@@ -96,7 +96,8 @@ class Reply:
     account: str | None
     sender: str  # the envelope's and From's address
     to: str  # the contact's address
-    to_header: str
+    to_header: str  # as the message carries it (a non-ASCII name encoded)
+    to_name: str
     subject: str  # as it reads in the message (one line)
     text: str
     message_id: str
@@ -105,6 +106,11 @@ class Reply:
     date: datetime
     attachments: tuple[Attachment, ...]
     data: bytes
+
+    @property
+    def to_display(self) -> str:
+        """The recipient as people read it: ``Ana Nguyễn <ana@example.com>``."""
+        return f"{self.to_name} <{self.to}>" if self.to_name else self.to
 
     @property
     def utf8(self) -> bool:
@@ -226,6 +232,7 @@ def build_reply(
         sender=sender,
         to=to,
         to_header=to_header,
+        to_name=clean_header_text(contact_name),
         subject=subject,
         text=text,
         message_id=message_id,
@@ -241,7 +248,7 @@ def readable(reply: Reply) -> str:
     """The reply as a person reads it (a dry run's output): the headers that matter, then the text."""
     lines = [
         f"From: {reply.sender}",
-        f"To: {reply.to_header}",
+        f"To: {reply.to_display}",
         f"Subject: {reply.subject}",
         f"Message-ID: {reply.message_id}",
     ]
@@ -421,7 +428,7 @@ def record_reply(
             "body": reply.text,
             "date": reply.date.isoformat(),
             "sender": reply.sender,
-            "recipients": reply.to_header,
+            "recipients": reply.to_display,
             "message_id": reply.message_id,
             "case": reply.case,
             "contact": reply.contact,
