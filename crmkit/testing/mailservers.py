@@ -435,20 +435,31 @@ service anvil {{
     def connect(self, user: str, *, tls: Literal["plain", "starttls", "ssl"] = "plain") -> IMAPClient:
         """An imapclient connection logged in as ``user`` (usable as a context manager)."""
         from imapclient import IMAPClient
+        from imapclient.exceptions import LoginError
 
         context = ssl.create_default_context(cafile=str(self.cafile))
-        if tls == "ssl":
-            client = IMAPClient(self.host, port=self.ssl_port, ssl=True, ssl_context=context, timeout=10)
-        else:
-            client = IMAPClient(self.host, port=self.port, ssl=False, timeout=10)
-            if tls == "starttls":
-                client.starttls(context)
-        try:
-            client.login(user, self._users[user])
-        except BaseException:
-            client.shutdown()
-            raise
-        return client
+        for attempt in range(5):
+            if tls == "ssl":
+                client = IMAPClient(self.host, port=self.ssl_port, ssl=True, ssl_context=context, timeout=10)
+            else:
+                client = IMAPClient(self.host, port=self.port, ssl=False, timeout=10)
+                if tls == "starttls":
+                    client.starttls(context)
+            try:
+                client.login(user, self._users[user])
+            except LoginError as exc:
+                client.shutdown()
+                # RFC 5530 UNAVAILABLE: Dovecot's auth process is busy (a loaded machine); the
+                # tests' own set-up connections try again rather than fail the test
+                if "[UNAVAILABLE]" not in str(exc) or attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            except BaseException:
+                client.shutdown()
+                raise
+            return client
+        raise AssertionError("unreachable")
 
     def append(self, user: str, folder: str, raw: bytes, flags: Iterable[str | bytes] = ()) -> int | None:
         """APPEND ``raw`` to ``folder`` (created if missing) as ``user``; the new message's UID."""
