@@ -473,6 +473,12 @@ def test_cli_reply_in_the_editor_quotes_the_customer_and_an_untouched_file_sends
     assert result.stderr == "Error: the reply is empty: nothing was sent\n"
     assert len(folder.server.messages) == 1
 
+    # a contact who must not be written to is refused before the editor opens, not after
+    seen.unlink()
+    folder.cli("contacts", "update", "C-1", "opt_out=yes")
+    refused = folder.cli("cases", "reply", "CASE-1", code=1, env={"EDITOR": editor_cmd, "VISUAL": ""})
+    assert "has opted out of mail" in refused.stderr and not seen.exists()
+
 
 def test_cli_reply_help_has_an_example(folder: Folder) -> None:
     help_text = folder.cli("cases", "reply", "--help").stdout

@@ -19,7 +19,7 @@ def _is_terminal() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
-def _reply_text(app: App, case_id: str, message: str | None, file: IO[str] | None) -> str:
+def _reply_text(app: App, case_id: str, message: str | None, file: IO[str] | None, force: bool) -> str:
     """The reply's text: -m, --file, or $EDITOR on a terminal (the customer's last message quoted)."""
     if message is not None and file is not None:
         raise click.UsageError("give the reply once: -m TEXT or --file PATH, not both")
@@ -29,10 +29,10 @@ def _reply_text(app: App, case_id: str, message: str | None, file: IO[str] | Non
         return file.read()
     if not _is_terminal():
         raise click.UsageError("give the reply with -m TEXT or --file PATH (no terminal for $EDITOR)")
-    from crmkit.mail.reply import editor_text, last_customer_message, text_from_editor
+    from crmkit.mail.reply import editor_text, last_customer_message, recipient_of, text_from_editor
 
     store = app.store(must_exist=True)
-    case = store.lookup("cases", case_id)
+    case, _ = recipient_of(store, case_id, force=force)  # refused before anything is written, not after
     edited = click.edit(editor_text(last_customer_message(store, case["id"])), extension=".txt")
     return text_from_editor(edited or "")
 
@@ -94,7 +94,7 @@ def cases_extras(group: click.Group) -> None:
         from crmkit.config import resolve_password
         from crmkit.mail.reply import readable, reply_to_case
 
-        text = _reply_text(app, case_id, message, file)
+        text = _reply_text(app, case_id, message, file, force)
         smtp = app.config.smtp
         if smtp is None:
             raise CrmkitError(

@@ -60,6 +60,7 @@ __all__ = [
     "editor_text",
     "plan_reply",
     "readable",
+    "recipient_of",
     "reply_to_case",
     "text_from_editor",
 ]
@@ -312,24 +313,11 @@ def _attachment(path: Path) -> Attachment:
     return Attachment(path.name, data, mimetypes.guess_type(path.name)[0])
 
 
-def plan_reply(
-    store: Store,
-    case_id: str,
-    text: str,
-    *,
-    from_address: str,
-    attachments: Sequence[Path] = (),
-    force: bool = False,
-    now: datetime | None = None,
-) -> Reply:
-    """The reply to a case, checked and written but not sent; see the module docstring.
-
-    Raises :class:`ReplyError` (one line naming the record to look at) when it must not go out.
-    """
+def recipient_of(store: Store, case_id: str, *, force: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The case and the contact a reply to it goes to; :class:`ReplyError` when there is none to
+    write to (no contact, no address), or one who must not be written to unless ``force``."""
     case = store.lookup("cases", case_id)
     case_id = case["id"]
-    if not text.strip():
-        raise ReplyError("the reply is empty: nothing was sent")
     contact_id = case.get("contact")
     if not contact_id:
         raise ReplyError(
@@ -348,6 +336,28 @@ def plan_reply(
             raise ReplyError(
                 f"{case_id}'s contact {contact_id} ({address}) has bounced; --force sends anyway"
             )
+    return case, contact
+
+
+def plan_reply(
+    store: Store,
+    case_id: str,
+    text: str,
+    *,
+    from_address: str,
+    attachments: Sequence[Path] = (),
+    force: bool = False,
+    now: datetime | None = None,
+) -> Reply:
+    """The reply to a case, checked and written but not sent; see the module docstring.
+
+    Raises :class:`ReplyError` (one line naming the record to look at) when it must not go out.
+    """
+    case, contact = recipient_of(store, case_id, force=force)
+    case_id, contact_id = case["id"], contact["id"]
+    address = str(contact["email"]).strip()
+    if not text.strip():
+        raise ReplyError("the reply is empty: nothing was sent")
     files = [_attachment(Path(p)) for p in attachments]
     size = sum(len(a.data) for a in files)
     if size > MAX_ATTACHMENT_BYTES:
