@@ -96,6 +96,7 @@ class Reply:
     contact: str
     account: str | None
     sender: str  # the envelope's and From's address
+    sender_name: str
     to: str  # the contact's address
     to_header: str  # as the message carries it (a non-ASCII name encoded)
     to_name: str
@@ -231,6 +232,7 @@ def build_reply(
         contact=contact_id,
         account=account,
         sender=sender,
+        sender_name=clean_header_text(sender_name),
         to=to,
         to_header=to_header,
         to_name=clean_header_text(contact_name),
@@ -248,7 +250,7 @@ def build_reply(
 def readable(reply: Reply) -> str:
     """The reply as a person reads it (a dry run's output): the headers that matter, then the text."""
     lines = [
-        f"From: {reply.sender}",
+        f"From: {reply.sender_name} <{reply.sender}>" if reply.sender_name else f"From: {reply.sender}",
         f"To: {reply.to_display}",
         f"Subject: {reply.subject}",
         f"Message-ID: {reply.message_id}",
