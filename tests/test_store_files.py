@@ -206,3 +206,19 @@ def test_index_keys_with_tabs_newlines_and_percent_signs_survive_the_buckets(tmp
         assert [a["subject"] for a in fresh.find_by_message_id(mid)] == [f"odd {n}"], repr(mid)
     assert fresh.find_by_message_id("<a b@x>") == [] and fresh.find_by_message_id("<50@x>") == []
     assert [a["subject"] for a in fresh.find_by_message_id(f"<{'z' * 60}.4999@x>")] == ["f4999"]
+
+
+def test_a_bucket_looked_up_often_gives_the_same_answers_as_a_cold_one(tmp_path: Path) -> None:
+    path = tmp_path / "crm.json"
+    Store(path).add_many("contacts", [{"name": f"P {i}", "email": f"p{i}@example.com"} for i in range(300)])
+    hot, cold = Store(path), Store(path)
+    for _ in range(3):  # past HOT_BUCKET_LOOKUPS: the hot store keeps its buckets as dicts
+        for i in range(0, 300, 7):
+            assert [c["id"] for c in hot.find_by_email("contacts", f"p{i}@example.com")] == [f"C-{i + 1}"]
+    assert hot.find_by_email("contacts", "nobody@example.com") == []
+    for i in range(0, 300, 7):
+        email = f"p{i}@example.com"
+        assert hot.find_by_email("contacts", email) == cold.find_by_email("contacts", email)
+    hot.update("C-8", {"email": "moved@example.com"})  # a change is seen through the delta
+    assert hot.find_by_email("contacts", "p7@example.com") == []
+    assert [c["id"] for c in hot.find_by_email("contacts", "moved@example.com")] == ["C-8"]

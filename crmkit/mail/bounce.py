@@ -112,9 +112,43 @@ class Report:
 def classify(msg: Message) -> Report | None:
     """The bounce or complaint ``msg`` is, or None for any other mail. Never raises."""
     try:
+        if not _might_be_report(msg):
+            return None
         return _classify(msg, 0)
     except Exception:  # a report nobody can read marks nobody; it must not stop the poller
         return None
+
+
+#: Words in a raw From header that a mail system's sender has (a person's rarely does).
+_SYSTEM_HINT = re.compile(
+    r"mailer|daemon|postmaster|deliver|bounce|ndr|nobody|root|smtp|system|gateway|administrator"
+    r"|mail ?server",
+    re.I,
+)
+#: Content types that make a message (or a part of it) a report, or carry one.
+_REPORT_PARTS = ("multipart/report", "message/", "text/rfc822-headers")
+
+
+def _might_be_report(msg: Message) -> bool:
+    """A cheap look at raw headers and part types before any decoding: most mail is a person's.
+
+    Every message the poller files passes here; only those with a hint of a mail system
+    (or a report part anywhere) are read by the detectors, which decode headers and text.
+    """
+    if msg.get("X-Failed-Recipients") is not None or str(msg.get("Return-Path", "")).replace(" ", "") == "<>":
+        return True
+    if _SYSTEM_HINT.search(str(msg.get("From", ""))):
+        return True
+    subject = str(msg.get("Subject", ""))
+    if "=?" in subject:
+        subject = _header(msg, "Subject")
+    if _BOUNCE_SUBJECT.search(subject):
+        return True
+    for part in itertools.islice(msg.walk(), MAX_PARTS):
+        ctype = part.get("Content-Type")
+        if ctype is not None and str(ctype).lower().lstrip().startswith(_REPORT_PARTS):
+            return True
+    return False
 
 
 def pick_address(recipient: Recipient, mailed: Collection[str] | None = None) -> str:

@@ -67,6 +67,8 @@ SEGMENT_SIZE = {"activities": 250}
 DEFAULT_SEGMENT_SIZE = 1000
 #: An index's delta file past this many bytes is merged into its buckets at the next commit.
 DELTA_BYTES = 256 * 1024
+#: Look-ups in one index bucket after which it is kept as a dict rather than searched as text.
+HOT_BUCKET_LOOKUPS = 16
 #: How long a superseded file is kept for readers still working from an older manifest.
 GRACE_SECONDS = 30.0
 #: How many bytes of files to keep parsed in memory between calls (parsed, a segment takes ~4x its bytes).
@@ -102,6 +104,8 @@ class JsonFilesBackend:
         # key -> doc id, per bucket: of changed buckets by (name, number), of files by file name
         self._state_keys: dict[tuple[str, int], dict[str, str]] = {}
         self._file_keys: dict[str, dict[str, str]] = {}
+        self._bucket_hits: dict[str, int] = {}
+        self._hot_buckets: dict[str, Doc] = {}
         self._changed = False
         #: what the last upgrade of a format-1 store did (crmkit store upgrade reports it)
         self.upgraded: dict[str, Any] | None = None
@@ -119,6 +123,8 @@ class JsonFilesBackend:
             named = _named_files(self._manifest)
             self._cache.keep_only(named)
             self._file_keys = {f: keys for f, keys in self._file_keys.items() if f in named}
+            self._hot_buckets = {f: b for f, b in self._hot_buckets.items() if f in named}
+            self._bucket_hits = {f: n for f, n in self._bucket_hits.items() if f in named}
             if not self.storage.in_transaction and _loose_tables(data):
                 # a store in the old one-file format, or records plain TinyDB added to crm.json
                 self._absorb_now()
@@ -159,9 +165,8 @@ class JsonFilesBackend:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        if self.storage.in_transaction:
-            with self.storage.transaction():
-                yield
+        if self.storage.in_transaction:  # joins the open one: nothing to set up (the poller nests a lot)
+            yield
             return
         with self.storage.transaction() as data:
             try:
@@ -304,7 +309,20 @@ class JsonFilesBackend:
         if key in delta:
             return delta[key]  # type: ignore[no-any-return]
         files, _ = self._index_files(table, index)
-        return find_packed(self._bucket(table, index, bucket_of(key, len(files)), files)[side], key)
+        number = bucket_of(key, len(files))
+        name = files[number]
+        if name is None:
+            return []
+        unpacked_bucket = self._hot_buckets.get(name)
+        if unpacked_bucket is not None:
+            return unpacked_bucket[side].get(key, [])  # type: ignore[no-any-return]
+        bucket = self._bucket(table, index, number, files)
+        # A bucket looked up again and again (the poller's message ids) is worth a dict;
+        # a command's one look-up is cheaper as a search of the packed text.
+        self._bucket_hits[name] = hits = self._bucket_hits.get(name, 0) + 1
+        if hits >= HOT_BUCKET_LOOKUPS:
+            self._hot_buckets[name] = unpacked(bucket)
+        return find_packed(bucket[side], key)
 
     def _set_ids(self, table: str, index: str, key: str, side: str, ids: list[str]) -> None:
         delta = self._deltas.get((table, index))
