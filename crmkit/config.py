@@ -52,6 +52,7 @@ __all__ = [
     "InboxSettings",
     "InvoiceSettings",
     "MailServer",
+    "Mailbox",
     "MergeSettings",
     "Secret",
     "SheetsSettings",
@@ -180,6 +181,14 @@ class InboxSettings:
 
 
 @dataclass(frozen=True)
+class Mailbox:
+    """One mailbox the poller reads: an ``[imap]`` table, or one entry of ``[[imap]]``."""
+
+    server: MailServer
+    inbox: InboxSettings
+
+
+@dataclass(frozen=True)
 class SheetsSettings:
     """Google Sheets: credentials, the API endpoint, and how long to wait for it (seconds)."""
 
@@ -225,7 +234,7 @@ class Config:
     #: prints the PostgreSQL store's password (like [imap] password_command)
     store_password_command: str | None = None
     default_currency: str = "USD"
-    imap: MailServer | None = None
+    imap: MailServer | None = None  # the first mailbox's server (what one-mailbox code reads)
     smtp: MailServer | None = None
     sheets: SheetsSettings = field(default_factory=SheetsSettings)
     inbox: InboxSettings = field(default_factory=InboxSettings)
@@ -233,6 +242,8 @@ class Config:
     invoices: InvoiceSettings = field(default_factory=InvoiceSettings)
     #: ``[sheet_names]``: crmkit's sheet title -> the workbook tab ``crmkit sync`` uses for it
     sheet_names: Mapping[str, str] = field(default_factory=dict)
+    #: every mailbox the poller reads: ``[imap]``, or each ``[[imap]]`` entry (support@, sales@ ...)
+    mailboxes: tuple[Mailbox, ...] = ()
 
 
 def resolve_sheet_names(names: Mapping[str, Any] | None) -> dict[str, str]:
@@ -436,7 +447,8 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
     if not is_currency(currency.upper()):
         raise ConfigError(f"{path}: default_currency {currency!r} is not a known currency code")
     tables = {}
-    for name in ("imap", "smtp", "sheets", "merge", "invoices"):
+    mailboxes = _mailboxes(path, data["imap"]) if "imap" in data else ()
+    for name in ("smtp", "sheets", "merge", "invoices"):
         if name in data:
             tables[name] = _expect(path, name, data[name], dict, f"a table ([{name}])")
     sheets = SheetsSettings()
@@ -469,14 +481,40 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
         store=store,
         store_password_command=password_command,
         default_currency=currency.upper(),
-        imap=_server(path, "imap", tables["imap"]) if "imap" in tables else None,
+        imap=mailboxes[0].server if mailboxes else None,
         smtp=_server(path, "smtp", tables["smtp"]) if "smtp" in tables else None,
         sheets=sheets,
-        inbox=_inbox(path, tables["imap"]) if "imap" in tables else InboxSettings(),
+        inbox=mailboxes[0].inbox if mailboxes else InboxSettings(),
         merge=merge,
         invoices=_invoices(path, tables["invoices"]) if "invoices" in tables else InvoiceSettings(),
         sheet_names=sheet_names,
+        mailboxes=mailboxes,
     )
+
+
+def _mailboxes(path: Path, value: Any) -> tuple[Mailbox, ...]:
+    """``[imap]`` (one mailbox) or ``[[imap]]`` (several: support@, sales@, each with its own checkpoint)."""
+    if isinstance(value, dict):
+        return (Mailbox(_server(path, "imap", value), _inbox(path, value)),)
+    if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{path}: imap must be a table ([imap]) or a list of tables ([[imap]])")
+    found = tuple(Mailbox(_server(path, "imap", v), _inbox(path, v)) for v in value)
+    seen: set[tuple[str, int, str, str]] = set()
+    for box in found:
+        s = box.server
+        for folder in (s.folder, box.inbox.sent_folder):
+            if folder is None:
+                continue
+            where = (
+                s.host.lower(),
+                s.port,
+                (s.user or "").lower(),
+                folder.upper() if folder.upper() == "INBOX" else folder,
+            )
+            if where in seen:
+                raise ConfigError(f"{path}: [[imap]] reads {s.user}@{s.host} folder {folder} twice")
+            seen.add(where)
+    return found
 
 
 def _invoices(path: Path, data: Mapping[str, Any]) -> InvoiceSettings:

@@ -290,3 +290,36 @@ def test_the_init_template_shows_sheet_names_and_it_works_uncommented(tmp_path: 
     start = lines.index(next(line for line in lines if line.startswith("# [sheet_names]")))
     uncommented = [line[2:] if start <= n <= start + 1 else line for n, line in enumerate(lines)]
     assert load_config(write(tmp_path, "\n".join(uncommented)), env={}).sheet_names == {"Deals": "CRM Deals"}
+
+
+def test_several_mailboxes_as_an_array_of_tables(tmp_path: Path) -> None:
+    text = (
+        '[[imap]]\nhost = "imap.example.com"\nuser = "support@example.com"\nsent_folder = "Sent"\n'
+        '[[imap]]\nhost = "imap.example.com"\nuser = "sales@example.com"\nafter = "none"\n'
+    )
+    cfg = load_config(write(tmp_path, text), env={})
+    assert [(b.server.user, b.inbox.after, b.inbox.sent_folder) for b in cfg.mailboxes] == [
+        ("support@example.com", "seen", "Sent"),
+        ("sales@example.com", "none", None),
+    ]
+    assert cfg.imap is not None and cfg.imap.user == "support@example.com"  # the first, for one-mailbox code
+    from crmkit.mail.settings import all_poll_settings
+
+    settings = all_poll_settings(cfg)
+    assert {"support@example.com", "sales@example.com"} <= set(settings[1].rules.own_addresses)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('imap = ["x"]\n', "imap must be a table"),
+        ("imap = []\n", "imap must be a table"),
+        ('[[imap]]\nhost = "h"\nuser = "a@x"\n[[imap]]\nhost = "H"\nuser = "A@x"\n', "reads A@x@H folder INBOX twice"),
+        ('[[imap]]\nhost = "h"\nuser = "a@x"\nsent_folder = "Sent"\n[[imap]]\nhost = "h"\nuser = "a@x"\n'
+         'folder = "Sent"\n', "folder Sent twice"),
+        ('[[imap]]\nhost = "h"\nuser = "a@x"\nnope = 1\n', "unknown key imap.nope"),
+    ],
+)
+def test_bad_mailbox_lists_are_one_clear_line(tmp_path: Path, text: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        load_config(write(tmp_path, text), env={})

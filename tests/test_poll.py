@@ -925,3 +925,61 @@ def test_sent_folder_must_be_another_folder(make_inbox: Callable[..., Inbox]) ->
     inbox = make_inbox(sent_folder="INBOX")
     result = inbox.cli("poll", code=1)
     assert "sent_folder must name another folder" in result.stderr
+
+
+# -- several mailboxes: [[imap]] (issue 14) ------------------------------------------------------
+
+
+def _two_mailboxes(inbox: Inbox, dovecot: DovecotServer, *, sales_password: str = PASSWORD) -> str:
+    """Rewrite the inbox's crmkit.toml as [[imap]] for its user and a new sales user; the sales user."""
+    sales = f"sales{next(_users)}"
+    dovecot.add_user(sales, sales_password)
+    text = inbox.config_path.read_text()
+    body = text.split("[imap]\n", 1)[1]
+    second = body.replace(f'"{inbox.user}"', f'"{sales}"')
+    inbox.config_path.write_text(f"[[imap]]\n{body}\n[[imap]]\n{second}")
+    return sales
+
+
+def test_several_mailboxes_each_with_its_own_checkpoint(inbox: Inbox, dovecot: DovecotServer) -> None:
+    sales = _two_mailboxes(inbox, dovecot)
+    inbox.append(mail("ana@customer.example", "support question"))
+    dovecot.append(sales, "INBOX", mail("bo@prospect.example", "price list please"))
+    data = json.loads(inbox.cli("poll", "--json").stdout)
+    assert [d["mailbox"].split("@")[0] for d in data] == [inbox.user, sales]
+    assert [d["counts"] for d in data] == [{"new_case": 1}, {"new_case": 1}]
+    assert sorted(c["subject"] for c in inbox.json("cases", "list")) == ["price list please", "support question"]
+    dovecot.append(sales, "INBOX", mail("bo@prospect.example", "and a demo"))
+    again = json.loads(inbox.cli("poll", "--json").stdout)
+    assert [d["counts"] for d in again] == [{}, {"new_case": 1}]  # each kept its own place
+    out = inbox.cli("poll").stdout.splitlines()
+    assert len(out) == 2 and all("0 messages" in line for line in out)
+
+
+def test_a_failing_mailbox_does_not_stop_the_others(inbox: Inbox, dovecot: DovecotServer) -> None:
+    sales = _two_mailboxes(inbox, dovecot, sales_password="another-password")  # CRMKIT_IMAP_PASSWORD is wrong
+    inbox.append(mail("ana@customer.example", "still filed"))
+    result = inbox.cli("poll", code=1)
+    assert f"{inbox.user}@" in result.stdout and "1 message (1 new case)" in result.stdout
+    assert f"{sales}@" in result.stderr and "login refused" in result.stderr
+    assert [c["subject"] for c in inbox.json("cases", "list")] == ["still filed"]
+
+
+def test_idle_on_several_mailboxes_files_both_and_stops_on_sigterm(inbox: Inbox, dovecot: DovecotServer) -> None:
+    sales = _two_mailboxes(inbox, dovecot)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "crmkit", "--store", str(inbox.store_path), "--config", str(inbox.config_path),
+         "poll", "--idle"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        inbox.append(mail("ana@customer.example", "while idle, support"))
+        dovecot.append(sales, "INBOX", mail("bo@prospect.example", "while idle, sales"))
+        wait_until(lambda: len(Store(inbox.store_path).ids("cases")) == 2, timeout=20)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert f"{inbox.user}@" in out and f"{sales}@" in out

@@ -12,10 +12,10 @@ import click
 
 from crmkit.cli import App, pass_app
 from crmkit.cli.output import emit_json, json_option, print_table
-from crmkit.config import resolve_password
 from crmkit.mail.archive import MailArchive
-from crmkit.mail.imap import PollReport, poll_idle, poll_once, replay_quarantined
-from crmkit.mail.settings import acknowledger, inbox_rules, poll_settings
+from crmkit.mail.imap import PollReport, replay_quarantined
+from crmkit.mail.mailboxes import poll_mailboxes_idle, poll_mailboxes_once
+from crmkit.mail.settings import acknowledger, all_poll_settings, inbox_rules
 
 __all__ = ["register"]
 
@@ -62,28 +62,36 @@ def poll(app: App, mode: str, list_quarantine: bool, replay: str | None, quiet: 
         )
         _print_report(report, quiet=quiet, as_json=as_json)
     else:
-        settings = poll_settings(app.config)
+        mailboxes = all_poll_settings(app.config)
         store = app.store(must_exist=True)
         with acknowledger(app.config, store) as on_filed:
-            common: dict[str, Any] = {
-                "rules": settings.rules,
-                "archive": archive,
-                "after": settings.after,
-                "move_to": settings.move_to,
-                "on_filed": on_filed,
-                "sent_folder": settings.sent_folder,
-            }
-            password = resolve_password(settings.server)
             if mode == "idle":
 
                 def show_round(report: PollReport) -> None:
                     _print_report(report, quiet=quiet, as_json=False, json_line=as_json)
 
-                report = poll_idle(store, settings.server, password, on_round=show_round, **common)
+                location = app.store_location
+                results = poll_mailboxes_idle(
+                    store, mailboxes, archive=archive, on_filed=on_filed, on_round=show_round,
+                    open_store=lambda: app.open_store(location),
+                )  # fmt: skip
             else:
                 with _progress_bar(enabled=not (as_json or quiet)) as on_progress:
-                    report = poll_once(store, settings.server, password, on_progress=on_progress, **common)
-                _print_report(report, quiet=quiet, as_json=as_json)
+                    results = poll_mailboxes_once(
+                        store, mailboxes, archive=archive, on_filed=on_filed, on_progress=on_progress
+                    )
+                if as_json and len(mailboxes) > 1:
+                    emit_json([r.as_json() for r in results.reports])
+                else:
+                    for report in results.reports:
+                        _print_report(report, quiet=quiet, as_json=as_json)
+        for failure in results.failures:
+            click.echo(f"Error: {failure}", err=True)
+        if results.failures:
+            sys.exit(1)
+        if results.needs_attention:
+            sys.exit(NEEDS_ATTENTION)
+        return
     if report.needs_attention:
         sys.exit(NEEDS_ATTENTION)
 

@@ -18,7 +18,7 @@ from datetime import timedelta
 from email.utils import parseaddr
 from typing import Any
 
-from crmkit.config import Config, MailServer, resolve_password
+from crmkit.config import Config, Mailbox, MailServer, resolve_password
 from crmkit.errors import ConfigError, CrmkitError
 from crmkit.mail.ack import acknowledgement, record_sent
 from crmkit.mail.imap import tls_context
@@ -49,14 +49,14 @@ class PollSettings:
     sent_folder: str | None = None  # read too, as the team's own mail (never flagged or moved)
 
 
-def inbox_rules(config: Config) -> InboxRules:
-    """How mail is filed, from ``[imap]``; crmkit's defaults for the keys left out.
+def inbox_rules(config: Config, mailbox: Mailbox | None = None) -> InboxRules:
+    """How ``mailbox`` (default: the first) files mail, from its ``[imap]``; crmkit's defaults for the rest.
 
-    The mailbox's own addresses (the IMAP user, the SMTP sender) count as
+    Every mailbox's own address (each IMAP user, the SMTP sender) counts as
     ``own_addresses`` too: mail from them is never a customer's, which also
     keeps a copy of an acknowledgement from opening a case.
     """
-    settings = config.inbox
+    settings = mailbox.inbox if mailbox is not None else config.inbox
     rules = InboxRules()
     changes: dict[str, Any] = {}
     if settings.unknown_sender is not None:
@@ -75,8 +75,8 @@ def inbox_rules(config: Config) -> InboxRules:
     if settings.acknowledge_every_hours is not None:
         changes["ack_window"] = timedelta(hours=settings.acknowledge_every_hours)
     own = list(settings.own_addresses)
-    if config.imap is not None and config.imap.user and "@" in config.imap.user:
-        own.append(config.imap.user)
+    servers = [box.server for box in config.mailboxes] or ([config.imap] if config.imap else [])
+    own += [server.user for server in servers if server.user and "@" in server.user]
     if config.smtp is not None and config.smtp.from_address:
         own.append(parseaddr(config.smtp.from_address)[1])
     own_addresses = tuple(dict.fromkeys(a.lower() for a in [*rules.own_addresses, *own] if "@" in a))
@@ -86,19 +86,32 @@ def inbox_rules(config: Config) -> InboxRules:
 
 
 def poll_settings(config: Config) -> PollSettings:
-    """The poller's settings; a missing ``[imap]`` table or user is one line saying what to add."""
+    """The first mailbox's settings (see :func:`all_poll_settings`)."""
+    return all_poll_settings(config)[0]
+
+
+def all_poll_settings(config: Config) -> list[PollSettings]:
+    """Each mailbox's settings; a missing ``[imap]`` table or user is one line saying what to add."""
     where = f"in {config.path}" if config.path else "in crmkit.toml (none found)"
-    if config.imap is None:
+    boxes = list(config.mailboxes)
+    if not boxes and config.imap is not None:
+        boxes = [Mailbox(config.imap, config.inbox)]
+    if not boxes:
         raise ConfigError(f"no [imap] table {where}: to poll a mailbox, add {IMAP_EXAMPLE}")
-    if not config.imap.user:
-        raise ConfigError(f'[imap] has no user {where}: add user = "support@example.com"')
-    return PollSettings(
-        server=config.imap,
-        rules=inbox_rules(config),
-        after=config.inbox.after,
-        move_to=config.inbox.move_to,
-        sent_folder=config.inbox.sent_folder,
-    )
+    found = []
+    for box in boxes:
+        if not box.server.user:
+            raise ConfigError(f'[imap] has no user {where}: add user = "support@example.com"')
+        found.append(
+            PollSettings(
+                server=box.server,
+                rules=inbox_rules(config, box),
+                after=box.inbox.after,
+                move_to=box.inbox.move_to,
+                sent_folder=box.inbox.sent_folder,
+            )
+        )
+    return found
 
 
 @contextmanager
@@ -111,7 +124,7 @@ def acknowledger(
     one) and is logged on its case, so a reply to it threads by its headers.
     :func:`~crmkit.mail.inbox.file_message` decides who gets one (RFC 3834).
     """
-    if not config.inbox.acknowledge:
+    if not any(box.inbox.acknowledge for box in config.mailboxes) and not config.inbox.acknowledge:
         yield None
         return
     smtp = config.smtp
