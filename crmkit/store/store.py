@@ -606,8 +606,9 @@ class Store:
             if not isinstance(f, RefField) or value is None:
                 continue
             target = RECORD_TYPES[f.target]
+            number = 0
             try:
-                id_type, _ = parse_id(value)
+                id_type, number = parse_id(value)
             except Exception:
                 id_type = None
             try:
@@ -615,6 +616,9 @@ class Store:
                     raise NotFoundError(
                         f"is a {id_type.name} id; expected a {target.name} ({target.prefix}-…)"
                     )
+                if id_type is target and self.backend.get(target.table, number) is not None:
+                    clean[name] = f"{target.prefix}-{number}"  # an id that exists: no copy to look it up
+                    continue
                 clean[name] = self.lookup(target.table, value)["id"]
             except NotFoundError as exc:
                 errors.append(FieldError(name, value, str(exc)))
