@@ -7,6 +7,7 @@ parsed and then filed into a real store, as the poller does, and must not be ref
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 
@@ -100,3 +101,25 @@ def test_binary_is_told_from_text_with_a_flaw() -> None:
     assert looks_binary(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
     letter = ("Dear team,\nthe invoice is attached.\n" * 40).encode() + b"\x00\x0c\x1b"
     assert not looks_binary(letter)
+
+
+def test_messages_an_earlier_release_quarantined_for_their_text_are_filed_by_replay(tmp_path) -> None:
+    """Issue 14: --replay files what the new code can (these were quarantined for control characters)."""
+    from click.testing import CliRunner
+
+    from crmkit.cli import main
+    from crmkit.mail.archive import MailArchive
+
+    store_path = tmp_path / "crm.json"
+    Store(store_path).create()
+    archive = MailArchive(store_path)
+    form_feed = raw(*HEAD, "Subject: Report", "Message-ID: <ff@x>", "", "Page one\x0cPage two")
+    png = raw(*HEAD, "Subject: pic", "Message-ID: <png2@x>", "Content-Type: text/plain", "", _png())
+    for data in (form_feed, png):
+        archive.quarantine(data, reason="activity body: contains control characters", origin="imap://old")
+    result = CliRunner().invoke(main, ["--store", str(store_path), "poll", "--replay", "all", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["counts"] == {"new_case": 2}
+    assert archive.quarantined() == []
+    bodies = sorted(a.get("body", "") for a in Store(store_path).all("activities"))
+    assert "Page one\nPage two" in bodies

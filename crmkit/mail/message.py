@@ -204,7 +204,10 @@ def _decode_words(text: str, problems: list[str]) -> str:
 
 
 def _header(msg: Message, name: str, problems: list[str]) -> str:
-    return clean_text(unicodedata.normalize("NFC", _decode_words(_raw_header(msg, name, problems), problems)))
+    raw = _raw_header(msg, name, problems)
+    if not raw:  # most of the headers asked for are absent
+        return ""
+    return clean_text(unicodedata.normalize("NFC", _decode_words(raw, problems)))
 
 
 def _addresses(msg: Message, name: str, problems: list[str]) -> list[tuple[str, str]]:
