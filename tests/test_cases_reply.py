@@ -47,10 +47,7 @@ def smtp() -> Iterator[SMTPServer]:
 
 @pytest.fixture
 def server(smtp: SMTPServer) -> Iterator[SMTPServer]:
-    smtp.clear()
-    smtp.refuse.clear()
-    smtp.fail_next(0)
-    smtp.drop_after(0)
+    smtp.reset()
     yield smtp
 
 

@@ -160,6 +160,22 @@ class Inbox:
     def poll(self, *args: str, code: int = 0) -> dict[str, Any]:
         return json.loads(self.cli("poll", *args, "--json", code=code).stdout)
 
+    def idle_until(self, condition: Callable[[], bool], timeout: float = 20.0) -> tuple[int, str, str]:
+        """``crmkit poll --idle`` in its own process until ``condition`` holds, then SIGTERM: (code, out, err)."""
+        process = subprocess.Popen(
+            [sys.executable, "-m", "crmkit", "--store", str(self.store_path), "--config", str(self.config_path),
+             "poll", "--idle"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            wait_until(condition, timeout=timeout)
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=timeout)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        return process.returncode, out, err
+
     def poll_lib(self, **options: Any) -> PollReport:
         return poll_once(
             Store(self.store_path),
@@ -703,19 +719,8 @@ def test_idle_files_a_message_appended_while_it_waits_and_survives_a_dropped_con
 
 def test_idle_from_the_command_line_stops_cleanly_on_sigterm(inbox: Inbox) -> None:
     inbox.append(mail("a@x.example", "hello"))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "crmkit", "--store", str(inbox.store_path), "--config", str(inbox.config_path),
-         "poll", "--idle"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        wait_until(lambda: inbox.progress().get("last_uid") == 1)
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=10)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, err
+    code, out, err = inbox.idle_until(lambda: inbox.progress().get("last_uid") == 1, timeout=10)
+    assert code == 0, err
     assert f"{mailbox_key(inbox.server)}: 1 message (1 new case); 1 seen" in out
 
 
@@ -967,19 +972,8 @@ def test_a_failing_mailbox_does_not_stop_the_others(inbox: Inbox, dovecot: Dovec
 
 def test_idle_on_several_mailboxes_files_both_and_stops_on_sigterm(inbox: Inbox, dovecot: DovecotServer) -> None:
     sales = _two_mailboxes(inbox, dovecot)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "crmkit", "--store", str(inbox.store_path), "--config", str(inbox.config_path),
-         "poll", "--idle"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        inbox.append(mail("ana@customer.example", "while idle, support"))
-        dovecot.append(sales, "INBOX", mail("bo@prospect.example", "while idle, sales"))
-        wait_until(lambda: len(Store(inbox.store_path).ids("cases")) == 2, timeout=20)
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=20)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, err
+    inbox.append(mail("ana@customer.example", "while idle, support"))
+    dovecot.append(sales, "INBOX", mail("bo@prospect.example", "while idle, sales"))
+    code, out, err = inbox.idle_until(lambda: len(Store(inbox.store_path).ids("cases")) == 2)
+    assert code == 0, err
     assert f"{inbox.user}@" in out and f"{sales}@" in out

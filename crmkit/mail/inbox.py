@@ -217,15 +217,15 @@ def _act_on_report(store: Store, report: Report, filed: Filed, actor: str) -> No
     Of a recipient's addresses (the one crmkit mailed, Original-Recipient, Final-Recipient),
     the one that is a contact's is marked: that is the address crmkit sent to.
     """
+    if report.kind == "delay":
+        filed.notes.append(f"delivery delayed ({report.format}): no address marked")
+        return
     known = {
         address
         for recipient in report.recipients
         for address in (recipient.address, recipient.original)
         if address and store.find_by_email("contacts", address)
     }
-    if report.kind == "delay":
-        filed.notes.append(f"delivery delayed ({report.format}): no address marked")
-        return
     filed.action = "complaint" if report.kind == "complaint" else "bounce"
     for address in addresses_to_mark(report, known):
         for contact in store.find_by_email("contacts", address):

@@ -642,10 +642,3 @@ def _generation_of(name: str) -> int:
 def _loose_tables(data: Tables) -> list[str]:
     """Tables crm.json holds itself that belong in segment files."""
     return [t for t in data if t in RECORD_TYPES or (t.startswith("_") and t not in (MANIFEST, META))]
-
-
-def _free_doc_id(table: Mapping[str, Any]) -> str:
-    number = len(table) + 1
-    while str(number) in table:
-        number += 1
-    return str(number)

@@ -570,6 +570,13 @@ class SMTPServer:
 
     # -- faults
 
+    def reset(self) -> None:
+        """Forget what earlier tests received, refused, failed or dropped (a module-wide server)."""
+        self.clear()
+        self.refuse.clear()
+        self.fail_next(0)
+        self.drop_after(0)
+
     def fail_next(self, n: int = 1, code: int = 451, *, at: Literal["MAIL", "RCPT", "DATA"] = "DATA") -> None:
         """Answer the next ``n`` MAIL, RCPT or DATA commands with ``code`` instead of accepting."""
         with self._lock:
