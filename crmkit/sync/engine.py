@@ -765,7 +765,8 @@ class _SheetSync:
         if any(cell.header == "ID" for cell in self.summary.invalid):
             # A mistyped ID must not read as a deleted row.
             self.summary.problems.append(
-                f"{len(gone)} records missing from the sheet were not archived: fix the invalid IDs first"
+                f"{counted(len(gone), 'record')} missing from the sheet were not archived: "
+                "fix the invalid IDs first"
             )
             for record_id in gone:
                 self.new_base[record_id] = self.base[record_id]
@@ -773,7 +774,7 @@ class _SheetSync:
         if not rows and self.changes.create_headers is None:
             # A sheet emptied all at once is more likely an accident than a decision.
             self.summary.problems.append(
-                f"the sheet has no rows left; {len(gone)} records were not archived "
+                f"the sheet has no rows left; {counted(len(gone), 'record')} not archived "
                 "(delete fewer rows at a time)"
             )
             for record_id in gone:
@@ -1346,25 +1347,30 @@ def summarize(report: SyncReport) -> Iterable[str]:
         yield f"{report.book}: nothing changed since the last sync (0 changes)"
         return
 
-    def counted(pairs: Iterable[tuple[int, str]]) -> str:
-        return ", ".join(f"{n} {what}" for n, what in pairs if n)
+    def listed(pairs: Iterable[tuple[int, str]]) -> str:
+        return ", ".join(text for n, text in pairs if n)
 
     for s in report.sheets:
-        store_side = counted(
+        store_side = listed(
             [
-                (len(s.store_added), "added"),
-                (len(s.store_updated), "updated"),
-                (len(s.store_archived), "archived"),
+                (len(s.store_added), f"{len(s.store_added)} added"),
+                (len(s.store_updated), f"{len(s.store_updated)} updated"),
+                (len(s.store_archived), f"{len(s.store_archived)} archived"),
             ]
         )
-        sheet_side = counted(
+        sheet_side = listed(
             [
-                (len(s.sheet_added), "rows added"),
-                (len(s.sheet_updated), "rows updated"),
-                (s.ids_written, "IDs written"),
+                (len(s.sheet_added), counted(len(s.sheet_added), "row") + " added"),
+                (len(s.sheet_updated), counted(len(s.sheet_updated), "row") + " updated"),
+                (s.ids_written, counted(s.ids_written, "ID") + " written"),
             ]
         )
-        problems = counted([(len(s.conflicts), "conflicts"), (len(s.invalid), "invalid cells")])
+        problems = listed(
+            [
+                (len(s.conflicts), counted(len(s.conflicts), "conflict")),
+                (len(s.invalid), counted(len(s.invalid), "invalid cell")),
+            ]
+        )
         parts = [
             f"crmkit: {store_side}" if store_side else "",
             f"sheet: {sheet_side}" if sheet_side else "",
@@ -1373,8 +1379,12 @@ def summarize(report: SyncReport) -> Iterable[str]:
         yield f"{s.sheet}: " + ("; ".join(p for p in parts if p) or "no changes")
         for note in s.notes:
             yield f"  note: {note}"
-        for problem in s.problems:
-            yield f"  problem: {problem}"
+        # Problems are not repeated here: the CLI prints each once, on stderr, even under --quiet.
     verb = "would be made (dry run, nothing written)" if report.dry_run else "made"
     written = ", workbook written" if report.book_written else ""
-    yield f"{report.changes} changes {verb}{written}"
+    yield f"{counted(report.changes, 'change')} {verb}{written}"
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 row``, ``2 rows``: a count with its noun in the right number."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
