@@ -11,6 +11,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
@@ -141,15 +142,66 @@ def test_a_dry_run_sends_nothing_shows_the_first_messages_and_counts_the_skipped
     result = campaign.cli("merge", str(template), "--preview", "2", "--out", str(campaign.folder / "out"))
     assert result.exit_code == 0, result.output
     assert "Dear Nguyễn Thị Hoa 0" in result.output and "Subject: Nguyễn, your offer from us" in result.output
-    assert "4 message(s) to send; skipped 2 (bounced 1, opted out 1)" in result.output
+    assert "4 messages to send; skipped 2 (bounced 1, opted out 1)" in result.output
     assert "Nothing was sent" in result.output
-    assert sorted(p.name for p in (campaign.folder / "out").iterdir()) == ["C-1.eml", "C-2.eml"]
+    # --out writes every message of the run, not only the two previewed
+    written = sorted((campaign.folder / "out").iterdir())
+    assert [p.name for p in written] == ["C-1.eml", "C-2.eml", "C-4.eml", "C-6.eml"]
+    assert "4 messages written to" in result.output
+    last = message_from_bytes(written[-1].read_bytes(), policy=policy.default)
+    assert (str(last["To"]), str(last["From"])) == ("Nguyễn Thị Hoa 5 <hoa5@example.com>", "Sales <sales@example.com>")
+    assert "Dear Nguyễn Thị Hoa 5" in last.get_body(("plain",)).get_content()
     time.sleep(0.2)
     assert campaign.server.messages == []
     assert sends_of(Store(campaign.store_path), "offer") == []  # a dry run journals nothing
     data = json.loads(campaign.cli("merge", str(template), "--json").output)
     assert (data["dry_run"], data["recipients"], data["skipped"]) == (True, 4, {"opted out": 1, "bounced": 1})
     assert [p["record"] for p in data["preview"]] == ["C-1", "C-2", "C-4"]
+
+
+def test_a_dry_run_needs_no_sender_and_says_so_in_one_line(campaign: Campaign) -> None:
+    campaign.contacts(2)
+    campaign.config_path.write_text('store = "crm.json"\n')  # a new project: no [smtp] yet
+    template = campaign.template(OFFER)
+    result = campaign.cli("merge", str(template), "--out", str(campaign.folder / "out"))
+    assert result.exit_code == 0, result.output
+    notice = [line for line in result.stderr.splitlines() if "sender-not-set@example.invalid" in line]
+    assert len(notice) == 1 and "[smtp] from" in notice[0] and "From:" in notice[0]
+    assert "From: sender-not-set@example.invalid" in result.stdout
+    assert "2 messages to send" in result.stdout and "2 messages written to" in result.stdout
+    eml = message_from_bytes((campaign.folder / "out" / "C-2.eml").read_bytes(), policy=policy.default)
+    assert str(eml["From"]) == "sender-not-set@example.invalid"
+    data = json.loads(campaign.cli("merge", str(template), "--json").stdout)  # stdout stays JSON
+    assert data["recipients"] == 2
+    sending = campaign.cli("merge", str(template), "--send")
+    assert sending.exit_code == 1 and "no sender" in sending.output and "Traceback" not in sending.output
+    with_from = campaign.template("From: Ana <ana@example.com>\n" + OFFER, "signed.txt")
+    signed = campaign.cli("merge", str(with_from))
+    assert signed.exit_code == 0 and "sender-not-set" not in signed.output
+    time.sleep(0.2)
+    assert campaign.server.messages == []
+
+
+def test_a_mistyped_template_field_is_refused_with_a_suggestion(campaign: Campaign) -> None:
+    campaign.contacts(2, phone=lambda i: "0901 234 567" if i else None)
+    campaign.store.add("deals", {"title": "A", "contact": "C-1", "amount": "10", "stage": "proposal"})
+    typo = campaign.template("Subject: Hi\n\nDear {{ nmae }}, {{ deal.amuont }}\n", "typo.txt")
+    result = campaign.cli("merge", str(typo))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "C-1 (hoa0@example.com): no value for nmae (did you mean name?)" in result.output
+    blank = campaign.template("Subject: Hi\n\nCall {{ phone }} or {{ deal.amuont }}\n", "blank.txt")
+    result = campaign.cli("merge", str(blank))
+    # C-1 has no phone (no hint: a real field, blank) and a deal whose amount is mistyped
+    assert "C-1 (hoa0@example.com): no value for phone\n" in result.output
+    blank = campaign.template("Subject: Hi\n\n{{ deal.amuont }}\n", "deal.txt")
+    result = campaign.cli("merge", str(blank), "--where", "deal.stage=proposal")
+    assert "no value for deal.amuont (did you mean deal.amount?)" in result.output
+
+
+def test_one_message_reads_in_the_singular(campaign: Campaign) -> None:
+    campaign.contacts(1)
+    result = campaign.cli("merge", str(campaign.template(OFFER)), "--out", str(campaign.folder / "out"))
+    assert "1 message to send." in result.output and "1 message written to" in result.output
 
 
 # -- the segment and what each person gets ----------------------------------------------------------
@@ -251,7 +303,7 @@ def test_a_field_missing_for_anyone_is_reported_and_nothing_is_sent(campaign: Ca
     assert problems[0].startswith("C-1 (hoa0@example.com): no value for deal")
     assert "C-2 (hoa1@example.com): no value for phone" in problems
     result = campaign.cli("merge", str(template), "--send")
-    assert result.exit_code == 1 and "4 problem(s), nothing was sent" in result.output
+    assert result.exit_code == 1 and "4 problems, nothing was sent" in result.output
     time.sleep(0.2)
     assert campaign.server.messages == [] and sends_of(Store(campaign.store_path), "offer") == []
 
@@ -715,7 +767,7 @@ def test_odd_templates_and_data_are_reported_not_crashed_on(campaign: Campaign) 
     assert campaign.cli("merge", str(bom)).exit_code == 0
     long_name = campaign.template("Subject: Hi\nAttachment: {{ title }}.pdf\n\nHi\n", "long.txt")
     result = campaign.cli("merge", str(long_name))
-    assert result.exit_code == 1 and "1 problem(s)" in result.output and "File name too long" in result.output
+    assert result.exit_code == 1 and "1 problem, nothing was sent" in result.output and "File name too long" in result.output
 
 
 def test_deals_without_a_contact_are_counted_as_skipped(campaign: Campaign) -> None:
@@ -741,7 +793,7 @@ def test_account_and_deal_filters_and_the_dry_run_after_a_send(campaign: Campaig
     assert [p["record"] for p in proposal["preview"]] == ["C-2"]
     assert campaign.cli("merge", str(template), "--where", "account.tier=A", "--send").exit_code == 0
     again = campaign.cli("merge", str(template), "--where", "account.tier=A")
-    assert "0 message(s) to send; 2 already sent" in again.output
+    assert "0 messages to send; 2 already sent" in again.output
     misuse = campaign.cli("merge", str(template), "--send", "--out", str(campaign.folder / "x"))
     assert misuse.exit_code == 2 and "--out" in misuse.output
 

@@ -17,7 +17,15 @@ from crmkit.errors import CrmkitError
 from crmkit.mail.audience import AUDIENCES
 from crmkit.mail.imap import tls_context
 from crmkit.mail.journal import STATUSES, campaign_summaries, sends_of
-from crmkit.mail.merge import MergeReport, Plan, dry_run, parse_rate, plan_campaign, send_campaign
+from crmkit.mail.merge import (
+    PLACEHOLDER_SENDER,
+    MergeReport,
+    Plan,
+    dry_run,
+    parse_rate,
+    plan_campaign,
+    send_campaign,
+)
 from crmkit.mail.smtp import SMTPSender
 from crmkit.mail.template import MergeTemplate
 from crmkit.store import Store
@@ -59,7 +67,7 @@ NEEDS_ATTENTION = 3
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Dry run: also write the previewed messages to this folder as .eml files.",
+    help="Dry run: also write every message to this folder, one .eml file each.",
 )
 @click.option("--rate", help="At most this fast, e.g. 30/min or 2/s [default: [merge] rate, else no limit].")
 @click.option(
@@ -104,7 +112,8 @@ def merge(
     addresses are always skipped.
 
     Without --send it is a dry run: it shows the first messages and who would
-    get one. With --send, every send is journaled under the campaign's name,
+    get one (--out DIR writes every message, one .eml each); no [smtp] is
+    needed for it. With --send, every send is journaled under the campaign's name,
     so running it again (after a stop, a kill or a quota) sends only to those
     not sent yet. Exit codes: 0 done, 3 done but some recipients failed or are
     uncertain, 1 nothing could be sent (a template problem, no server).
@@ -115,6 +124,8 @@ def merge(
         crmkit merge offer.txt --where tags=newsletter --send --rate 30/min
         crmkit merge reminder.txt --to deals --where stage=proposal --send
     """
+    if send and out is not None:
+        raise click.UsageError("--out writes a dry run's messages; leave it out with --send")
     config = app.config
     store = app.store(must_exist=True)
     loaded = MergeTemplate.load(template)
@@ -130,12 +141,11 @@ def merge(
         attachments_folder=attachments or config.merge.attachments,
         unsubscribe_address=config.merge.unsubscribe_address,
         unsubscribe_url=config.merge.unsubscribe_url,
+        dry_run=not send,
     )
-    if send and out is not None:
-        raise click.UsageError("--out writes a dry run's messages; leave it out with --send")
     if not send:
         report, previews = dry_run(store, plan, preview=preview, out=out)
-        _print_dry_run(report, previews, as_json=as_json, quiet=quiet, out=out)
+        _print_dry_run(report, previews, as_json=as_json, quiet=quiet, out=out, plan=plan)
         return
     send_plan(
         app,
@@ -207,9 +217,25 @@ def _readable(data: bytes) -> str:
     return "\n".join(lines) + "\n\n" + text.rstrip() + "\n"
 
 
+def _counted(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _print_dry_run(
-    report: MergeReport, previews: list[tuple[str, bytes]], *, as_json: bool, quiet: bool, out: Path | None
+    report: MergeReport,
+    previews: list[tuple[str, bytes]],
+    *,
+    as_json: bool,
+    quiet: bool,
+    out: Path | None,
+    plan: Plan | None = None,
 ) -> None:
+    if plan is not None and plan.placeholder_sender:  # on stderr: --json output stays JSON
+        click.echo(
+            f"no sender set: these messages are from {PLACEHOLDER_SENDER}; before --send, set "
+            '[smtp] from = "Name <you@example.com>" in crmkit.toml or give the template a From: header',
+            err=True,
+        )
     if as_json:
         data: dict[str, Any] = report.as_json()
         data["preview"] = [{"record": record_id, "message": _readable(raw)} for record_id, raw in previews]
@@ -222,10 +248,11 @@ def _print_dry_run(
     to_send = report.recipients  # those already sent are counted apart
     already = f"; {report.already_sent} already sent" if report.already_sent else ""
     click.echo(
-        f"dry run of campaign {report.campaign!r}: {to_send} message(s) to send{already}{_skipped(report)}."
+        f"dry run of campaign {report.campaign!r}: "
+        f"{_counted(to_send, 'message')} to send{already}{_skipped(report)}."
     )
     if out is not None:
-        click.echo(f"{len(previews)} message(s) written to {out}")
+        click.echo(f"{_counted(to_send, 'message')} written to {out}, one .eml each")
     click.echo("Nothing was sent; add --send to send.")
 
 

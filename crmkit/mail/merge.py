@@ -40,6 +40,7 @@ from crmkit.mail.template import MergeTemplate, Rendered, RenderError
 from crmkit.store import Store
 
 __all__ = [
+    "PLACEHOLDER_SENDER",
     "CampaignProblems",
     "MergeReport",
     "Plan",
@@ -58,6 +59,8 @@ MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
 RETRY_DELAYS = (2.0, 10.0, 30.0)
 #: Seconds between checkpoints of the journal into the store.
 CHECKPOINT_EVERY = 2.0
+#: The From of a dry run's messages when no sender is set yet (.invalid: it can never be mailed).
+PLACEHOLDER_SENDER = "sender-not-set@example.invalid"
 
 
 class CampaignProblems(CrmkitError):
@@ -66,7 +69,8 @@ class CampaignProblems(CrmkitError):
     def __init__(self, problems: list[str]) -> None:
         shown = "\n  ".join(problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        super().__init__(f"{len(problems)} problem(s), nothing was sent:\n  {shown}{more}")
+        counted = f"{len(problems)} problem{'' if len(problems) == 1 else 's'}"
+        super().__init__(f"{counted}, nothing was sent:\n  {shown}{more}")
         self.problems = problems
 
 
@@ -132,6 +136,7 @@ class Plan:
     domain: str  # for Message-IDs
     unsubscribe: list[str]  # List-Unsubscribe URIs; {record}, {email} and {campaign} filled per person
     one_click: bool
+    placeholder_sender: bool = False  # a dry run without a sender: From is PLACEHOLDER_SENDER
 
 
 @dataclass
@@ -253,6 +258,7 @@ def plan_campaign(
     unsubscribe_url: str | None = None,
     audience: Audience | None = None,
     one_template: bool = True,
+    dry_run: bool = False,
 ) -> Plan:
     """Pick the audience and render every message; raises :class:`CampaignProblems` if any fails.
 
@@ -263,11 +269,17 @@ def plan_campaign(
 
     ``from_address`` is used when the template has no From (crmkit.toml's
     ``[smtp] from``). Attachments are looked up in ``attachments_folder``
-    (default: the template's folder) and must lie inside it.
+    (default: the template's folder) and must lie inside it. With neither,
+    sending is refused; a ``dry_run`` plan uses :data:`PLACEHOLDER_SENDER`
+    instead (and says so in ``placeholder_sender``), so a campaign can be
+    tried before crmkit.toml has an [smtp] table.
     """
     check_name(name)
-    if not template.header("From") and not from_address:
+    placeholder = not template.header("From") and not from_address
+    if placeholder and not dry_run:
         raise CrmkitError('no sender: give the template a From header, or set [smtp] from = "Name <a@b>"')
+    if placeholder:
+        from_address = PLACEHOLDER_SENDER
     saved = store.state(CAMPAIGNS, name)
     if one_template and saved and saved.get("template") and saved["template"] != template_key(template):
         raise CrmkitError(
@@ -304,7 +316,16 @@ def plan_campaign(
     unsubscribe = [f"mailto:{_mailto(unsubscribe_address or sender)}?subject=unsubscribe"]
     if unsubscribe_url:
         unsubscribe.append(unsubscribe_url)
-    return Plan(name, template, audience, messages, domain, unsubscribe, one_click=bool(unsubscribe_url))
+    return Plan(
+        name,
+        template,
+        audience,
+        messages,
+        domain,
+        unsubscribe,
+        one_click=bool(unsubscribe_url),
+        placeholder_sender=placeholder,
+    )
 
 
 def template_key(template: MergeTemplate) -> str:
@@ -377,20 +398,30 @@ def dry_run(
 ) -> tuple[MergeReport, list[tuple[str, bytes]]]:
     """What sending would do, and the first ``preview`` messages as (record id, bytes); sends nothing.
 
-    With ``out``, those messages are also written there as ``<record id>.eml``.
+    With ``out``, every message of the run is also written there, one ``<record id>.eml`` each.
     """
     report = MergeReport(plan.name, dry_run=True, recipients=len(plan.messages))
     report.skipped = plan.audience.skipped_by_reason()
     report.already_sent = len(plan.audience.already_sent)
     previews = []
-    for message in plan.messages[:preview]:
+    for number, message in enumerate(plan.messages):
+        if out is None and number >= preview:
+            break
         record_id = message.recipient.key
-        previews.append((record_id, compose(plan, message, message_id=new_message_id(plan, record_id))))
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        for record_id, data in previews:
-            (out / f"{record_id}.eml").write_bytes(data)
+        data = compose(plan, message, message_id=new_message_id(plan, record_id))
+        if number < preview:
+            previews.append((record_id, data))
+        if out is not None:
+            _write_eml(out, record_id, data)
     return report, previews
+
+
+def _write_eml(folder: Path, record_id: str, data: bytes) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{record_id}.eml").write_bytes(data)
+    except OSError as exc:
+        raise CrmkitError(f"cannot write {record_id}.eml to {folder}: {exc.strerror or exc}") from None
 
 
 # -- sending ------------------------------------------------------------------------------------
