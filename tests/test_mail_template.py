@@ -153,6 +153,21 @@ def test_a_missing_field_is_named() -> None:
         MergeTemplate("Subject: x\nContent-Type: text/markdown\n\n{{ phone }}").render({})
 
 
+def test_a_mistyped_field_gets_a_suggestion_a_blank_one_does_not() -> None:
+    with pytest.raises(RenderError, match=r"^no value for nmae \(did you mean name\?\)$"):
+        body("Dear {{ nmae }}")
+    with pytest.raises(RenderError, match=r"no value for frist_name \(did you mean first_name\?\)"):
+        render("Subject: Hi {{ frist_name }}\n\nb")
+    deal = Fields("deal", {"id": "D-1", "title": "Printers"}, names=["id", "title", "amount", "currency"])
+    with pytest.raises(RenderError, match=r"no value for deal\.amuont \(did you mean deal\.amount\?\)"):
+        body("{{ deal.amuont }}", {"deal": deal})
+    # a field this deal has blank is missing data, not a typo: no suggestion
+    with pytest.raises(RenderError, match=r"^no value for deal\.amount$"):
+        body("{{ deal.amount }}", {"deal": deal})
+    with pytest.raises(RenderError, match=r"^no value for telephone$"):  # nothing close enough
+        body("Call {{ telephone }}")
+
+
 def test_defaults_allow_a_blank() -> None:
     deal = Fields("deal", {"id": "D-1"})
     assert body("[{{ telephone | default('') }}]") == "[]"

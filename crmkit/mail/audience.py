@@ -63,7 +63,8 @@ class Audience:
 
 def _loaded(rt: RecordType, doc: Mapping[str, Any]) -> Fields:
     """A record's set values as Python values (dates, decimals), for templates; blanks left out."""
-    out = Fields(rt.name, {"id": doc["id"]})
+    names = [f.name for f in rt.fields] + ["custom"] + (["balance"] if rt.table == "invoices" else [])
+    out = Fields(rt.name, {"id": doc["id"]}, names)
     for fld in rt.fields:
         value = doc.get(fld.name)
         if value is None or value == "" or value == []:
@@ -144,7 +145,11 @@ def record_context(
     """
     rt, _ = parse_id(doc["id"])
     own = _loaded(rt, doc)
-    context: dict[str, Any] = {**own, rt.name: own}
+    # every name a template may use for this type, set or not: the rest are typos worth a suggestion
+    names = [*own._crmkit_names, rt.name, "first_name"]
+    if rt.table == "contacts":
+        names += ["account", "deals", "deal", "invoices", "invoice"]
+    context: dict[str, Any] = Fields(rt.name, {**own, rt.name: own}, names)
     if own.get("name"):
         context["first_name"] = first_name(own["name"])
     if rt.table != "contacts":

@@ -30,8 +30,9 @@ punctuation is escaped, so a name cannot become a link.
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -88,11 +89,17 @@ class Address(str):
 
 
 class Fields(dict[str, Any]):
-    """A record's fields for templates; knows which record it is, so a missing one is named well."""
+    """A record's fields for templates; knows which record it is, so a missing one is named well.
 
-    def __init__(self, label: str, values: Mapping[str, Any]) -> None:
+    ``names`` are every name the record could have, set or blank: a missing one
+    of them is blank for this person, any other is a typo worth a suggestion.
+    """
+
+    def __init__(self, label: str, values: Mapping[str, Any], names: Iterable[str] = ()) -> None:
         super().__init__(values)
-        self._crmkit_label = label  # the sandbox hides attributes starting with _ from templates
+        # the sandbox hides attributes starting with _ from templates
+        self._crmkit_label = label
+        self._crmkit_names = frozenset(names) | frozenset(self)
 
 
 class _Missing(jinja2.ChainableUndefined, jinja2.StrictUndefined):
@@ -294,7 +301,10 @@ class MergeTemplate:
             if self._markdown is not None:
                 html = _MARKDOWN.render(self._markdown.render(context))
         except jinja2.UndefinedError as exc:
-            raise RenderError(f"no value for {_undefined_name(exc)}") from None
+            missing = _undefined_name(exc)
+            hint = _suggestion(context, missing)
+            suggestion = f" (did you mean {hint}?)" if hint else ""
+            raise RenderError(f"no value for {missing}{suggestion}") from None
         except jinja2.exceptions.SecurityError as exc:
             raise RenderError(f"not allowed in a template: {exc}") from None
         except jinja2.TemplateError as exc:
@@ -302,6 +312,25 @@ class MergeTemplate:
         except (ArithmeticError, TypeError, ValueError) as exc:
             raise RenderError(f"{type(exc).__name__}: {exc}") from None
         return Rendered(headers, text, html, attachments)
+
+
+def _suggestion(context: Mapping[str, Any], missing: str) -> str | None:
+    """The name a mistyped ``missing`` (``nmae``, ``deal.amuont``) was probably meant to be, if any.
+
+    Nothing is suggested for a name the record could have but this person has
+    blank: that is missing data, not a typo.
+    """
+    head, _, last = missing.rpartition(".")
+    scope: Any = context
+    for part in head.split(".") if head else ():
+        scope = scope.get(part) if isinstance(scope, Mapping) else None
+    if not isinstance(scope, Mapping):
+        return None
+    names = set(getattr(scope, "_crmkit_names", ())) | set(scope)
+    if last in names:
+        return None
+    close = difflib.get_close_matches(last, sorted(names), n=1, cutoff=0.75)
+    return f"{head}.{close[0]}" if close and head else (close[0] if close else None)
 
 
 def _split(text: str, name: str) -> tuple[list[tuple[int, str, str]], str, int]:
