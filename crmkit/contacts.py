@@ -1,4 +1,4 @@
-"""Contacts: the 360° view of one person, and merging two records of the same person."""
+"""Contacts and accounts: the 360° views, merging two records of the same person, and restoring one."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from crmkit.records.output import record_output
 from crmkit.records.schema import CONTACT, RECORD_TYPES, parse_id
 from crmkit.store import Store
 
-__all__ = ["MergeResult", "contact_view", "merge_contacts"]
+__all__ = ["MergeResult", "account_view", "contact_view", "merge_contacts", "restore_contact"]
 
 #: The tables whose records point at a contact, and the fields that do.
 _CONTACT_LINKS: list[tuple[str, str]] = [
@@ -23,11 +23,20 @@ _CONTACT_LINKS: list[tuple[str, str]] = [
 ]
 
 
+def _by_number(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(docs, key=lambda d: int(str(d["id"]).rsplit("-", 1)[1]))
+
+
+def _newest_first(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(docs, key=lambda a: str(a.get("date") or a.get("created_at") or ""), reverse=True)
+
+
 def contact_view(store: Store, id_or_email: str, *, today: date | None = None) -> dict[str, Any]:
     """A contact with everything around it: account, deals, invoices, cases, timeline.
 
     The result is the contact's own JSON form with one more key, ``related``.
-    Activities come newest first.
+    Invoices are the contact's and its account's (an invoice is often made out
+    to the company, not the person). Activities come newest first.
     """
     contact = store.lookup("contacts", id_or_email)
     cid = contact["id"]
@@ -35,21 +44,73 @@ def contact_view(store: Store, id_or_email: str, *, today: date | None = None) -
     if contact.get("account") and store.exists(contact["account"]):
         account = record_output(store.get(contact["account"]))
 
-    def linked(table: str) -> list[dict[str, Any]]:
-        return [record_output(d, today=today) for d in store.linked(table, "contact", cid)]
+    def linked(table: str, field_name: str = "contact", target: str = cid) -> list[dict[str, Any]]:
+        return [record_output(d, today=today) for d in store.linked(table, field_name, target)]
 
-    activities = linked("activities")
-    activities.sort(key=lambda a: a.get("date") or a.get("created_at") or "", reverse=True)
+    invoices = {d["id"]: d for d in linked("invoices")}
+    if account is not None:
+        invoices.update({d["id"]: d for d in linked("invoices", "account", account["id"])})
     view = record_output(contact, today=today)
     view["related"] = {
         "account": account,
         "deals": linked("deals"),
-        "invoices": linked("invoices"),
+        "invoices": _by_number(list(invoices.values())),
         "cases": linked("cases"),
-        "activities": activities,
+        "activities": _newest_first(linked("activities")),
         "leads": [record_output(d) for d in store.linked("leads", "converted_contact", cid)],
     }
     return view
+
+
+def account_view(store: Store, id_or_name: str, *, today: date | None = None) -> dict[str, Any]:
+    """An account with its contacts, deals, quotes, invoices, cases and timeline.
+
+    The account's own JSON form with one more key, ``related``. The timeline
+    holds the activities logged on the account and on any of its contacts,
+    newest first.
+    """
+    account = record_output(store.lookup("accounts", id_or_name), today=today)
+    aid = account["id"]
+
+    def linked(table: str, field_name: str = "account", target: str = aid) -> list[dict[str, Any]]:
+        return [record_output(d, today=today) for d in store.linked(table, field_name, target)]
+
+    contacts = linked("contacts")
+    activities = {d["id"]: d for d in linked("activities")}
+    for contact in contacts:
+        activities.update({d["id"]: d for d in linked("activities", "contact", contact["id"])})
+    account["related"] = {
+        "contacts": contacts,
+        "deals": linked("deals"),
+        "quotes": linked("quotes"),
+        "invoices": linked("invoices"),
+        "cases": linked("cases"),
+        "activities": _newest_first(list(activities.values())),
+    }
+    return account
+
+
+def restore_contact(
+    store: Store, id_or_email: str, *, unlink: bool = False, force: bool = False
+) -> dict[str, Any]:
+    """Bring an archived contact back; one merged into another only with ``unlink``.
+
+    A merged contact's deals, cases and timeline moved to the contact it was
+    merged into, and its ``merged_into`` sends old links there: restoring it
+    as it is would leave a second record of one person pointing at the first.
+    ``unlink`` restores it as a contact of its own and clears that pointer.
+    """
+    with store.transaction():
+        doc = store.lookup("contacts", id_or_email)
+        into = doc.get("merged_into")
+        if into and doc.get("archived_at"):
+            if not unlink:
+                raise CrmkitError(
+                    f"{doc['id']} was merged into {into}; restore it with --unlink to make it "
+                    f"a contact of its own again (what moved to {into} stays there)"
+                )
+            store.update(doc["id"], {"merged_into": None}, allow_system=True, force=True)
+        return store.restore(doc["id"], force=force)
 
 
 @dataclass

@@ -211,7 +211,7 @@ def test_reminders_go_once_per_invoice_per_interval(store: Store, tmp_path: Path
         config.write_text(f'[smtp]\nhost = "{smtp.host}"\nport = {smtp.port}\nsecurity = "plain"\n'
                           'from = "Billing <billing@example.com>"\n')  # fmt: skip
         dry = cli(store, "invoices", "overdue", "--remind", str(template), config=config)
-        assert dry.exit_code == 0 and "2 message(s) to send" in dry.output and smtp.messages == []
+        assert dry.exit_code == 0 and "2 messages to send" in dry.output and smtp.messages == []
         sent = json.loads(cli(store, "invoices", "overdue", "--remind", str(template), "--send", "--json",
                               config=config).output)  # fmt: skip
         assert sent["sent"] == 2

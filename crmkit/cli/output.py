@@ -9,11 +9,29 @@ from typing import Any
 
 import click
 
+from crmkit.records.fields import DateTimeField
+from crmkit.records.money import MINOR_UNITS, quantize
 from crmkit.records.schema import RecordType
 
-__all__ = ["emit_json", "format_value", "json_option", "print_record", "print_table"]
+__all__ = [
+    "counted",
+    "emit_json",
+    "format_value",
+    "json_option",
+    "print_lines",
+    "print_record",
+    "print_stage_history",
+    "print_table",
+]
+
+_MOMENT = DateTimeField("at")
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def counted(n: int, one: str, many: str | None = None) -> str:
+    """``1 deal``, ``2 deals``, ``0 activities``: a count with its noun in the right number."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _default(value: Any) -> Any:
@@ -58,11 +76,16 @@ def print_table(rows: Sequence[Sequence[str]], headers: Sequence[str], *, max_wi
 
 
 def print_record(
-    rt: RecordType, doc: Mapping[str, Any], *, skip: Callable[[str], bool] = lambda _: False
+    rt: RecordType,
+    doc: Mapping[str, Any],
+    *,
+    skip: Callable[[str], bool] = lambda _: False,
+    shown: Mapping[str, str] | None = None,
 ) -> None:
-    """One record as ``Label: value`` lines, empty fields left out."""
+    """One record as ``Label: value`` lines, empty fields left out; ``shown`` replaces a field's text."""
+    shown = shown or {}
     items = [
-        (f.label, format_value(rt, f.name, doc.get(f.name)))
+        (f.label, shown.get(f.name) or format_value(rt, f.name, doc.get(f.name)))
         for f in rt.fields
         if doc.get(f.name) not in (None, "", [], False) and not skip(f.name)
     ]
@@ -70,3 +93,47 @@ def print_record(
     width = max((len(label) for label, _ in items), default=0)
     for label, value in items:
         click.echo(f"{label + ':':<{width + 1}} {value}")
+
+
+def _number(value: Decimal) -> str:
+    return f"{value.normalize():,f}"
+
+
+def print_lines(rt: RecordType, doc: Mapping[str, Any]) -> None:
+    """An invoice's or a quote's lines as a table, each line's amount before tax in its currency."""
+    lines = rt.by_name["lines"].load(doc.get("lines")) or []
+    currency = str(doc.get("currency") or "")
+    places = MINOR_UNITS.get(currency, 2)
+    rows = []
+    for line in lines:
+        amount = quantize(line["quantity"] * line["unit_price"], currency)
+        rows.append(
+            [
+                str(line["description"]),
+                _number(line["quantity"]),
+                f"{quantize(line['unit_price'], currency):,.{places}f}",
+                _number(line["tax_rate"]),
+                f"{amount:,.{places}f}",
+            ]
+        )
+    click.echo(f"\nLines ({len(rows)}):" if rows else "\nLines: none")
+    if rows:
+        print_table(rows, ["Description", "Qty", "Unit price", "Tax %", "Amount"], max_width=60)
+
+
+def print_stage_history(history: Any) -> None:
+    """A deal's stage changes, one a line: ``2026-12-04 10:15  prospecting → negotiation  (ana)``."""
+    entries = [e for e in history if isinstance(e, Mapping)] if isinstance(history, list) else []
+    if not entries:
+        return
+    click.echo("\nStage history:")
+    for entry in entries:
+        at = str(entry.get("at") or "")
+        try:
+            when = _MOMENT.format(_MOMENT.load(at))
+        except (TypeError, ValueError):
+            when = at
+        stage = entry.get("stage")
+        change = f"{entry['from']} → {stage}" if entry.get("from") else f"opened in {stage}"
+        by = str(entry.get("by") or "").removeprefix("cli:")
+        click.echo(f"  {when}  {change}" + (f"  ({by})" if by else ""))

@@ -13,15 +13,70 @@ from typing import Any
 import click
 
 from crmkit.cli import App, pass_app
-from crmkit.cli.output import emit_json, format_value, json_option, print_record, print_table
-from crmkit.contacts import contact_view, merge_contacts
+from crmkit.cli.output import (
+    counted,
+    emit_json,
+    format_value,
+    json_option,
+    print_lines,
+    print_record,
+    print_stage_history,
+    print_table,
+)
+from crmkit.contacts import account_view, contact_view, merge_contacts, restore_contact
 from crmkit.leads import convert_lead
 from crmkit.records.assignments import AssignmentSyntaxError, parse_assignments, parse_line_spec
 from crmkit.records.output import record_output
 from crmkit.records.query import parse_condition
-from crmkit.records.schema import INVOICE, RECORD_TYPES, RecordType
+from crmkit.records.rules import invoice_status_reason
+from crmkit.records.schema import DEAL, INVOICE, QUOTE, RECORD_TYPES, RecordType
 
-__all__ = ["print_contact_view", "register"]
+__all__ = ["print_account_view", "print_contact_view", "register"]
+
+#: Each type's examples in its commands' help: values that work in a new store (tests run them), and
+#: the record the add example makes, for show, update, archive and restore.
+EXAMPLES: dict[str, dict[str, str]] = {
+    "leads": {
+        "add": 'name="Trần Văn Bình" company="Hanoi Fresh Foods" email=binh@hanoifresh.vn status=qualified',
+        "update": "L-1 status=contacted rating=hot",
+        "list": "--where status=qualified --where rating=hot",
+    },
+    "contacts": {
+        "add": 'name="Nguyễn Thị Hoa" email=hoa@saomai.vn title=COO tags="vip, logistics"',
+        "update": 'hoa@saomai.vn phone="+84 90 123 4567" owner=ana',
+        "list": "--where tags=vip --json",
+    },
+    "accounts": {
+        "add": 'name="Sao Mai Logistics" domain=saomai.vn tier=A region=South',
+        "update": '"Sao Mai Logistics" tier=B owner=ana',
+        "list": "--where tier=A --where region=South",
+    },
+    "deals": {
+        "add": 'title="Cold-chain routing" amount=42000 close_date=2026-12-15 stage=proposal',
+        "update": "D-1 stage=negotiation",
+        "list": "--where stage=negotiation --where owner!=ana",
+    },
+    "quotes": {
+        "add": '--line "Setup|1|1500|10" --line "Licences|12|99|10" valid_until=2026-12-31',
+        "update": "Q-1 status=sent",
+        "list": "--where status=sent",
+    },
+    "invoices": {
+        "add": '--line "Setup|1|1500|10" --line "Licences|12|99|10" due_date=2027-01-15',
+        "update": "I-1 amount_paid=1500",
+        "list": "--where status=draft --json",
+    },
+    "cases": {
+        "add": 'subject="Cannot log in" priority=high origin=email description="Reset link expired"',
+        "update": "CASE-1 status=resolved",
+        "list": "--where status=new --where priority=high",
+    },
+    "activities": {
+        "add": 'kind=call subject="Intro call" date="2026-12-04 10:15" body="Wants a demo"',
+        "update": 'ACT-1 body="Demo booked for Friday"',
+        "list": "--where kind=call",
+    },
+}
 
 
 def _assignments(rt: RecordType, items: tuple[str, ...], lines: tuple[str, ...]) -> dict[str, Any]:
@@ -35,15 +90,27 @@ def _assignments(rt: RecordType, items: tuple[str, ...], lines: tuple[str, ...])
 
 
 def _line_option(rt: RecordType) -> Any:
-    if rt is not INVOICE:
+    if rt not in (INVOICE, QUOTE):
         return lambda f: f
     return click.option(
         "--line",
         "lines",
         multiple=True,
         metavar="DESC|QTY|PRICE[|TAX%]",
-        help="An invoice line, e.g. 'Consulting|10|150|10'. Repeat for more lines; replaces all lines.",
+        help=f"{_a(rt.name).capitalize()} line, e.g. 'Consulting|10|150|10'. Repeat for more lines; "
+        "replaces all lines.",
     )
+
+
+def _force_option(rt: RecordType, text: str) -> Any:
+    """``--force`` for the types whose email or phone must be their own (leads, contacts) only."""
+    if not {"email", "phone"} & set(rt.unique_keys):
+        return lambda f: f
+    return click.option("--force", is_flag=True, help=text)
+
+
+def _example(*lines: str) -> str:
+    return "\n\n\b\nExample:\n" + "\n".join(f"    {line}" for line in lines)
 
 
 def _a(noun: str) -> str:
@@ -54,24 +121,43 @@ def _today() -> date:
     return date.today()
 
 
-def _print_list(rt: RecordType, docs: list[dict[str, Any]]) -> None:
+def _print_list(rt: RecordType, docs: list[dict[str, Any]], *, archived: bool = False) -> None:
     if not docs:
         click.echo(f"No {rt.table}.")
         return
     columns = rt.list_columns
+    headers = [rt.by_name[c].label for c in columns]
+    if archived:  # which of the rows are archived, and since when
+        headers.append("Archived")
     rows = []
     for doc in docs:
         out = record_output(doc, today=_today())
-        rows.append([format_value(rt, c, out.get(c)) for c in columns])
-    print_table(rows, [rt.by_name[c].label for c in columns])
+        row = [format_value(rt, c, out.get(c)) for c in columns]
+        if archived:
+            row.append(str(doc.get("archived_at") or "")[:10])
+        rows.append(row)
+    print_table(rows, headers)
+
+
+def _print_show(rt: RecordType, doc: dict[str, Any]) -> None:
+    """One record for people: a deal's stage history and an invoice's lines as readable blocks."""
+    if rt in (INVOICE, QUOTE):
+        shown = {}
+        if rt is INVOICE:
+            shown["status"] = invoice_status_reason(INVOICE.load(doc), _today())
+        print_record(rt, doc, skip=lambda name: name == "lines", shown=shown)
+        print_lines(rt, doc)
+    elif rt is DEAL:
+        print_record(rt, doc, skip=lambda name: name == "stage_history")
+        print_stage_history(doc.get("stage_history"))
+    else:
+        print_record(rt, doc)
 
 
 def _record_group(rt: RecordType) -> click.Group:
     @click.group(name=rt.table, help=f"List, show, add and change {rt.table}.")
     def group() -> None:
         pass
-
-    example_field = rt.title_field
 
     @group.command("list")
     @click.option(
@@ -88,14 +174,14 @@ def _record_group(rt: RecordType) -> click.Group:
         if as_json:
             emit_json([record_output(d, today=_today()) for d in docs])
         else:
-            _print_list(rt, docs)
+            _print_list(rt, docs, archived=archived)
 
-    list_.help = (
-        f"List {rt.table}, filtered with --where.\n\n\b\nExample:\n"
-        f"    crmkit {rt.table} list --where owner=ana --json"
+    examples = EXAMPLES[rt.table]
+    list_.help = f"List {rt.table}, filtered with --where." + _example(
+        f"crmkit {rt.table} list {examples['list']}", f"crmkit {rt.table} list --archived --limit 20"
     )
 
-    if rt.table != "contacts":
+    if rt.table not in ("contacts", "accounts"):
 
         @group.command("show")
         @click.argument("record_id")
@@ -107,20 +193,18 @@ def _record_group(rt: RecordType) -> click.Group:
             if as_json:
                 emit_json(doc)
             else:
-                print_record(rt, doc)
+                _print_show(rt, doc)
 
-        show.help = f"Show one {rt.name} by id.\n\n\b\nExample:\n    crmkit {rt.table} show {rt.prefix}-1"
+        show.help = f"Show one {rt.name} by id." + _example(f"crmkit {rt.table} show {rt.prefix}-1")
 
     @group.command("add")
     @click.argument("values", nargs=-1, metavar="FIELD=VALUE...")
-    @click.option(
-        "--force", is_flag=True, help="Add even if the email or phone is already on another record."
-    )
+    @_force_option(rt, f"Add even if the email or phone is already on another {rt.name}.")
     @_line_option(rt)
     @json_option
     @pass_app
     def add(
-        app: App, values: tuple[str, ...], force: bool, as_json: bool, lines: tuple[str, ...] = ()
+        app: App, values: tuple[str, ...], as_json: bool, lines: tuple[str, ...] = (), force: bool = False
     ) -> None:
         doc = app.store().add(rt.table, _assignments(rt, values, lines), force=force)
         if as_json:
@@ -129,15 +213,14 @@ def _record_group(rt: RecordType) -> click.Group:
             click.echo(f"Added {doc['id']} {rt.title_of(doc)}")
 
     fields_help = ", ".join(f.name for f in rt.user_fields)
-    add.help = (
-        f"Add {_a(rt.name)}. Fields: {fields_help}.\n\n\b\nExample:\n"
-        f'    crmkit {rt.table} add {example_field}="…" owner=ana'
+    add.help = f"Add {_a(rt.name)}. Fields: {fields_help}." + _example(
+        f"crmkit {rt.table} add {examples['add']}"
     )
 
     @group.command("update")
     @click.argument("record_id")
     @click.argument("values", nargs=-1, metavar="FIELD=VALUE...")
-    @click.option("--force", is_flag=True, help="Allow an email or phone that another record has.")
+    @_force_option(rt, f"Allow an email or phone that another {rt.name} has.")
     @_line_option(rt)
     @json_option
     @pass_app
@@ -145,9 +228,9 @@ def _record_group(rt: RecordType) -> click.Group:
         app: App,
         record_id: str,
         values: tuple[str, ...],
-        force: bool,
         as_json: bool,
         lines: tuple[str, ...] = (),
+        force: bool = False,
     ) -> None:
         data = _assignments(rt, values, lines)
         if not data:
@@ -158,47 +241,95 @@ def _record_group(rt: RecordType) -> click.Group:
         else:
             click.echo(f"Updated {doc['id']} {rt.title_of(doc)}")
 
-    update.help = (
-        f"Change fields of {_a(rt.name)}; FIELD= (empty) clears one.\n\n\b\nExample:\n"
-        f"    crmkit {rt.table} update {rt.prefix}-1 owner=binh"
+    update.help = f"Change fields of {_a(rt.name)}; FIELD= (empty) clears one." + _example(
+        f"crmkit {rt.table} update {examples['update']}"
     )
 
     @group.command("archive")
     @click.argument("record_id")
     @pass_app
     def archive(app: App, record_id: str) -> None:
-        """Hide a record from lists and syncs; nothing is deleted."""
         doc = app.store(must_exist=True).archive(record_id, type_name=rt.table)
         click.echo(f"Archived {doc['id']} {rt.title_of(doc)}")
 
+    archive.help = (
+        f"Hide {_a(rt.name)} from lists and syncs; nothing is deleted, `restore` brings it back."
+        + _example(f"crmkit {rt.table} archive {rt.prefix}-1")
+    )
+
+    if rt.table == "contacts":
+        return group  # contacts have their own restore (a merged contact)
+
     @group.command("restore")
     @click.argument("record_id")
-    @click.option(
-        "--force", is_flag=True, help="Restore even if its email or phone is now on another record."
-    )
+    @_force_option(rt, "Restore even if its email or phone is now on another record.")
     @pass_app
-    def restore(app: App, record_id: str, force: bool) -> None:
-        """Bring an archived record back."""
+    def restore(app: App, record_id: str, force: bool = False) -> None:
         doc = app.store(must_exist=True).restore(record_id, type_name=rt.table, force=force)
         click.echo(f"Restored {doc['id']} {rt.title_of(doc)}")
+
+    restore.help = f"Bring an archived {rt.name} back." + _example(f"crmkit {rt.table} restore {rt.prefix}-1")
 
     return group
 
 
-def print_contact_view(view: dict[str, Any]) -> None:
-    contact_type = RECORD_TYPES["contacts"]
-    print_record(contact_type, view, skip=lambda name: name == "related")
+#: The text views show this many of the newest activities; --json has them all.
+TIMELINE_SHOWN = 25
+
+
+def _print_related(view: dict[str, Any], tables: tuple[str, ...], where: str) -> None:
     related = view["related"]
-    if related["account"]:
-        account = related["account"]
-        click.echo(f"\nAccount: {account['id']} {account['name']}")
-    for table in ("deals", "invoices", "cases", "leads", "activities"):
+    for table in tables:
         docs = related[table]
-        if not docs:
-            continue
+        if table == "leads" and not docs:
+            continue  # only a converted lead's contact has one
         rt = RECORD_TYPES[table]
-        click.echo(f"\n{rt.sheet} ({len(docs)}):")
-        _print_list(rt, docs)
+        if table == "activities":
+            if not docs:
+                click.echo("\nTimeline: no activity yet")
+                continue
+            click.echo(f"\nTimeline ({counted(len(docs), 'activity', 'activities')}, newest first):")
+            _print_list(rt, docs[:TIMELINE_SHOWN])
+            if len(docs) > TIMELINE_SHOWN:
+                older = len(docs) - TIMELINE_SHOWN
+                click.echo(f"… and {older} older: crmkit activities list --where {where}")
+            continue
+        click.echo(f"\n{rt.sheet} ({len(docs)}):" if docs else f"\n{rt.sheet}: none")
+        if docs:
+            _print_list(rt, docs)
+
+
+def print_contact_view(view: dict[str, Any]) -> None:
+    print_record(RECORD_TYPES["contacts"], view, skip=lambda name: name == "related")
+    account = view["related"]["account"]
+    click.echo(f"\nAccount: {account['id']} {account['name']}" if account else "\nAccount: none")
+    _print_related(view, ("deals", "invoices", "cases", "leads", "activities"), f"contact={view['id']}")
+
+
+def print_account_view(view: dict[str, Any]) -> None:
+    print_record(RECORD_TYPES["accounts"], view, skip=lambda name: name == "related")
+    tables = ("contacts", "deals", "quotes", "invoices", "cases", "activities")
+    _print_related(view, tables, f"account={view['id']}")
+
+
+def _accounts_extras(group: click.Group) -> None:
+    @group.command("show")
+    @click.argument("id_or_name")
+    @json_option
+    @pass_app
+    def show(app: App, id_or_name: str, as_json: bool) -> None:
+        """The 360° view of an account: contacts, deals, quotes, invoices, cases and timeline.
+
+        \b
+        Example:
+            crmkit accounts show A-1
+            crmkit accounts show "Sao Mai Logistics" --json
+        """
+        view = account_view(app.store(must_exist=True), id_or_name, today=_today())
+        if as_json:
+            emit_json(view)
+        else:
+            print_account_view(view)
 
 
 def _contacts_extras(group: click.Group) -> None:
@@ -232,17 +363,33 @@ def _contacts_extras(group: click.Group) -> None:
 
         \b
         Example:
-            crmkit contacts merge C-1 C-7
+            crmkit contacts merge C-1 C-2
         """
         result = merge_contacts(app.store(must_exist=True), keep, other)
         if as_json:
             emit_json(result.as_json())
             return
-        moved = ", ".join(f"{n} {t}" for t, n in result.moved.items()) or "nothing linked"
-        click.echo(f"Merged {result.merged['id']} into {result.kept['id']} ({moved} moved)")
+        moved = ", ".join(counted(n, RECORD_TYPES[t].name, t) for t, n in result.moved.items())
+        click.echo(
+            f"Merged {result.merged['id']} into {result.kept['id']} ({moved or 'nothing linked'} moved)"
+        )
 
+    @group.command("restore")
+    @click.argument("id_or_email")
+    @click.option("--force", is_flag=True, help="Restore even if its email or phone is on another contact.")
+    @click.option(
+        "--unlink", is_flag=True, help="Restore a merged contact as one of its own (clears its merged into)."
+    )
+    @pass_app
+    def restore(app: App, id_or_email: str, force: bool, unlink: bool) -> None:
+        """Bring an archived contact back; one merged into another is refused unless --unlink.
 
-#: Commands added to a record type's group by the invoice work (filled in by register).
+        \b
+        Example:
+            crmkit contacts restore C-1
+        """
+        doc = restore_contact(app.store(must_exist=True), id_or_email, unlink=unlink, force=force)
+        click.echo(f"Restored {doc['id']} {RECORD_TYPES['contacts'].title_of(doc)}")
 
 
 def _leads_extras(group: click.Group) -> None:
@@ -273,7 +420,7 @@ def _leads_extras(group: click.Group) -> None:
 
         \b
         Example:
-            crmkit leads convert L-3 --amount 12000 --close-date 2026-12-31
+            crmkit leads convert L-1 --amount 12000 --close-date 2026-12-31
         """
         deal_values = {"title": title, "amount": amount, "currency": currency, "close_date": close_date}
         result = convert_lead(
@@ -303,6 +450,8 @@ def register(main: click.Group, name: str | None = None) -> None:
         group = _record_group(rt)
         if rt.table == "contacts":
             _contacts_extras(group)
+        elif rt.table == "accounts":
+            _accounts_extras(group)
         elif rt.table == "leads":
             _leads_extras(group)
         elif rt.table == "cases":

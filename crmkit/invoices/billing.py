@@ -19,6 +19,7 @@ from typing import Any
 from crmkit.errors import CrmkitError
 from crmkit.mail.audience import Audience, Recipient, record_context, skip_reason
 from crmkit.mail.journal import recover_if_idle, sends_of
+from crmkit.records.rules import invoice_status
 from crmkit.records.schema import DEAL, INVOICE
 from crmkit.store import Store
 
@@ -179,10 +180,11 @@ def run_recurring(store: Store, *, today: date | None = None, actor: str | None 
         for doc in store.all("invoices"):
             if not doc.get("schedule") or doc.get("recurring_of") or doc.get("status") == "void":
                 continue
-            if doc.get("status") == "draft":
+            source = INVOICE.load(doc)
+            # a draft someone paid went out (records.rules): it repeats like a sent one
+            if invoice_status(source, run.today) == "draft":
                 run.notes.append(f"{doc['id']} repeats {doc['schedule']} but is a draft: send it to start")
                 continue
-            source = INVOICE.load(doc)
             first = source.get("issue_date")
             if first is None:
                 continue
@@ -234,7 +236,7 @@ def overdue_invoices(store: Store, *, today: date | None = None, mark: bool = Tr
             invoice = INVOICE.load(doc)
             due = invoice.get("due_date")
             balance = (invoice.get("total") or Decimal(0)) - (invoice.get("amount_paid") or Decimal(0))
-            if invoice.get("status") not in _UNPAID or due is None or due >= today or balance <= 0:
+            if invoice_status(invoice, today) not in _UNPAID or due is None or due >= today or balance <= 0:
                 continue
             if mark and doc.get("status") != "overdue":
                 doc = store.update(doc["id"], {"status": "sent"}, actor=ACTOR)  # the rules make it overdue

@@ -544,4 +544,5 @@ class LinesField(Field):
         ]
 
     def format(self, value: Any) -> str:
-        return f"{len(value or ())} line(s)"
+        count = len(value or ())
+        return "1 line" if count == 1 else f"{count} lines"

@@ -17,7 +17,7 @@ from typing import Any
 
 from crmkit.errors import FieldError, ValidationError
 from crmkit.records.fields import DateTimeField
-from crmkit.records.money import is_currency, quantize
+from crmkit.records.money import format_money, is_currency, quantize
 from crmkit.records.schema import (
     DEAL,
     INVOICE,
@@ -28,7 +28,7 @@ from crmkit.records.schema import (
     RecordType,
 )
 
-__all__ = ["apply_rules", "invoice_status", "invoice_totals"]
+__all__ = ["apply_rules", "invoice_status", "invoice_status_reason", "invoice_totals"]
 
 _timestamp = DateTimeField("at")
 #: A new invoice with no due date is due this many days after its issue date.
@@ -55,20 +55,40 @@ def invoice_totals(lines: list[Mapping[str, Any]] | None, currency: str) -> dict
 def invoice_status(invoice: Mapping[str, Any], today: date) -> str:
     """The status an invoice is in today.
 
-    ``draft`` and ``void`` are what a person set; once sent, the outstanding
-    amount and the due date decide between sent, partly_paid, paid and overdue.
+    ``void`` is what a person set. A ``draft`` stays one until money comes in:
+    an invoice someone paid went out, whatever its status says. From then on
+    the amount paid and the due date decide between sent, partly_paid, paid
+    and overdue.
     """
     status = invoice.get("status") or "draft"
-    if status in ("draft", "void"):
-        return status
     total = invoice.get("total") or Decimal(0)
     paid = invoice.get("amount_paid") or Decimal(0)
+    if status == "void" or (status == "draft" and paid <= 0):
+        return status
     if total > 0 and paid >= total:
         return "paid"
     due = invoice.get("due_date")
     if due is not None and due < today:
         return "overdue"
     return "partly_paid" if paid > 0 else "sent"
+
+
+def invoice_status_reason(invoice: Mapping[str, Any], today: date) -> str:
+    """The status and what it follows from: ``paid (1,500.00 of 1,500.00 USD received)``."""
+    status = invoice_status(invoice, today)
+    currency = invoice.get("currency")
+    paid = format_money(invoice.get("amount_paid") or Decimal(0), currency).removesuffix(f" {currency}")
+    received = f"{paid} of {format_money(invoice.get('total') or Decimal(0), currency)} received"
+    due = invoice.get("due_date")
+    if status == "void":
+        return "void (set by hand: nothing is owed)"
+    if status == "draft":
+        return "draft (not sent yet, nothing received)"
+    if status == "overdue":
+        return f"overdue ({received}, due {due.isoformat()})" if due else f"overdue ({received})"
+    if status in ("sent", "partly_paid") and due is not None:
+        return f"{status} ({received}, due {due.isoformat()})"
+    return f"{status} ({received})"
 
 
 def _defaults(rt: RecordType, record: dict[str, Any]) -> None:
