@@ -14,7 +14,7 @@ import re
 import shutil
 import subprocess
 import zipfile
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -370,7 +370,7 @@ def test_new_workbook_funnel_is_a_horizontal_bar_chart_widest_first(tmp_path: Pa
     assert row_values(ws, top + 2, 4) == ["leads", 40, 0.5, None]
     assert row_values(ws, top + 4, 4) == ["proposal", 15, 0.4, 10.25]
     assert ws.cell(top + 2, 3).number_format == "0.0%"
-    assert ws.cell(top + 3, 4).number_format == "0.0"
+    assert ws.cell(top + 3, 4).number_format == '0.0" d"'  # days keep their unit
     (chart,) = ws._charts
     assert isinstance(chart, BarChart)
     assert chart.type == "bar" and chart.grouping == "clustered"
@@ -730,3 +730,107 @@ def test_libreoffice_opens_the_workbook(kind: str, tmp_path: Path) -> None:
     path = written(kind, tmp_path)
     pdf = soffice_converts(path, tmp_path / "pdf")
     assert pdf.stat().st_size > 1000
+
+
+# -- what a newcomer saw (issue 15) -------------------------------------------------------------
+
+
+def crmkit(*args: str) -> Any:
+    from click.testing import CliRunner
+
+    from crmkit.cli import main
+
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def deals_in_three_currencies(tmp_path: Path) -> Path:
+    from crmkit.store import Store
+
+    store = Store(tmp_path / "crm.json")
+    for amount, currency in (("42000", "USD"), ("185000000", "VND"), ("1250.5", "KWD")):
+        store.add("deals", {"title": currency, "stage": "proposal", "amount": amount, "currency": currency})
+    return store.path
+
+
+def test_the_total_table_gives_each_currency_its_own_decimals(tmp_path: Path) -> None:
+    store = deals_in_three_currencies(tmp_path)
+    path = tmp_path / "board.xlsx"
+    result = crmkit("--store", str(store), "report", "pipeline", "--xlsx", str(path))
+    assert result.exit_code == 0, result.output
+    ws = load_workbook(path)["Reports"]
+    total = title_rows(ws)["Total"]
+    formats = {
+        ws.cell(row, 1).value: (ws.cell(row, 3).number_format, ws.cell(row, 4).number_format)
+        for row in range(total + 2, total + 5)
+    }
+    assert formats == {
+        "KWD": ("#,##0.000", "#,##0.000"),
+        "USD": ("#,##0.00", "#,##0.00"),
+        "VND": ("#,##0", "#,##0"),
+    }
+    vnd = title_rows(ws)["Open deals (VND)"]
+    assert ws.cell(vnd + 2, 2).number_format == "#,##0"  # Amount (VND)
+
+
+def test_revenue_of_a_single_month_is_drawn_with_a_marker(tmp_path: Path) -> None:
+    table = Table(
+        "By month",
+        [Column("key", "Month"), Column("revenue", "Revenue", "money")],
+        [{"key": "2026-09", "revenue": Decimal("5000")}],
+        Chart("line", "key", ("revenue",), "Revenue by month"),
+        "USD",
+    )
+    path = tmp_path / "revenue.xlsx"
+    write_report(Report("revenue", "Revenue", [table]), path)
+    (chart,) = load_workbook(path)["Reports"]._charts
+    assert isinstance(chart, LineChart)
+    marker = chart.series[0].marker
+    assert marker is not None and marker.symbol not in (None, "none") and (marker.size or 0) >= 5
+
+
+def test_case_ages_keep_their_unit_and_room(tmp_path: Path) -> None:
+    from crmkit.reports import cases
+    from crmkit.store import Store
+
+    store = Store(tmp_path / "crm.json")
+    store.add("contacts", {"name": "Ana", "email": "ana@example.com"})
+    store.add("cases", {"subject": "Printer on fire", "contact": "C-1", "priority": "high"})
+    now = datetime.fromisoformat(store.get("CASE-1")["created_at"]) + timedelta(days=123, hours=10)
+    path = tmp_path / "cases.xlsx"
+    write_report(cases(store, now=now), path)
+    ws = load_workbook(path)["Reports"]
+    top = title_rows(ws)["Oldest first"]
+    headers = row_values(ws, top + 1, 7)
+    age = ws.cell(top + 2, headers.index("Age") + 1)
+    assert age.value == 123.4 and age.number_format == '0.0" d"'
+    assert age.alignment.horizontal == "right" and age.alignment.indent >= 1  # set off from Contact
+    letter = age.column_letter
+    assert ws.column_dimensions[letter].width >= len("123.4 d") + 2
+
+
+@pytest.mark.slow
+@needs_soffice
+def test_case_ages_print_apart_from_the_contact_beside_them(tmp_path: Path) -> None:
+    from crmkit.reports import cases
+    from crmkit.store import Store
+
+    store = Store(tmp_path / "crm.json")
+    store.add("contacts", {"name": "Ana", "email": "ana@example.com"})
+    store.add("cases", {"subject": "Printer on fire", "contact": "C-1", "priority": "high"})
+    now = datetime.fromisoformat(store.get("CASE-1")["created_at"]) + timedelta(days=1234)
+    path = tmp_path / "cases.xlsx"
+    write_report(cases(store, now=now), path)
+    pdf = soffice_converts(path, tmp_path / "pdf")
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True).stdout
+    assert re.search(r"1,?234\.0 d\s+C-1", text), text
+
+
+@pytest.mark.parametrize("name", ["out.csv", "out", "out.xls", "out.xlsm", "out.ods"])
+def test_a_report_file_not_named_xlsx_is_refused_in_one_line(tmp_path: Path, name: str) -> None:
+    store = deals_in_three_currencies(tmp_path)
+    result = crmkit("--store", str(store), "report", "pipeline", "--xlsx", str(tmp_path / name))
+    assert result.exit_code == 1
+    assert len(result.output.strip().splitlines()) == 1 and ".xlsx" in result.output, result.output
+    assert not (tmp_path / name).exists()
+    upper = crmkit("--store", str(store), "report", "pipeline", "--xlsx", str(tmp_path / "OUT.XLSX"))
+    assert upper.exit_code == 0, upper.output

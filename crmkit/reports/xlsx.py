@@ -40,6 +40,7 @@ from typing import Any
 from openpyxl import Workbook
 from openpyxl.chart import BarChart, LineChart, Reference
 from openpyxl.chart.data_source import AxDataSource, NumRef, StrRef
+from openpyxl.chart.marker import Marker
 from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 from openpyxl.workbook.defined_name import DefinedName
@@ -49,6 +50,7 @@ from crmkit.errors import CrmkitError
 from crmkit.files import replace_file
 from crmkit.records.money import MINOR_UNITS
 from crmkit.reports.model import Chart, Column, Report, Table
+from crmkit.workbooks import money_format
 from crmkit.xlsx import Package, SheetEntry, Styles, WorkbookError, graft_sheet, sheet_entries
 from crmkit.xlsx.package import attrs
 
@@ -58,10 +60,10 @@ __all__ = ["MARKER", "write_report"]
 MARKER = "crmkit_report"
 
 NUMBER_FORMATS = {
-    "money": "#,##0.00",
+    "money": "#,##0.00",  # for a currency with two decimals; see money_format()
     "percent": "0.0%",
     "int": "#,##0",
-    "days": "0.0",
+    "days": '0.0" d"',  # the unit stays with the number, as in the terminal
     "date": "yyyy-mm-dd",
 }
 _DATETIME_FORMAT = "yyyy-mm-dd hh:mm"
@@ -76,6 +78,9 @@ _MAX_TEXT = 32_767  # characters Excel keeps in a cell
 _ILLEGAL_XML_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _BAD_SHEET_CHARS = set("[]:*?/\\")
 
+# A number is set off from a text column to its right (an age ran into the contact beside it).
+_NUMBER_ALIGNMENT = Alignment(horizontal="right", indent=1)
+_INDENT_CHARS = 2  # about the width of that indent
 _TITLE_FONT = Font(bold=True, size=14)
 _BOLD = Font(bold=True)
 _NOTE_FONT = Font(italic=True)
@@ -93,6 +98,12 @@ def write_report(report: Report, path: Path, *, sheet: str = "Reports") -> None:
     _check_sheet_name(sheet)
     if path.is_dir():
         raise CrmkitError(f"{path} is a directory, not a workbook")
+    suffix = path.suffix.lower()
+    # A macro workbook (.xlsm) of the team's takes a report sheet; a new file is always plain .xlsx.
+    if suffix != ".xlsx" and not (suffix == ".xlsm" and path.exists()):
+        raise CrmkitError(
+            f"{path}: a report is written as an Excel workbook, so the file name must end in .xlsx"
+        )
     book = build_workbook(report, sheet)
     if not path.exists():
         _save_new(path, book)
@@ -147,9 +158,11 @@ def _write_table(ws: Worksheet, table: Table, top: int, widths: dict[int, int]) 
         cell = ws.cell(header, j, _text(label))
         cell.font = _BOLD
         if column.kind in _NUMERIC:
-            cell.alignment = Alignment(horizontal="right")
-        widths[j] = max(widths.get(j, 0), len(label))
+            cell.alignment = _NUMBER_ALIGNMENT
+        pad = _INDENT_CHARS if column.kind in _NUMERIC else 0
+        widths[j] = max(widths.get(j, 0), len(label) + pad)
     for i, values in enumerate(table.rows, start=header + 1):
+        currency = table.currency or _row_currency(values)  # a Total table has a row per currency
         for j, column in enumerate(columns, start=1):
             value = _cell_value(values.get(column.key), column.kind)
             if value is None:
@@ -162,12 +175,15 @@ def _write_table(ws: Worksheet, table: Table, top: int, widths: dict[int, int]) 
                 cell.number_format = _DATETIME_FORMAT
             elif isinstance(value, date):
                 cell.number_format = NUMBER_FORMATS["date"]
-            elif column.kind == "money" and MINOR_UNITS.get(table.currency or "", 2) != 2:
-                places = MINOR_UNITS[table.currency or ""]
-                cell.number_format = "#,##0" + ("." + "0" * places if places else "")  # VND 0, KWD 3
+            elif column.kind == "money" and not isinstance(value, bool):
+                cell.number_format = money_format(currency)  # VND 0 decimals, USD 2, KWD 3
             elif column.kind in _NUMERIC and not isinstance(value, bool):
                 cell.number_format = NUMBER_FORMATS[column.kind]
-            widths[j] = max(widths.get(j, 0), _shown_width(value, column.kind))
+            pad = 0
+            if column.kind in _NUMERIC:
+                cell.alignment = _NUMBER_ALIGNMENT
+                pad = _INDENT_CHARS
+            widths[j] = max(widths.get(j, 0), _shown_width(value, column.kind, currency) + pad)
     last = header + len(table.rows)
     after = last + 2
     if table.chart is not None and table.rows:
@@ -177,6 +193,11 @@ def _write_table(ws: Worksheet, table: Table, top: int, widths: dict[int, int]) 
         )
         after = max(after, top + _CHART_ROWS + 1)
     return after
+
+
+def _row_currency(row: dict[str, Any]) -> str | None:
+    currency = row.get("currency")
+    return currency.upper() if isinstance(currency, str) and currency.upper() in MINOR_UNITS else None
 
 
 def _columns(table: Table) -> list[Column]:
@@ -232,6 +253,8 @@ def _chart(
     categories = Reference(ws, min_col=index[spec.categories], min_row=header + 1, max_row=last)
     text_categories = kinds[spec.categories] == "text"
     for series in chart.series:
+        if isinstance(chart, LineChart):  # a line of one point (one month) is only its marker
+            series.marker = Marker(symbol="circle", size=7)
         series.cat = (
             AxDataSource(strRef=StrRef(f=str(categories)))
             if text_categories
@@ -288,7 +311,7 @@ def _text(value: str) -> str:
     return _ILLEGAL_XML_RE.sub("", str(value))[:_MAX_TEXT]
 
 
-def _shown_width(value: Any, kind: str) -> int:
+def _shown_width(value: Any, kind: str, currency: str | None = None) -> int:
     """About how many characters ``value`` shows as in a ``kind`` column."""
     if isinstance(value, str):
         return max((len(line) for line in value.splitlines()), default=0)
@@ -301,9 +324,9 @@ def _shown_width(value: Any, kind: str) -> int:
     if kind == "percent":
         return len(f"{float(value) * 100:.1f}%")
     if kind == "money":
-        return len(f"{float(value):,.2f}")
+        return len(f"{float(value):,.{MINOR_UNITS.get(currency or '', 2)}f}")
     if kind == "days":
-        return len(f"{float(value):.1f}")
+        return len(f"{float(value):.1f} d")
     if kind == "int":
         return len(f"{value:,}") if isinstance(value, int) else len(str(value))
     return len(str(value))
