@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from crmkit.cli import App, pass_app
-from crmkit.cli.output import emit_json, json_option, print_table
+from crmkit.cli.output import emit_json, json_option
 from crmkit.reports import Report, cases, forecast, funnel, pipeline, revenue
-from crmkit.reports.model import text_value
+from crmkit.reports.model import NUMERIC_KINDS, text_value
+from crmkit.reports.text import layout
 
 __all__ = ["print_report", "register"]
 
 
-def print_report(report: Report) -> None:
-    """A report as a person reads it in a terminal: each table under its title."""
+def print_report(report: Report, *, width: int | None = None) -> None:
+    """A report as a person reads it in a terminal: each table under its title, as wide as the
+    terminal (``COLUMNS``) allows: long text is cut, a wide table split into blocks, numbers kept whole."""
+    width = width or shutil.get_terminal_size().columns
     click.echo(report.title)
     for table in report.tables:
         click.echo(f"\n{table.title}")
@@ -24,7 +28,9 @@ def print_report(report: Report) -> None:
             [text_value(row.get(c.key), c.kind, table.currency or row.get("currency")) for c in table.columns]
             for row in table.rows
         ]
-        print_table(rows, [c.label for c in table.columns], max_width=48)
+        numeric = [c.kind in NUMERIC_KINDS for c in table.columns]
+        for line in layout([c.label for c in table.columns], rows, numeric, width):
+            click.echo(line)
     for note in report.notes:
         click.echo(f"\n({note})")
 

@@ -21,6 +21,8 @@ __all__ = ["Chart", "Column", "Report", "Table"]
 
 #: Column kinds: how a value prints, goes into JSON and into a cell.
 KINDS = ("text", "int", "money", "percent", "days", "date")
+#: The kinds that hold numbers: right-aligned, never cut.
+NUMERIC_KINDS = frozenset({"int", "money", "percent", "days"})
 
 
 @dataclass(frozen=True)
