@@ -31,6 +31,7 @@ import contextlib
 import os
 import re
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -107,6 +108,11 @@ class JsonFilesBackend:
         self._bucket_hits: dict[str, int] = {}
         self._hot_buckets: dict[str, Doc] = {}
         self._changed = False
+        # Hand edits: the checksum of each file as read or written, by name, and whether each
+        # segment the open transaction changes started from a file crmkit wrote (see vouched)
+        self._sums: dict[str, int] = {}
+        self._base_vouched: dict[tuple[str, int], bool] = {}
+        self._absorbing = False
         #: what the last upgrade of a format-1 store did (crmkit store upgrade reports it)
         self.upgraded: dict[str, Any] | None = None
 
@@ -125,6 +131,7 @@ class JsonFilesBackend:
             self._file_keys = {f: keys for f, keys in self._file_keys.items() if f in named}
             self._hot_buckets = {f: b for f, b in self._hot_buckets.items() if f in named}
             self._bucket_hits = {f: n for f, n in self._bucket_hits.items() if f in named}
+            self._sums = {f: n for f, n in self._sums.items() if f in named}
             if not self.storage.in_transaction and _loose_tables(data):
                 # a store in the old one-file format, or records plain TinyDB added to crm.json
                 self._absorb_now()
@@ -183,6 +190,7 @@ class JsonFilesBackend:
                 raise
             finally:
                 self._segments, self._deltas, self._states, self._state_keys = {}, {}, {}, {}
+                self._base_vouched = {}
                 self._changed = False
 
     def create(self, tables: list[str]) -> None:
@@ -231,6 +239,9 @@ class JsonFilesBackend:
         segment = (number - 1) // int(entry["size"])
         docs = self._segments.get((table, segment))
         if docs is None:
+            self._base_vouched[(table, segment)] = not self._absorbing and self._segment_vouched(
+                table, segment
+            )
             docs = dict(self._segment_docs(table, segment))
             self._segments[(table, segment)] = docs
         docs[str(number)] = doc
@@ -266,6 +277,64 @@ class JsonFilesBackend:
                 docs = self._segment_docs(table, segment)
             for key in sorted(docs, key=int):
                 yield docs[key]
+
+    # -- hand edits ----------------------------------------------------------------
+    #
+    # Every segment crmkit writes has its checksum in the manifest (``sums``): a file whose
+    # bytes still match holds only what crmkit's fields wrote, and the Store skips checking
+    # its records. A file edited by hand (or absorbed from plain TinyDB, or of a store older
+    # than the checksums) does not match, and each of its records is checked as it is read.
+
+    def _segment_vouched(self, table: str, segment: int) -> bool:
+        base = self._base_vouched.get((table, segment))
+        if base is not None:
+            return base
+        entry = self._man().get("tables", {}).get(table)
+        name = entry["segments"].get(str(segment)) if entry else None
+        if name is None:
+            return True  # no file: nothing to doubt
+        expected = entry.get("sums", {}).get(str(segment))
+        if expected is None:
+            return False
+        self._load(name)
+        return self._sums.get(name) == expected
+
+    def vouched(self, table: str, number: int) -> bool:
+        """True when the record's file is byte for byte as crmkit wrote it: its values need no check."""
+        return number >= 1 and self._segment_vouched(table, (number - 1) // self._size(table))
+
+    def scan_checked(self, table: str) -> Iterator[tuple[int, Doc, bool]]:
+        """Like :meth:`scan`, with each document's number and whether :meth:`vouched` holds for it."""
+        entry = self._man().get("tables", {}).get(table)
+        segments = {int(s) for s in entry["segments"]} if entry else set()
+        segments |= {s for (t, s) in self._segments if t == table}
+        for segment in sorted(segments):
+            vouched = self._segment_vouched(table, segment)
+            docs = self._segments.get((table, segment))
+            if docs is None:
+                docs = self._segment_docs(table, segment)
+            for key in sorted(docs, key=int):
+                yield int(key), docs[key], vouched
+
+    def file_of(self, table: str, number: int) -> str:
+        """The file holding a record, for messages that send a person to it."""
+        entry = self._man().get("tables", {}).get(table)
+        name = entry["segments"].get(str((number - 1) // int(entry["size"]))) if entry else None
+        return str(self.folder / name) if name else self.location
+
+    def _vouch(self, manifest: Doc, table: str, segment: int, name: str, docs: dict[str, Doc]) -> None:
+        """Record a written segment's checksum, unless it holds records that were never checked."""
+        from crmkit.records.stored import stored_problems
+
+        sums = _table_entry(manifest, table).setdefault("sums", {})
+        rt = RECORD_TYPES.get(table)
+        sound = self._base_vouched.get((table, segment), True) or rt is None
+        if not sound and rt is not None:  # from a doubted file: vouch once every record is checked
+            sound = not any(stored_problems(rt, doc, int(key)) for key, doc in docs.items())
+        if sound:
+            sums[str(segment)] = self._sums[name]
+        else:
+            sums.pop(str(segment), None)
 
     def count(self, table: str) -> tuple[int, int]:
         entry = self._man().get("tables", {}).get(table)
@@ -424,6 +493,7 @@ class JsonFilesBackend:
             ) from None
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc.strerror}") from None
+        self._sums[name] = zlib.adler32(raw)
         try:
             with paused_gc():
                 value = orjson.loads(raw)
@@ -444,6 +514,7 @@ class JsonFilesBackend:
         finally:
             os.close(fd)
         self._cache.put(name, content, len(raw))
+        self._sums[name] = zlib.adler32(raw)
         return len(raw)
 
     def _commit(self, data: Tables) -> list[str]:
@@ -462,6 +533,7 @@ class JsonFilesBackend:
                 entry = _table_entry(manifest, table)
                 name = f"{table}.{segment}.g{generation}.json"
                 self._write(name, {table: docs})
+                self._vouch(manifest, table, segment, name, docs)
                 old = entry["segments"].get(str(segment))
                 entry["segments"][str(segment)] = name
                 if old:
@@ -597,7 +669,11 @@ class JsonFilesBackend:
         """
         from crmkit.store.upgrade import absorb_loose_tables
 
-        absorb_loose_tables(self, data)
+        self._absorbing = True  # plain TinyDB's documents: checked as they are read, never vouched for
+        try:
+            absorb_loose_tables(self, data)
+        finally:
+            self._absorbing = False
 
     def close(self) -> None:
         self.storage.close()

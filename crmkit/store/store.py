@@ -18,6 +18,7 @@ one load, one atomic write, however many records change.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -39,12 +40,15 @@ from crmkit.records.schema import (
     parse_id,
     record_type,
 )
+from crmkit.records.stored import StoredProblem, stored_problems, without_problems
 from crmkit.store.backend import Backend
 from crmkit.store.keys import LINKS, UNIQUE_KEY
 
 __all__ = ["Checked", "Store"]
 
 Doc = dict[str, Any]
+#: Names each record a hand edit broke, once (a CLI run prints it on stderr).
+log = logging.getLogger("crmkit.store")
 
 
 def _jsonable(value: Any) -> Any:
@@ -108,6 +112,7 @@ class Store:
         self.numbering = {**NUMBER_PATTERNS, **(numbering or {})}
         self.actor = actor or f"cli:{_user()}"
         self.clock = clock or (lambda: datetime.now(UTC))
+        self._reported: set[tuple[str, str]] = set()
 
     @property
     def path(self) -> Path:
@@ -182,11 +187,60 @@ class Store:
             self.backend.set_state(name, key, value)
 
     # -- reading ----------------------------------------------------------
+    #
+    # Every record handed out is checked first (crmkit.records.stored): one a hand edit broke
+    # (``"email": 5``, no ``id``) is named once and read without its bad values, so no list,
+    # view, report or sync stumbles on it. A TinyDB file crmkit wrote, unchanged, needs no check.
+
+    def _sound(self, rt: RecordType, doc: Doc, number: int | None) -> Doc | None:
+        problems = stored_problems(rt, doc, number)
+        if not problems:
+            return doc
+        self._report(rt, doc, number, problems)
+        return without_problems(rt, doc, problems, number)
+
+    def _stored(self, rt: RecordType, number: int) -> Doc | None:
+        doc = self.backend.get(rt.table, number)
+        vouched = getattr(self.backend, "vouched", None)
+        if doc is None or (vouched is not None and vouched(rt.table, number)):
+            return doc
+        return self._sound(rt, doc, number)
+
+    def _records(self, rt: RecordType) -> Iterator[Doc]:
+        """Every document of a type, archived too, checked; one with no id nor known number is left out."""
+        scan_checked = getattr(self.backend, "scan_checked", None)
+        if scan_checked is not None:
+            for number, doc, vouched in scan_checked(rt.table):
+                sound = doc if vouched else self._sound(rt, doc, number)
+                if sound is not None:
+                    yield sound
+            return
+        for doc in self.backend.scan(rt.table):
+            sound = self._sound(rt, doc, None)
+            if sound is not None:
+                yield sound
+
+    def _report(self, rt: RecordType, doc: Doc, number: int | None, problems: list[StoredProblem]) -> None:
+        file_of = getattr(self.backend, "file_of", None)
+        where = file_of(rt.table, number) if file_of is not None and number is not None else self.location
+        record = f"{rt.prefix}-{number}" if number is not None else str(doc.get("id"))
+        for problem in problems:
+            if problem.field != "id":
+                text = f"{record}: {problem.field} {problem.value!r} {problem.problem}; read as empty"
+            elif number is None:
+                title = doc.get(rt.title_field) or "untitled"
+                text = f"a record ({title}) whose id {problem.problem}; left out"
+            else:
+                shown = "has no id" if problem.value is None else f"has the id {problem.value!r}"
+                text = f"record number {number} {shown}; read as {record}"
+            if (rt.table, text) not in self._reported:
+                self._reported.add((rt.table, text))
+                log.warning("warning: %s: %s %s", where, rt.table, text)
 
     def get(self, record_id: str) -> Doc:
         """The record with this id (archived ones too); NotFoundError if none."""
         rt, number = parse_id(record_id)
-        doc = self.backend.get(rt.table, number)
+        doc = self._stored(rt, number)
         if doc is None:
             raise NotFoundError(f"no {rt.name} {rt.prefix}-{number}")
         return _copy(doc)
@@ -198,7 +252,7 @@ class Store:
     def all(self, type_name: str, *, archived: bool = False) -> Iterator[Doc]:
         """Every record of a type in id order; archived ones only when asked."""
         rt = record_type(type_name)
-        for doc in self.backend.scan(rt.table):
+        for doc in self._records(rt):
             if archived or not doc.get("archived_at"):
                 yield _copy(doc)
 
@@ -226,7 +280,7 @@ class Store:
             and c.value not in (None, "")  # region= asks for records without one: all of them, then
         }
         if unknown:
-            seen = {key for doc in self.backend.scan(rt.table) for key in (doc.get("custom") or {})}
+            seen = {key for doc in self._records(rt) for key in (doc.get("custom") or {})}
             for name in sorted(unknown - seen):
                 hint = difflib.get_close_matches(name, [f.name for f in rt.fields] + sorted(seen), n=1)
                 suggestion = f" (did you mean {hint[0]}?)" if hint else ""
@@ -257,18 +311,18 @@ class Store:
     def ids(self, type_name: str, *, archived: bool = False) -> list[str]:
         """The ids of a type's records, in order, without copying the records."""
         rt = record_type(type_name)
-        return [doc["id"] for doc in self.backend.scan(rt.table) if archived or not doc.get("archived_at")]
+        return [doc["id"] for doc in self._records(rt) if archived or not doc.get("archived_at")]
 
     def each(self, type_name: str, *, archived: bool = False) -> Iterator[Mapping[str, Any]]:
         """Like :meth:`all`, but the stored documents themselves (for reports): never change them."""
-        for doc in self.backend.scan(record_type(type_name).table):
+        for doc in self._records(record_type(type_name)):
             if archived or not doc.get("archived_at"):
                 yield doc
 
     def peek(self, record_id: str) -> Mapping[str, Any] | None:
         """The stored document itself, not a copy, for hot read-only paths: never change it."""
         rt, number = parse_id(record_id)
-        return self.backend.get(rt.table, number)
+        return self._stored(rt, number)
 
     def count(self, type_name: str, *, archived: bool = False) -> int:
         active, archived_count = self.backend.count(record_type(type_name).table)
