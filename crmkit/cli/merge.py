@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from crmkit.cli import App, pass_app
-from crmkit.cli.output import emit_json, json_option, print_table
+from crmkit.cli.output import counted, emit_json, json_option, print_table
 from crmkit.config import resolve_password
 from crmkit.errors import CrmkitError
 from crmkit.mail.audience import AUDIENCES
@@ -217,10 +217,6 @@ def _readable(data: bytes) -> str:
     return "\n".join(lines) + "\n\n" + text.rstrip() + "\n"
 
 
-def _counted(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 def _print_dry_run(
     report: MergeReport,
     previews: list[tuple[str, bytes]],
@@ -249,10 +245,10 @@ def _print_dry_run(
     already = f"; {report.already_sent} already sent" if report.already_sent else ""
     click.echo(
         f"dry run of campaign {report.campaign!r}: "
-        f"{_counted(to_send, 'message')} to send{already}{_skipped(report)}."
+        f"{counted(to_send, 'message')} to send{already}{_skipped(report)}."
     )
     if out is not None:
-        click.echo(f"{_counted(to_send, 'message')} written to {out}, one .eml each")
+        click.echo(f"{counted(to_send, 'message')} written to {out}, one .eml each")
     click.echo("Nothing was sent; add --send to send.")
 
 
