@@ -65,9 +65,8 @@ def deals_extras(group: click.Group) -> None:
 
         \b
         Example:
-            crmkit deals quote D-3
-            crmkit deals quote D-3 --line "Setup|1|1500" --line "Licence|12|99|20"
-            crmkit quotes invoice QUO-2026-0001     # once accepted
+            crmkit deals quote D-1
+            crmkit deals quote D-1 --line "Setup|1|1500" --line "Licence|12|99|20"
         """
         made = quote_from_deal(
             app.store(must_exist=True),
@@ -87,7 +86,14 @@ def quotes_extras(group: click.Group) -> None:
     @json_option
     @pass_app
     def invoice(app: App, quote_id: str, as_json: bool) -> None:
-        """Turn a quote into an invoice with its lines (once: asking again shows that invoice)."""
+        """Turn a quote into an invoice with its lines (once: asking again shows that invoice).
+
+        QUOTE_ID is its id or its number (QUO-2026-0001).
+
+        \b
+        Example:
+            crmkit quotes invoice Q-1
+        """
         made, new = invoice_from_quote(app.store(must_exist=True), quote_id)
         if as_json:
             emit_json({"invoice": record_output(made), "created": new})
@@ -107,6 +113,11 @@ def invoices_extras(group: click.Group) -> None:
         An invoice with "Repeats" (schedule) monthly, quarterly or yearly gets a
         copy for each later period, dated like it. Safe to run twice the same day,
         or from two machines at once.
+
+        \b
+        Example:
+            crmkit invoices run-recurring
+            crmkit invoices run-recurring --date 2027-06-30 --json
         """
         run = run_recurring(app.store(must_exist=True), today=today.date() if today else None)
         if as_json:
@@ -157,8 +168,8 @@ def invoices_extras(group: click.Group) -> None:
 
         \b
         Example:
-            crmkit invoices overdue
-            crmkit invoices overdue --remind reminder.txt --send     # cron: daily
+            crmkit invoices overdue --no-mark
+            crmkit invoices overdue --remind reminder.txt     # a dry run; --send mails (cron: daily)
         """
         store = app.store(must_exist=True)
         found = overdue_invoices(store, mark=not no_mark)

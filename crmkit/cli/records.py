@@ -343,7 +343,7 @@ def _contacts_extras(group: click.Group) -> None:
         \b
         Example:
             crmkit contacts show C-1
-            crmkit contacts show ana@example.com --json
+            crmkit contacts show hoa@saomai.vn --json
         """
         view = contact_view(app.store(must_exist=True), id_or_email, today=_today())
         if as_json:
