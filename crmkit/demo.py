@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crmkit.config import DEFAULT_STORE
+from crmkit.config import CONFIG_FILE, DEFAULT_STORE
 from crmkit.contacts import contact_view
-from crmkit.project import WORKBOOK_NAME, shipped_workbook
+from crmkit.project import CONFIG_TEMPLATE, WORKBOOK_NAME, shipped_workbook
 from crmkit.reports import Report, pipeline
 from crmkit.store import Store
 from crmkit.store.jsonfiles import data_folder
@@ -30,11 +30,16 @@ __all__ = ["Quickstart", "build_demo", "quickstart"]
 def build_demo(folder: Path, *, workbook: Path | None = None) -> tuple[Store, ExcelBook, SyncReport]:
     """Copy the sample workbook to ``folder/crm.xlsx`` and sync it into ``folder/crm.json``.
 
+    A ``crmkit.toml`` naming that store is written beside them unless one is there.
+
     The store is built in a staging folder and moved into place, its manifest
     last: a run stopped half way leaves the old demo or a staging folder, and
     running the quickstart again finishes the job.
     """
     folder.mkdir(parents=True, exist_ok=True)
+    config = folder / CONFIG_FILE
+    if not config.exists():  # so commands run in the demo folder find the demo store, not another
+        config.write_text(CONFIG_TEMPLATE.format(store=DEFAULT_STORE, currency="USD"), encoding="utf-8")
     book_path = folder / WORKBOOK_NAME
     shutil.copyfile(workbook or shipped_workbook(SAMPLE_NAME), book_path)
     final = folder / DEFAULT_STORE

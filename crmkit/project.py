@@ -10,7 +10,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crmkit.config import CONFIG_FILE, DEFAULT_STORE
+from crmkit.config import CONFIG_FILE, DEFAULT_STORE, load_config, resolve_store
 from crmkit.errors import CrmkitError
 from crmkit.records.money import is_currency
 from crmkit.store import Store
@@ -72,15 +72,23 @@ def shipped_workbook(name: str) -> Path:
 
 @dataclass
 class InitResult:
-    """What ``init_project`` made and what it left alone because it existed."""
+    """What ``init_project`` made and what it left alone because it existed.
+
+    ``store`` is where the folder's store is: the crmkit.toml's, if one was there already.
+    """
 
     folder: Path
     created: list[Path] = field(default_factory=list)
     kept: list[Path] = field(default_factory=list)
+    store: Path | str | None = None
 
 
 def init_project(folder: Path, *, currency: str = "USD") -> InitResult:
-    """Make ``folder`` a crmkit folder: config, empty store, template workbook."""
+    """Make ``folder`` a crmkit folder: config, empty store, template workbook.
+
+    A crmkit.toml already there is kept, and the store it names is the one created
+    (a PostgreSQL store's tables are left to ``crmkit store create``).
+    """
     currency = currency.upper()
     if not is_currency(currency):
         raise CrmkitError(f"{currency!r} is not a known currency code")
@@ -89,17 +97,22 @@ def init_project(folder: Path, *, currency: str = "USD") -> InitResult:
 
     config = folder / CONFIG_FILE
     if config.exists():
+        settings = load_config(config, env={})
         result.kept.append(config)
+        result.store = resolve_store(None, settings, env={})
+        currency = settings.default_currency
     else:
         config.write_text(CONFIG_TEMPLATE.format(store=DEFAULT_STORE, currency=currency), encoding="utf-8")
         result.created.append(config)
+        result.store = folder / DEFAULT_STORE
 
-    store_path = folder / DEFAULT_STORE
-    if store_path.exists():
-        result.kept.append(store_path)
-    else:
-        Store(store_path, default_currency=currency).create()
-        result.created.append(store_path)
+    if isinstance(result.store, Path):
+        if result.store.exists():
+            result.kept.append(result.store)
+        else:
+            result.store.parent.mkdir(parents=True, exist_ok=True)
+            Store(result.store, default_currency=currency).create()
+            result.created.append(result.store)
 
     workbook = folder / WORKBOOK_NAME
     if workbook.exists():

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from crmkit.config import Config, load_config, resolve_password, resolve_sheet_names, resolve_store_path
+from crmkit.config import (
+    Config,
+    discover_config,
+    load_config,
+    resolve_password,
+    resolve_sheet_names,
+    resolve_store,
+    resolve_store_path,
+    store_named_by,
+)
 from crmkit.errors import ConfigError
 
 FULL = """
@@ -72,6 +81,101 @@ def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_store_path(None, cfg, env={}) == tmp_path / "from-file.json"
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(env={"CRMKIT_CONFIG": str(tmp_path / "missing.toml")})
+
+
+def test_found_in_the_nearest_folder_above_with_paths_relative_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, 'default_currency = "EUR"\n[smtp]\nhost = "x"\ncafile = "certs/ca.pem"\n')
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    cfg = load_config(env={})
+    assert cfg.path == tmp_path / "crmkit.toml" and cfg.default_currency == "EUR"
+    assert cfg.smtp is not None and cfg.smtp.cafile == tmp_path / "certs" / "ca.pem"
+    # no store key: the crm.json beside crmkit.toml, not one in the current folder
+    assert resolve_store(None, cfg, env={}) == tmp_path / "crm.json"
+    assert store_named_by(None, cfg, env={}) == str(tmp_path / "crmkit.toml")
+    assert store_named_by(None, cfg, env={"CRMKIT_STORE": "x.json"}) == "CRMKIT_STORE"
+    assert store_named_by("y.json", cfg, env={"CRMKIT_STORE": "x.json"}) == "--store"
+    # a nearer one wins
+    write(tmp_path / "a", 'default_currency = "JPY"\n')
+    assert load_config(env={}).default_currency == "JPY"
+    assert discover_config() == tmp_path / "a" / "crmkit.toml"
+    assert discover_config(tmp_path) == tmp_path / "crmkit.toml"  # above the current folder: absolute
+
+
+def test_not_found_anywhere_above(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert discover_config() is None
+    assert store_named_by(None, load_config(env={}), env={}) is None
+
+
+def test_latin1_config_is_one_line_naming_the_file_and_byte(tmp_path: Path) -> None:
+    path = tmp_path / "crmkit.toml"
+    path.write_bytes('store = "crm.json"\n# Café\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, env={})
+    assert str(raised.value) == f"{path}: not UTF-8 text (byte 0xe9 at offset 24, line 2); save it as UTF-8"
+
+
+def test_a_utf8_bom_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "crmkit.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + 'default_currency = "EUR"  # Café\n'.encode())
+    assert load_config(path, env={}).default_currency == "EUR"
+
+
+def test_config_that_is_a_folder_or_a_broken_link_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "crmkit.toml").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for explicit, env in (
+        (None, {}),
+        (tmp_path / "crmkit.toml", {}),
+        (None, {"CRMKIT_CONFIG": "crmkit.toml"}),
+    ):
+        with pytest.raises(ConfigError, match=r"crmkit\.toml is a folder, not a file"):
+            load_config(explicit, env=env)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "crmkit.toml").symlink_to(sub / "gone.toml")
+    monkeypatch.chdir(sub)
+    with pytest.raises(ConfigError, match=r"gone\.toml, which does not exist"):
+        load_config(env={})
+
+
+CLI_PROBLEMS = {
+    "latin-1": (lambda folder: (folder / "crmkit.toml").write_bytes("store = 'Café.json'\n".encode("latin-1")),
+                "crmkit.toml: not UTF-8 text (byte 0xe9 at offset 12, line 1); save it as UTF-8"),
+    "a folder": (lambda folder: (folder / "crmkit.toml").mkdir(),
+                 "crmkit.toml is a folder, not a file: remove or rename it, or pass --config"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("problem", CLI_PROBLEMS)
+@pytest.mark.parametrize("where", ["here", "above"])
+@pytest.mark.parametrize(
+    "command", [["contacts", "list"], ["contacts", "add", "name=A"], ["sync", "crm.xlsx"]]
+)
+def test_bad_config_file_through_the_cli_is_one_line_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, problem: str, where: str, command: list[str]
+) -> None:
+    from click.testing import CliRunner
+
+    from crmkit.cli import main
+
+    make, message = CLI_PROBLEMS[problem]
+    make(tmp_path)
+    folder = tmp_path if where == "here" else tmp_path / "sub"
+    folder.mkdir(exist_ok=True)
+    monkeypatch.chdir(folder)
+    monkeypatch.delenv("CRMKIT_CONFIG", raising=False)
+    monkeypatch.delenv("CRMKIT_STORE", raising=False)
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    shown = "crmkit.toml" if where == "here" else str(tmp_path / "crmkit.toml")
+    assert result.output == f"Error: {message.replace('crmkit.toml', shown, 1)}\n"
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from crmkit import __version__
-from crmkit.config import Config, load_config, resolve_store, resolve_store_path, store_password
+from crmkit.config import (
+    Config,
+    load_config,
+    resolve_store,
+    resolve_store_path,
+    store_named_by,
+    store_password,
+)
 from crmkit.errors import CrmkitError
 
 if TYPE_CHECKING:  # the store (and the schema under it) loads when a command first needs it
@@ -73,15 +80,21 @@ class App:
         return secret.reveal() if secret is not None else None
 
     def store(self, *, must_exist: bool = False) -> Store:
-        """The store; ``must_exist`` for commands that only read (a typo must not look like an empty CRM)."""
+        """The store; ``must_exist`` for commands that only read (a typo must not look like an empty CRM).
+
+        A command that writes creates the store only where ``--store`` or ``CRMKIT_STORE``
+        names it (and ``crmkit store create``, whose job it is); anywhere else a missing
+        store is refused as a read refuses it, so a command run in the wrong folder does
+        not quietly start a second CRM.
+        """
         if self._store is None:
             location = self.store_location
-            if must_exist and isinstance(location, Path) and not location.exists():
-                raise CrmkitError(
-                    f"no store at {location}: run `crmkit init`, or pass --store / set CRMKIT_STORE"
-                )
+            named_by = store_named_by(self.store_option, self.config)
+            may_create = not must_exist and (named_by in _NAMES_A_STORE or _creating_store())
+            if not may_create and isinstance(location, Path) and not location.exists():
+                raise CrmkitError(_no_store(location, named_by))
             store = self.open_store(location)
-            if must_exist and not isinstance(location, Path) and not store.exists_on_disk():
+            if not may_create and not isinstance(location, Path) and not store.exists_on_disk():
                 store.close()
                 raise CrmkitError(
                     f"no store at {store.location} (the database has no crmkit tables): "
@@ -89,6 +102,38 @@ class App:
                 )
             self._store = store
         return self._store
+
+
+#: What names a store explicitly enough for a command that writes to create it.
+_NAMES_A_STORE = ("--store", "CRMKIT_STORE")
+
+
+def _creating_store() -> bool:
+    """Whether the command running is ``crmkit store create``."""
+    ctx = click.get_current_context(silent=True)
+    parent = ctx.parent if ctx is not None else None
+    return (
+        ctx is not None
+        and parent is not None
+        and (parent.command.name, ctx.command.name) == ("store", "create")
+    )
+
+
+def _no_store(location: Path, named_by: str | None) -> str:
+    """One line for a missing store: where it was looked for, and the command that makes it."""
+    if named_by is None:
+        return (
+            f"no crmkit.toml in this folder or any folder above it, and no store at {location}: "
+            "run `crmkit init` to start a CRM here, or pass --store / set CRMKIT_STORE"
+        )
+    if named_by in _NAMES_A_STORE:
+        return f"no store at {location} (named by {named_by}): run `crmkit init`, or check the path"
+    folder = Path(named_by).parent
+    init = "crmkit init" if folder == Path() else f"crmkit init {folder}"
+    return (
+        f"no store at {location}, where {named_by} puts it: run `{init}` to create it, "
+        "or pass --store / set CRMKIT_STORE"
+    )
 
 
 #: Which module registers each top-level command. A command's module (and what it imports:
@@ -141,13 +186,14 @@ pass_app = click.make_pass_decorator(App)
     "store_option",
     metavar="PATH|URL",
     help="The store: a file, or postgresql://user@host:port/dbname "
-    "[default: CRMKIT_STORE, crmkit.toml's store, or ./crm.json].",
+    "[default: CRMKIT_STORE, crmkit.toml's store (or the crm.json beside it), or ./crm.json "
+    "without a crmkit.toml]. A command that writes creates only a store named here or by CRMKIT_STORE.",
 )
 @click.option(
     "--config",
     "config_option",
     metavar="PATH",
-    help="The config file [default: CRMKIT_CONFIG or ./crmkit.toml].",
+    help="The config file [default: CRMKIT_CONFIG, or crmkit.toml in this folder or the nearest one above].",
 )
 @click.version_option(__version__, prog_name="crmkit")
 @click.pass_context
