@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+import sys
 from pathlib import Path
 
 import click
@@ -12,7 +16,40 @@ from crmkit.cli.report import print_report
 from crmkit.demo import quickstart as quickstart_demo
 from crmkit.project import init_project
 
-__all__ = ["register"]
+__all__ = ["command_as_typed", "register"]
+
+
+def command_as_typed(argv0: str, *, on_path: str | None, python: str, absolute: bool = False) -> str:
+    """How to run this crmkit again from the current folder, for the hints that name a next command.
+
+    ``crmkit`` when that is what the shell finds; else the path it was run by
+    (``.venv/bin/crmkit`` from ``make demo``, before the venv is activated), or
+    ``python -m crmkit``. Anything else (a test runner) gets plain ``crmkit``.
+    ``absolute`` for a hint that is typed in another folder (after a ``cd``).
+    """
+    run_by = Path(argv0)
+    if run_by.name == "__main__.py":
+        return f"{shlex.quote(python)} -m crmkit"
+    if run_by.stem != "crmkit" or run_by.name == argv0:
+        return "crmkit"
+    if on_path is not None and Path(on_path).resolve() == run_by.resolve():
+        return "crmkit"
+    return shlex.quote(str(run_by.absolute()) if absolute else argv0)
+
+
+def _crmkit(*, absolute: bool = False) -> str:
+    return command_as_typed(
+        sys.argv[0], on_path=shutil.which("crmkit"), python=sys.executable, absolute=absolute
+    )
+
+
+def _activate_hint(command: str) -> str | None:
+    """For a crmkit run from a virtual environment that is not active: how to type just ``crmkit``."""
+    activate = Path(sys.executable).parent / "activate"
+    if command == "crmkit" or not activate.is_file():
+        return None
+    shown = Path(os.path.relpath(activate)) if activate.is_relative_to(Path.cwd()) else activate
+    return f"(or run `source {shlex.quote(str(shown))}` once, then type just `crmkit`)"
 
 
 @click.command()
@@ -34,7 +71,13 @@ def init(folder: Path, currency: str) -> None:
         click.echo(f"created {path}")
     for path in result.kept:
         click.echo(f"kept    {path} (already there)")
-    click.echo(f'\nNext: cd {folder} && crmkit contacts add name="…" email=…')
+    cd = "" if folder == Path() else f"cd {shlex.quote(str(folder))} && "
+    crmkit = _crmkit(absolute=bool(cd))
+    if isinstance(result.store, str):
+        click.echo(f"the store is {result.store}: `{cd}{crmkit} store create` makes its tables")
+    click.echo(f'\nNext: {cd}{crmkit} contacts add name="…" email=…')
+    if hint := _activate_hint(crmkit):
+        click.echo(hint)
 
 
 @click.command()
@@ -68,7 +111,10 @@ def quickstart(folder: Path, contact: str, as_json: bool) -> None:
     print_report(demo.pipeline)
     click.echo(f"\n360° view of {contact}:")
     print_contact_view(demo.contact)
-    click.echo(f"\nEdit {book.path}, then: crmkit --store {store.path} sync {book.path}")
+    crmkit = _crmkit()
+    click.echo(f"\nEdit {book.path}, then: {crmkit} --store {store.path} sync {book.path}")
+    if hint := _activate_hint(crmkit):
+        click.echo(hint)
 
 
 def register(main: click.Group) -> None:
