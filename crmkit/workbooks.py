@@ -52,6 +52,7 @@ __all__ = [
     "DATA_ROWS",
     "INVOICE_LINES_TABLE",
     "LINES_SHEET",
+    "README_WIDTH",
     "SAMPLE_NAME",
     "SHEETS",
     "TEMPLATE_NAME",
@@ -61,6 +62,7 @@ __all__ = [
     "main",
     "money_format",
     "read_workbook",
+    "readme_row_height",
     "sheet_columns",
     "write_sheet",
 ]
@@ -369,14 +371,54 @@ def _readme_lines() -> list[str]:
     ]
 
 
+#: The README column's width, in characters: narrower than a portrait A4 or Letter page at 100%
+#: even in a wide fallback font (LibreOffice, without Calibri or Carlito, does not shrink a lone
+#: wrapped column to fit the page).
+README_WIDTH = 75
+_LINE_POINTS = 15.0  # a line of 11 pt text
+_TITLE_POINTS = 24.0
+
+
+def readme_row_height(text: str, width: int = README_WIDTH) -> float:
+    """The height, in points, that shows all of ``text`` wrapped in a column ``width`` characters wide.
+
+    Neither Excel nor LibreOffice grows a row for wrapped text it did not lay
+    out itself, so without a height the lines print over the next row. The
+    count errs on the generous side: a column ``width`` characters wide holds
+    about 1.2 times as many characters of prose (digits, by which the width
+    is counted, are wider than most letters), counted here as 1.1, and words
+    wrap whole.
+    """
+    per_line = max(1, int(width * 1.1))
+    lines = 0
+    for paragraph in text.split("\n"):
+        words, length = paragraph.split(), 0
+        lines += 1
+        for word in words:
+            if length and length + 1 + len(word) > per_line:
+                lines += 1
+                length = 0
+            length += (1 if length else 0) + len(word)
+    return lines * _LINE_POINTS + 3
+
+
 def _write_readme(wb: Workbook) -> None:
     ws: Worksheet = wb.active
     ws.title = "README"
     for row, text in enumerate(_readme_lines(), start=1):
         cell = ws.cell(row=row, column=1, value=text or None)
         cell.alignment = Alignment(wrap_text=True, vertical="top")
+        ws.row_dimensions[row].height = readme_row_height(text) if text else _LINE_POINTS / 2
     ws["A1"].font = Font(bold=True, size=14)
-    ws.column_dimensions["A"].width = 110
+    ws.row_dimensions[1].height = _TITLE_POINTS
+    ws.column_dimensions["A"].width = README_WIDTH
+    # printed: portrait, one page wide, whatever the printer's paper
+    ws.page_setup.orientation = "portrait"
+    ws.page_margins.left = ws.page_margins.right = 0.6
+    ws.sheet_properties.pageSetUpPr.fitToPage = True
+    ws.page_setup.fitToWidth = 1
+    ws.page_setup.fitToHeight = 0
+    ws.print_area = f"A1:A{ws.max_row}"
 
 
 def _sample_rows() -> dict[str, list[dict[str, Any]]]:

@@ -456,3 +456,57 @@ def test_libreoffice_converts_the_workbook_to_pdf(
     pdf = tmp_path / f"{workbook.stem}.pdf"
     assert pdf.exists()
     assert pdf.read_bytes().startswith(b"%PDF")
+
+
+# --- The README sheet prints cleanly (issue 15) --------------------------------------------------
+
+
+def readme_texts(path: Path) -> list[tuple[int, str]]:
+    ws = load_workbook(path)["README"]
+    return [(cell.row, str(cell.value)) for cell in ws["A"] if cell.value]
+
+
+@pytest.mark.parametrize("name", ["template", "sample"])
+def test_the_readme_sheet_is_set_up_to_print_on_portrait_pages(name: str, template: Path, sample: Path) -> None:
+    path = template if name == "template" else sample
+    ws = load_workbook(path)["README"]
+    assert ws.page_setup.orientation == "portrait"
+    assert ws.sheet_properties.pageSetUpPr.fitToPage
+    assert (ws.page_setup.fitToWidth, ws.page_setup.fitToHeight) == (1, 0)
+    # narrow enough for A4 at 100% with the margins set, whatever scaling the program honours
+    width = ws.column_dimensions["A"].width
+    assert 60 <= width <= 80 and ws.page_margins.left + ws.page_margins.right <= 1.5
+    assert ws.print_area == f"'README'!$A$1:$A${ws.max_row}"
+    for row, text in readme_texts(path):
+        cell = ws.cell(row, 1)
+        assert cell.alignment.wrap_text and cell.alignment.vertical == "top"
+        # a Calibri line holds at most ~1.3 characters per unit of width: every wrapped line has room
+        lines = -(-len(text) // int(width * 1.3))
+        height = ws.row_dimensions[row].height
+        assert height is not None and height >= 15 * lines, (row, text, height)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(SOFFICE is None, reason="LibreOffice (soffice) is not installed")
+def test_libreoffice_prints_every_readme_line_whole_on_a_portrait_page(template: Path, tmp_path: Path) -> None:
+    assert SOFFICE is not None
+    subprocess.run(
+        [SOFFICE, f"-env:UserInstallation={(tmp_path / 'lo').as_uri()}", "--headless",
+         "--convert-to", "pdf", "--outdir", str(tmp_path), str(template)],
+        check=True, capture_output=True, timeout=180,
+    )  # fmt: skip
+    pdf = tmp_path / f"{template.stem}.pdf"
+    info = subprocess.run(["pdfinfo", "-f", "1", "-l", "1", str(pdf)], capture_output=True, text=True).stdout
+    [size] = [line for line in info.splitlines() if line.startswith("Page    1 size:")]
+    page_width, page_height = (float(v) for v in size.split(":")[1].split()[0:3:2])
+    assert page_width < page_height  # portrait
+    page = subprocess.run(
+        ["pdftotext", "-layout", "-f", "1", "-l", "1", str(pdf), "-"], capture_output=True, text=True
+    ).stdout  # -layout: a hyphen at a line's end stays
+
+    def squeezed(text: str) -> str:
+        return "".join(text.split())
+
+    # a line cut at the page's edge, or printed over the next, does not read back whole and in order
+    for _, text in readme_texts(template):
+        assert squeezed(text) in squeezed(page), (text, page)
