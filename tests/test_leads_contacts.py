@@ -6,8 +6,8 @@ from datetime import date
 
 import pytest
 
-from crmkit.contacts import contact_view, merge_contacts
-from crmkit.errors import CrmkitError
+from crmkit.contacts import account_view, contact_view, merge_contacts, restore_contact
+from crmkit.errors import CrmkitError, DuplicateError
 from crmkit.leads import convert_lead
 from crmkit.store import Store
 
@@ -184,3 +184,39 @@ def test_linked_records_follow_every_change_of_the_link(store: Store) -> None:
     assert [a["id"] for a in store.linked("activities", "contact", "C-1", archived=True)] == ["ACT-1"]
     with pytest.raises(CrmkitError, match="not indexed by 'title'"):
         store.linked("activities", "title", "C-1")
+
+
+def test_360_view_holds_the_accounts_invoices_and_the_account_view_its_whole_timeline(store: Store) -> None:
+    _crm(store)
+    store.add("invoices", {"account": "A-1", "lines": [{"description": "Licences", "unit_price": 99}]})
+    store.add("invoices", {"account": "A-1", "contact": "C-1", "lines": [{"description": "Setup", "unit_price": 5}]})
+    store.add("activities", {"kind": "note", "subject": "renewal", "account": "A-1", "date": "2026-03-01"})
+    view = contact_view(store, "C-1", today=date(2026, 6, 1))
+    assert [i["id"] for i in view["related"]["invoices"]] == ["I-2", "I-3"]  # the account's, and hers, once
+    assert [i["id"] for i in contact_view(store, "C-2")["related"]["invoices"]] == ["I-1"]  # no account
+
+    account = account_view(store, "acme.com", today=date(2026, 6, 1))
+    assert account["id"] == "A-1" and account["name"] == "Acme"
+    related = account["related"]
+    assert [c["id"] for c in related["contacts"]] == ["C-1"]
+    assert [d["id"] for d in related["deals"]] == ["D-1"] and related["quotes"] == []
+    assert [i["id"] for i in related["invoices"]] == ["I-2", "I-3"] and related["cases"] == []
+    # on the account itself and on its contacts, newest first; C-2 is nobody's at Acme
+    assert [a["subject"] for a in related["activities"]] == ["renewal", "new"]
+
+
+def test_restoring_a_merged_contact_needs_unlink(store: Store) -> None:
+    _crm(store)
+    merge_contacts(store, "C-1", "C-2")
+    with pytest.raises(CrmkitError, match=r"^C-2 was merged into C-1; restore it with --unlink"):
+        restore_contact(store, "C-2")
+    assert store.get("C-2")["archived_at"] and store.get("C-2")["merged_into"] == "C-1"
+    with pytest.raises(DuplicateError, match="already has phone"):  # the merge gave C-1 her phone
+        restore_contact(store, "C-2", unlink=True)
+    assert store.get("C-2")["merged_into"] == "C-1"  # all or nothing
+    restored = restore_contact(store, "ana.n@gmail.com", unlink=True, force=True)
+    assert restored["id"] == "C-2" and "archived_at" not in restored and "merged_into" not in restored
+    assert [d["id"] for d in store.all("contacts")] == ["C-1", "C-2"]
+    assert store.get("D-2")["contact"] == "C-1"  # what moved stays moved
+    store.archive("C-2")
+    assert "archived_at" not in restore_contact(store, "C-2", force=True)  # unlinked now: no --unlink needed

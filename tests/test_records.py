@@ -14,7 +14,7 @@ from storefiles import hand_delete
 
 from crmkit.errors import CrmkitError, DuplicateError, NotFoundError, ValidationError
 from crmkit.records.query import Condition
-from crmkit.records.rules import invoice_status
+from crmkit.records.rules import invoice_status, invoice_status_reason
 from crmkit.records.schema import INVOICE, LEAD_STATUS_TYPES, RECORD_TYPES, parse_id, record_type
 from crmkit.store import Store
 
@@ -372,3 +372,42 @@ def test_find_by_a_link_uses_its_index_and_still_applies_every_condition(store: 
     assert [x["id"] for x in store.find("contacts", cto, archived=True)] == [a, d]
     store.update(c, {"account": other})  # the index follows the change
     assert [x["id"] for x in store.find("contacts", [Condition("account", "=", other)])] == ["C-2", c]
+
+
+def test_a_draft_someone_paid_follows_its_payments(store: Store) -> None:
+    lines = [{"description": "Setup", "quantity": 1, "unit_price": "1500", "tax_rate": 0}]
+    draft = store.add("invoices", {"issue_date": "2026-03-01", "lines": lines})
+    assert draft["status"] == "draft"
+    assert store.update(draft["id"], {"amount_paid": "1500"})["status"] == "paid"  # not a draft any more
+    part = store.add("invoices", {"issue_date": "2026-03-01", "lines": lines, "amount_paid": "500"})
+    assert part["status"] == "partly_paid"
+    # the day decides overdue for a paid-in-part draft too; a void one stays void
+    loaded = INVOICE.load({k: v for k, v in part.items() if k != "custom"})
+    assert invoice_status({**loaded, "status": "draft"}, date(2026, 4, 1)) == "overdue"
+    assert invoice_status({**loaded, "status": "void"}, date(2026, 4, 1)) == "void"
+    assert invoice_status({**loaded, "status": "draft", "amount_paid": None}, date(2027, 1, 1)) == "draft"
+
+
+@pytest.mark.parametrize(
+    ("status", "paid", "today", "reason"),
+    [
+        ("draft", None, date(2026, 3, 2), "draft (not sent yet, nothing received)"),
+        ("draft", "1500", date(2026, 3, 2), "paid (1,500.00 of 1,500.00 USD received)"),
+        ("sent", None, date(2026, 3, 2), "sent (0.00 of 1,500.00 USD received, due 2026-03-31)"),
+        ("sent", "1000", date(2026, 3, 2), "partly_paid (1,000.00 of 1,500.00 USD received, due 2026-03-31)"),
+        ("sent", "1000", date(2026, 4, 2), "overdue (1,000.00 of 1,500.00 USD received, due 2026-03-31)"),
+        ("void", "1000", date(2026, 4, 2), "void (set by hand: nothing is owed)"),
+    ],
+)
+def test_invoice_status_reason_says_what_the_status_follows_from(
+    status: str, paid: str | None, today: date, reason: str
+) -> None:
+    invoice = INVOICE.load({"status": status, "amount_paid": paid, "total": "1500.00", "currency": "USD",
+                            "due_date": "2026-03-31"})  # fmt: skip
+    assert invoice_status_reason(invoice, today) == reason
+
+
+def test_lines_are_counted_in_words() -> None:
+    lines = INVOICE.by_name["lines"]
+    one = {"description": "x", "quantity": Decimal(1), "unit_price": Decimal(1), "tax_rate": Decimal(0)}
+    assert [lines.format(v) for v in (None, [one], [one, one])] == ["0 lines", "1 line", "2 lines"]
