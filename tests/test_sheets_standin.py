@@ -370,6 +370,40 @@ def test_cli_module_runs(tmp_path: Any) -> None:
         proc.wait(timeout=5)
 
 
+def test_the_demo_lead_syncs_as_a_lead_with_a_status_and_no_stray_column(tmp_path: Path) -> None:
+    """A newcomer's first `crmkit sync gsheet:demo`: the demo's columns are a lead's own fields."""
+    import os
+    import subprocess
+    import sys
+    from urllib.parse import urlsplit
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crmkit.testing.sheets_standin", "--port", "0", "--demo"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        base = urlsplit(proc.stdout.readline().split("listening on ")[1].strip())
+        assert "demo spreadsheet id: demo" in proc.stdout.readline()
+        endpoint = f"{base.scheme}://{base.netloc}"
+        env = {**os.environ, "CRMKIT_SHEETS_ENDPOINT": endpoint, "XDG_CONFIG_HOME": str(tmp_path)}
+        env.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
+        crmkit = [sys.executable, "-m", "crmkit", "--store", str(tmp_path / "crm.json")]
+        synced = subprocess.run([*crmkit, "sync", "gsheet:demo"], env=env, capture_output=True, text=True)
+        assert synced.returncode == 0, synced.stderr
+        listed = subprocess.run([*crmkit, "leads", "list", "--json"], env=env, capture_output=True, text=True)
+        [lead] = json.loads(listed.stdout)
+        assert (lead["name"], lead["status"]) == ("Ada Lovelace", "new")
+        assert not lead["custom"], lead["custom"]  # no "Stage" kept as a custom field
+        with urllib.request.urlopen(f"{endpoint}{base.path}/demo/values/Leads!1:1") as resp:
+            headers = json.loads(resp.read())["values"][0]
+        assert "Stage" not in headers and "Status" in headers
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+
+
 def test_backoff_client_retries_on_429(standin: SheetsStandIn, book: str, monkeypatch: Any) -> None:
     monkeypatch.setattr(gspread.http_client.time, "sleep", lambda _s: None)
     gc = gspread_client(standin.base_url, http_client=gspread.BackOffHTTPClient)

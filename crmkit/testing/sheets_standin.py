@@ -142,6 +142,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from crmkit.records.schema import LEAD
 from crmkit.sync.model import column_letter
 
 __all__ = [
@@ -2181,7 +2182,9 @@ def gspread_client(base_url: str, http_client: Any = None, credentials: Any = No
 
 
 def _iter_demo() -> Iterator[tuple[str, list[list[Any]]]]:
-    yield "Leads", [["Name", "Email", "Stage"], ["Ada Lovelace", "ada@example.com", "new"]]
+    # headers from the schema, so the demo reads as crmkit's own sheet (leads have a status, not a stage)
+    fields = [LEAD.get_field(name) for name in ("name", "email", "status")]
+    yield LEAD.sheet, [[f.label for f in fields], ["Ada Lovelace", "ada@example.com", "new"]]
     yield "Invoice Lines", [["Invoice", "Item", "Qty", "Price"], ["INV-1", "Widget", 2, 9.5]]
 
 
