@@ -359,6 +359,7 @@ def test_side_files_go_to_the_folder_of_crmkit_toml(postgres_url: str, tmp_path:
     app = App(config_option=str(folder / "crmkit.toml"))
     dbname = postgres_url.rsplit("/", 1)[1]
     assert app.store_path == folder / f"{dbname}.postgresql"
+    Store(postgres_url).create()  # a store crmkit.toml names must exist for a write (issue 15)
     store = app.store()
     assert store.path == app.store_path and store.location == postgres_url
     from crmkit.mail.archive import MailArchive
