@@ -13,6 +13,12 @@ from crmkit.records.schema import RECORD_TYPES
 from crmkit.store import Store
 
 
+@pytest.fixture(autouse=True)
+def new_store(tmp_path: Path) -> None:
+    """An empty store where ``run`` works (``crmkit init`` makes one; commands no longer start one anywhere)."""
+    Store(tmp_path / "crm.json").create()
+
+
 def as_json(result) -> object:
     return json.loads(result.stdout)
 
@@ -100,6 +106,7 @@ def test_store_option_env_and_config(run, tmp_path: Path, monkeypatch: pytest.Mo
     run("contacts", "add", "name=B")
     assert Store(tmp_path / "b.json").get("C-1")["name"] == "B"
     monkeypatch.delenv("CRMKIT_STORE")
+    Store(tmp_path / "c.json").create()
     (tmp_path / "crmkit.toml").write_text('store = "c.json"\ndefault_currency = "EUR"\n')
     deal = as_json(run("deals", "add", "title=X", "amount=5", "--json"))
     assert deal["currency"] == "EUR" and deal["amount"] == "5.00"
