@@ -29,7 +29,7 @@ from click.testing import CliRunner, Result
 
 from crmkit.cli import main
 from crmkit.config import MailServer, Secret
-from crmkit.mail import imap
+from crmkit.mail import filing, imap
 from crmkit.mail.archive import MailArchive
 from crmkit.mail.imap import PollReport, mailbox_key, poll_idle, poll_once, synthetic_message_id
 from crmkit.mail.inbox import InboxRules
@@ -476,14 +476,14 @@ def test_a_malformed_message_corpus_never_stops_the_run(inbox: Inbox) -> None:
 def test_a_message_that_cannot_be_filed_is_quarantined_and_replayed_once_fixed(
     inbox: Inbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = imap.file_message
+    real = filing.file_message
 
     def buggy(store: Store, parsed: Any, **kwargs: Any) -> Any:  # a bug only this message meets
         if "POISON" in parsed.subject:
             raise KeyError("boom")
         return real(store, parsed, **kwargs)
 
-    monkeypatch.setattr(imap, "file_message", buggy)
+    monkeypatch.setattr(filing, "file_message", buggy)
     inbox.append(mail("a@x.example", "one"), mail("b@x.example", "POISON pill"), mail("c@x.example", "three"))
     report = inbox.poll(code=3)
     assert report["counts"] == {"new_case": 2, "quarantined": 1}
@@ -495,7 +495,7 @@ def test_a_message_that_cannot_be_filed_is_quarantined_and_replayed_once_fixed(
     assert inbox.poll()["messages"] == 0  # progress moved past it: not re-read
 
     inbox.cli("poll", "--replay", item["id"], code=3)  # still broken: stays quarantined
-    monkeypatch.setattr(imap, "file_message", real)  # the bug fixed
+    monkeypatch.setattr(filing, "file_message", real)  # the bug fixed
     replayed = inbox.poll("--replay", "all")
     assert replayed["counts"] == {"new_case": 1}
     assert inbox.json("poll", "--quarantine") == []
@@ -506,14 +506,14 @@ def test_a_message_that_cannot_be_filed_is_quarantined_and_replayed_once_fixed(
 def test_grouped_commits_file_everything_and_still_set_a_failing_message_aside(
     inbox: Inbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = imap.file_message
+    real = filing.file_message
 
     def buggy(store: Store, parsed: Any, **kwargs: Any) -> Any:
         if "POISON" in parsed.subject:
             raise ValueError("cannot file this one")
         return real(store, parsed, **kwargs)
 
-    monkeypatch.setattr(imap, "file_message", buggy)
+    monkeypatch.setattr(filing, "file_message", buggy)
     raws = [mail("ana@x.example", "first", message_id="<g1@x.example>")]
     raws += [mail("ana@x.example", f"Re: first {n}", in_reply_to="<g1@x.example>") for n in range(5)]
     raws += [mail("bo@x.example", "POISON"), *[mail(f"p{n}@x.example", f"later {n}") for n in range(5)]]
@@ -593,6 +593,137 @@ def test_a_poller_killed_at_random_moments_then_run_again_logs_each_message_exac
     counts = Counter(a["message_id"] for a in inbox.activities())
     assert counts == Counter(message_id_of(raw) for raw in raws)  # each exactly once
     assert inbox.progress()["last_uid"] == uids[-1]
+    assert inbox.json("poll", "--quarantine") == []
+
+
+# -- a backlog: prepared in a second process -----------------------------------------------------
+
+
+def backlog(count: int) -> list[bytes]:
+    """``count`` messages: new conversations, replies, some without a Message-ID, some with a file."""
+    raws: list[bytes] = []
+    for n in range(count):
+        if n % 37 == 5:
+            raws.append(mail(f"b{n % 40}@backlog.example", f"no id {n}", message_id=None))
+        elif n % 9 == 4:
+            msg = EmailMessage()
+            msg["From"], msg["To"], msg["Subject"] = f"b{n % 40}@backlog.example", "support@example.com", f"scan {n}"
+            msg["Message-ID"] = f"<scan{n}@backlog.example>"
+            msg.set_content("See the scan.")
+            msg.add_attachment(f"%PDF-1.4 scan {n}".encode(), maintype="application", subtype="pdf",
+                               filename=f"scan-{n}.pdf")  # fmt: skip
+            raws.append(msg.as_bytes())
+        elif n > 10 and n % 3 == 0:
+            raws.append(mail(f"b{n % 40}@backlog.example", f"Re: q {n}", in_reply_to=message_id_of(raws[n // 2])))
+        else:
+            raws.append(mail(f"b{n % 40}@backlog.example", f"Question {n}"))
+    return raws
+
+
+def workers_started(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The preparing processes the poll starts (recorded as they start; they run unchanged)."""
+    started: list[Any] = []
+    real = filing.PreparerProcess.start
+
+    def start(archive: MailArchive) -> Any:
+        worker = real(archive)
+        started.append(worker)
+        return worker
+
+    monkeypatch.setattr(filing.PreparerProcess, "start", start)
+    return started
+
+
+def test_a_backlog_is_prepared_in_a_second_process_and_each_message_filed_once(
+    inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raws = backlog(filing.PARALLEL_FROM + 50)
+    real = filing.file_message
+
+    def buggy(store: Store, parsed: Any, **kwargs: Any) -> Any:  # a bug only this message meets
+        if parsed.subject == "Question 302":
+            raise KeyError("boom")
+        return real(store, parsed, **kwargs)
+
+    monkeypatch.setattr(filing, "file_message", buggy)
+    started = workers_started(monkeypatch)
+    uids = inbox.append(*raws)
+    report = inbox.poll(code=3)
+    assert len(started) == 1 and started[0] is not None  # the backlog went through the worker
+    assert report["messages"] == len(raws) and report["counts"]["quarantined"] == 1
+    assert started[0]._process.poll() is not None  # and it is gone once the poll is done
+    counts = Counter(a["message_id"] for a in inbox.activities())
+    assert counts == Counter(message_id_of(raw) for raw in raws if b"Question 302" not in raw)
+    scans = [a for a in inbox.activities() if a["subject"].startswith("scan ")]
+    assert len(scans) == len([raw for raw in raws if b"scan-" in raw])
+    for activity in scans:  # kept by the worker, under the names the activity gives
+        [kept] = activity["attachments"]
+        assert kept["name"] == f"{activity['subject'].replace(' ', '-')}.pdf"
+        kept_bytes = (inbox.store_path.parent / kept["path"]).read_bytes()
+        assert kept_bytes == f"%PDF-1.4 {activity['subject']}".encode()
+        assert (inbox.store_path.parent / activity["raw_message"]).is_file()
+    assert inbox.progress()["last_uid"] == uids[-1]
+    assert inbox.poll()["messages"] == 0
+
+
+def test_a_preparing_process_that_dies_mid_poll_costs_nothing(
+    inbox: Inbox, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    raws = backlog(filing.PARALLEL_FROM + 100)
+    started = workers_started(monkeypatch)
+    real_send = filing.PreparerProcess.send
+    sent: list[int] = []
+
+    def send(self: Any, value: Any) -> bool:
+        sent.append(1)
+        if len(sent) == 4:  # the archive, then two batches: killed with the third in hand
+            self._process.kill()
+            self._process.wait()
+        return real_send(self, value)
+
+    monkeypatch.setattr(filing.PreparerProcess, "send", send)
+    inbox.append(*raws)
+    report = inbox.poll()
+    assert len(started) == 1 and report["messages"] == len(raws)
+    assert "the mail preparing process stopped" in caplog.text
+    counts = Counter(a["message_id"] for a in inbox.activities())
+    assert counts == Counter(message_id_of(raw) for raw in raws)  # each exactly once
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_poller_killed_while_its_worker_prepares_leaves_no_worker_and_loses_nothing(inbox: Inbox) -> None:
+    raws = backlog(filing.PARALLEL_FROM + 100)
+    uids = inbox.append(*raws)
+    command = [sys.executable, "-c", GROUPED_POLL, str(inbox.store_path), str(inbox.config_path), "8"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    workers: list[int] = []
+
+    def midway() -> bool:
+        workers.extend(w for w in _children(process.pid) if w not in workers)
+        return process.poll() is not None or inbox.progress().get("last_uid", 0) >= uids[len(uids) // 3]
+
+    wait_until(midway, timeout=30)
+    process.send_signal(signal.SIGKILL)
+    _, err = process.communicate()
+    assert "Traceback" not in err.decode(), err
+    assert process.returncode == -signal.SIGKILL, "the poll ended before the kill: the test proves nothing"
+    assert workers, "no preparing process was seen"
+    wait_until(lambda: not any(Path(f"/proc/{w}").exists() for w in workers))  # it ended with its stdin
+    assert uids[0] < inbox.progress()["last_uid"] < uids[-1]
+    inbox.poll()
+    counts = Counter(a["message_id"] for a in inbox.activities())
+    assert counts == Counter(message_id_of(raw) for raw in raws)
     assert inbox.json("poll", "--quarantine") == []
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import imaplib
 import logging
 import re
@@ -36,7 +35,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from imapclient import IMAPClient
@@ -45,8 +44,20 @@ from imapclient.exceptions import CapabilityError, LoginError
 from crmkit.config import MailServer, Secret
 from crmkit.errors import ConfigError, CrmkitError, NotFoundError, StoreError, StoreLockedError
 from crmkit.mail.archive import MailArchive
-from crmkit.mail.inbox import Filed, InboxRules, file_message
-from crmkit.mail.message import ParsedMessage, parse_message
+from crmkit.mail.filing import (
+    PARALLEL_FROM,
+    Outcome,
+    PollReport,
+    Preparer,
+    archive_error,
+    file_or_quarantine,
+    file_prepared,
+    file_raw,
+    reason,
+    synthetic_message_id,
+)
+from crmkit.mail.inbox import Filed, InboxRules
+from crmkit.mail.message import ParsedMessage
 from crmkit.store import Store
 
 __all__ = [
@@ -65,7 +76,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STATE = "imap"
-ACTOR = "poller"
 AFTER_ACTIONS = ("seen", "move", "none")
 #: RFC 2177: a server may log out a client idle for 30 minutes; IDLE is re-issued before that.
 IDLE_RENEW_SECONDS = 25 * 60
@@ -83,188 +93,6 @@ COMMIT_EVERY = 100
 
 class ImapConnectionError(CrmkitError):
     """The server could not be reached or the connection broke: worth trying again later."""
-
-
-# -- the report ---------------------------------------------------------------------------------
-
-
-@dataclass
-class PollReport:
-    """What one poll (or replay) did."""
-
-    mailbox: str  # user@host:port/folder
-    uidvalidity: int | None = None
-    last_uid: int = 0
-    uidvalidity_changed: bool = False
-    counts: dict[str, int] = field(default_factory=dict)  # per filing action, and "quarantined"
-    held: dict[str, int] = field(default_factory=dict)  # messages that opened no case, per rule
-    mailbox_actions: dict[str, int] = field(default_factory=dict)  # "seen" / "moved": messages
-    filed: list[Filed] = field(default_factory=list)
-    quarantined: list[str] = field(default_factory=list)  # quarantine ids
-
-    @property
-    def messages(self) -> int:
-        return sum(self.counts.values())
-
-    @property
-    def needs_attention(self) -> bool:
-        """Some messages were quarantined: a person should look (exit code 3)."""
-        return bool(self.quarantined)
-
-    def add(self, filed: Filed) -> None:
-        self.filed.append(filed)
-        self.counts[filed.action] = self.counts.get(filed.action, 0) + 1
-        if filed.held:
-            self.held[filed.held] = self.held.get(filed.held, 0) + 1
-
-    def add_quarantined(self, qid: str) -> None:
-        if qid not in self.quarantined:
-            self.quarantined.append(qid)
-        self.counts["quarantined"] = self.counts.get("quarantined", 0) + 1
-
-    def merge(self, other: PollReport) -> None:
-        """Add a later round's results (``poll_idle`` reports every round together)."""
-        for filed in other.filed:
-            self.add(filed)
-        for qid in other.quarantined:
-            self.add_quarantined(qid)
-        for action, n in other.mailbox_actions.items():
-            self.mailbox_actions[action] = self.mailbox_actions.get(action, 0) + n
-        self.uidvalidity = other.uidvalidity or self.uidvalidity
-        self.last_uid = max(self.last_uid, other.last_uid)
-        self.uidvalidity_changed = self.uidvalidity_changed or other.uidvalidity_changed
-
-    def summary(self) -> str:
-        """One line for people: how many messages, what became of them, and what held cases back."""
-        parts = ", ".join(_counted(n, action) for action, n in sorted(self.counts.items()))
-        line = f"{self.mailbox}: {_counted(self.messages, 'message')}" + (f" ({parts})" if parts else "")
-        if self.held:
-            most_first = sorted(self.held.items(), key=lambda kv: (-kv[1], kv[0]))
-            reasons = ", ".join(f"{rule} {n}" for rule, n in most_first)
-            line += f"; no case: {reasons}"
-        if self.mailbox_actions:
-            line += "; " + ", ".join(f"{n} {a}" for a, n in sorted(self.mailbox_actions.items()))
-        return line
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "mailbox": self.mailbox,
-            "uidvalidity": self.uidvalidity,
-            "last_uid": self.last_uid,
-            "uidvalidity_changed": self.uidvalidity_changed,
-            "messages": self.messages,
-            "counts": dict(sorted(self.counts.items())),
-            "held": dict(sorted(self.held.items())),
-            "mailbox_actions": self.mailbox_actions,
-            "filed": [f.as_json() for f in self.filed],
-            "quarantined": self.quarantined,
-        }
-
-
-#: How each filing action reads after a number (the summary line).
-_NOUNS = {
-    "message": ("message", "messages"),
-    "new_case": ("new case", "new cases"),
-    "joined_case": ("joined a case", "joined cases"),
-    "reopened_case": ("reopened a case", "reopened cases"),
-    "bounce": ("bounce", "bounces"),
-    "complaint": ("complaint", "complaints"),
-    "duplicate": ("duplicate", "duplicates"),
-}
-
-
-def _counted(n: int, what: str) -> str:
-    one, many = _NOUNS.get(what, (what.replace("_", " "), what.replace("_", " ")))
-    return f"{n} {one if n == 1 else many}"
-
-
-# -- filing one message -------------------------------------------------------------------------
-
-
-def synthetic_message_id(raw: bytes) -> str:
-    """A stable Message-ID for a message that has none, so re-reading it is still a duplicate."""
-    return f"<{hashlib.sha256(raw).hexdigest()}@crmkit>"
-
-
-def file_raw(
-    store: Store,
-    archive: MailArchive,
-    raw: bytes,
-    *,
-    rules: InboxRules,
-    in_transaction: Callable[[], None] | None = None,
-    sync_archive: bool = True,
-) -> tuple[Filed, ParsedMessage]:
-    """Keep a message's bytes and attachments and file it, in one store transaction.
-
-    ``in_transaction`` runs inside that transaction, after the filing: the
-    poller advances its progress there, so both are committed or neither.
-    The kept files are made durable before the records pointing at them are
-    committed; a caller filing many messages in one transaction passes
-    ``sync_archive=False`` and calls ``archive.sync()`` once before its commit.
-    Raises whatever the filing raised (nothing is written to the store then).
-    """
-    parsed = parse_message(raw)
-    if parsed.message_id is None:
-        parsed.message_id = synthetic_message_id(raw)
-    # Files first (outside the store's lock when filed alone): they are named by their
-    # content, so a message kept twice (a rerun after a kill) is kept once.
-    raw_path = archive.keep_raw(raw)
-    attachments = archive.keep_attachments(raw, parsed.attachments)
-    with store.transaction():
-        filed = file_message(
-            store,
-            parsed,
-            raw_message=raw_path,
-            attachments=attachments,
-            rules=rules,
-            now=store.clock(),
-            actor=ACTOR,
-        )
-        if in_transaction is not None:
-            in_transaction()
-        if sync_archive:
-            archive.sync()
-    return filed, parsed
-
-
-def _archive_error(archive: MailArchive, exc: OSError) -> CrmkitError:
-    """The mail folder cannot be written (disk full, permissions): no message can be filed."""
-    return CrmkitError(f"cannot keep mail in {archive.root}: {exc.strerror or exc}")
-
-
-def _reason(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-
-
-def _file_or_quarantine(
-    store: Store,
-    archive: MailArchive,
-    raw: bytes,
-    *,
-    rules: InboxRules,
-    origin: str,
-    report: PollReport,
-    in_transaction: Callable[[], None] | None = None,
-) -> tuple[Filed, ParsedMessage] | None:
-    """File one message; on failure set it aside and return None. Store and disk errors stop the run."""
-    try:
-        filed, parsed = file_raw(store, archive, raw, rules=rules, in_transaction=in_transaction)
-    except OSError as exc:
-        raise _archive_error(archive, exc) from None
-    except StoreError:  # the store cannot be read or written: no message can be filed
-        raise
-    except Exception as exc:  # a bug or an unforeseen message: set it aside, go on
-        _quarantine(archive, raw, exc, origin, report)
-        return None
-    report.add(filed)
-    return filed, parsed
-
-
-def _quarantine(archive: MailArchive, raw: bytes, exc: Exception, origin: str, report: PollReport) -> None:
-    item = archive.quarantine(raw, reason=_reason(exc), origin=origin)
-    log.warning("quarantined %s as %s: %s", origin, item.id, item.reason)
-    report.add_quarantined(item.id)
 
 
 # -- the connection -----------------------------------------------------------------------------
@@ -501,42 +329,74 @@ class _Poller:
             uids = sorted(u for u in found if u > progress.last_uid)
             if not uids:
                 return
-            filed_so_far = 0
-            for start in range(0, len(uids), self.batch):
-                chunk = uids[start : start + self.batch]
-                fetched = client.fetch(chunk, ["BODY.PEEK[]"])  # PEEK: reading does not set \Seen
-                messages = self._bodies(client, chunk, fetched)
-                done: list[int] = []
-                for first in range(0, len(messages), self.commit_every):
-                    if self.stop.is_set():
-                        break
-                    group = messages[first : first + self.commit_every]
-                    self._file_group(group, progress, report)
-                    done += [uid for uid, _ in group]
-                    filed_so_far += len(group)
-                    if self.on_progress is not None:
-                        self.on_progress(filed_so_far, len(uids))
-                self._act(client, done, progress, report)
-                if self.stop.is_set():
-                    return
-            if not until_empty:
+            with Preparer(self.archive, parallel=len(uids) >= PARALLEL_FROM) as preparer:
+                self._file_uids(client, uids, progress, report, preparer)
+            if self.stop.is_set() or not until_empty:
                 return
 
-    def _file_group(self, group: list[tuple[int, bytes]], progress: _Progress, report: PollReport) -> None:
+    def _file_uids(
+        self, client: Any, uids: list[int], progress: _Progress, report: PollReport, preparer: Preparer
+    ) -> None:
+        """Fetch batch k+1 and hand it to the preparer before filing batch k, so the two overlap."""
+        chunks: list[list[int] | None] = [uids[i : i + self.batch] for i in range(0, len(uids), self.batch)]
+        waiting = None
+        filed = 0
+        for chunk in [*chunks, None]:
+            fetched = None
+            if chunk is not None and not self.stop.is_set():
+                answer = client.fetch(chunk, ["BODY.PEEK[]"])  # PEEK: reading does not set \Seen
+                messages = self._bodies(client, chunk, answer)
+                fetched = (messages, preparer.submit([raw for _, raw in messages]))
+            if waiting is not None:
+                messages, batch = waiting
+                outcomes = batch.outcomes()
+                filed = self._file_batch(client, messages, outcomes, progress, report, filed, len(uids))
+            waiting = fetched
+            if self.stop.is_set():
+                return
+
+    def _file_batch(
+        self,
+        client: Any,
+        messages: list[tuple[int, bytes]],
+        outcomes: list[Outcome],
+        progress: _Progress,
+        report: PollReport,
+        filed: int,
+        total: int,
+    ) -> int:
+        """File one FETCH's messages, ``commit_every`` per transaction, then act on them in the mailbox."""
+        done: list[int] = []
+        for first in range(0, len(messages), self.commit_every):
+            if self.stop.is_set():
+                break
+            group = messages[first : first + self.commit_every]
+            self._file_group(group, outcomes[first : first + self.commit_every], progress, report)
+            done += [uid for uid, _ in group]
+            filed += len(group)
+            if self.on_progress is not None:
+                self.on_progress(filed, total)
+        self._act(client, done, progress, report)
+        return filed
+
+    def _file_group(
+        self, group: list[tuple[int, bytes]], outcomes: list[Outcome], progress: _Progress, report: PollReport
+    ) -> None:
         """File messages and move progress past them in one transaction; after a failure, one by one."""
         if len(group) > 1:
             try:
                 with self.store.transaction():
-                    results = [
-                        file_raw(self.store, self.archive, raw, rules=self.rules, sync_archive=False)
-                        for _, raw in group
-                    ]
+                    results = []
+                    for outcome in outcomes:
+                        if isinstance(outcome, BaseException):
+                            raise outcome
+                        results.append((file_prepared(self.store, outcome, rules=self.rules), outcome.parsed))
                     advanced = self._advance(progress, group[-1][0])
                     self.archive.sync()  # the files, durable before the records that point at them
             except StoreError:
                 raise
             except OSError as exc:
-                raise _archive_error(self.archive, exc) from None
+                raise archive_error(self.archive, exc) from None
             except Exception:
                 pass  # all of them rolled back: file them one at a time, to set the culprit aside
             else:
@@ -544,12 +404,14 @@ class _Poller:
                     report.add(filed)
                 self._committed(progress, advanced, report, results)
                 return
-        for uid, raw in group:
-            self._file_one(uid, raw, progress, report)
+        for (uid, raw), outcome in zip(group, outcomes, strict=True):
+            self._file_one(uid, raw, progress, report, outcome)
 
-    def _file_one(self, uid: int, raw: bytes, progress: _Progress, report: PollReport) -> None:
+    def _file_one(
+        self, uid: int, raw: bytes, progress: _Progress, report: PollReport, outcome: Outcome | None = None
+    ) -> None:
         advanced: list[_Progress] = []
-        result = _file_or_quarantine(
+        result = file_or_quarantine(
             self.store,
             self.archive,
             raw,
@@ -557,6 +419,7 @@ class _Poller:
             origin=f"imap://{self.key} uid {uid} uidvalidity {progress.uidvalidity}",
             report=report,
             in_transaction=lambda: advanced.append(self._advance(progress, uid)),
+            prepared=outcome,
         )
         if result is None:  # quarantined: move past it all the same
             with self.store.transaction():
@@ -590,7 +453,7 @@ class _Poller:
             try:
                 on_filed(filed, parsed)
             except Exception as exc:  # e.g. an acknowledgement that could not be sent: the mail is filed
-                log.warning("%s: after filing %s: %s", self.key, filed.message_id, _reason(exc))
+                log.warning("%s: after filing %s: %s", self.key, filed.message_id, reason(exc))
 
     def _act(self, client: Any, uids: list[int], progress: _Progress, report: PollReport) -> None:
         if self.after == "none" or not uids:
@@ -852,6 +715,6 @@ def replay_quarantined(store: Store, archive: MailArchive, which: str, *, rules:
     report = PollReport("quarantine")
     for item in items:
         raw = item.path.read_bytes()
-        if _file_or_quarantine(store, archive, raw, rules=rules, origin=item.origin, report=report):
+        if file_or_quarantine(store, archive, raw, rules=rules, origin=item.origin, report=report):
             archive.release(item)
     return report

@@ -46,6 +46,13 @@ _NOT_CHARSETS = frozenset(
 _MSGID = re.compile(r"<[^<>\s]+>")
 _SURROGATES = re.compile("[\udc80-\udcff]")
 _SURROGATES_ALL = re.compile("[\ud800-\udfff]")
+_WHITESPACE = re.compile(r"\s+")
+# The forms nearly every From and To header takes: "Name <addr>" with a plain name, or a bare
+# address. Anything with quotes, comments, groups or several addresses goes to getaddresses.
+_PLAIN_ADDRESS = re.compile(r"[^\s<>@\"(),:;\[\]\\]+@[^\s<>@\"(),:;\[\]\\]+")
+_SIMPLE_MAILBOX = re.compile(
+    rf"([^<>@\"(),:;\[\]\\]*?)\s*<({_PLAIN_ADDRESS.pattern})>|({_PLAIN_ADDRESS.pattern})"
+)
 _CHARSET_STAND_INS = {"gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "ks_c_5601-1987": "cp949"}
 _AUTO_SENDERS = re.compile(r"^(mailer-daemon|postmaster|no-?reply|do-?not-?reply|bounces?)([+@.-]|$)", re.I)
 # Phrases mail systems and auto-responders put in subjects; a person's "Undelivered order #44" is not one.
@@ -150,7 +157,7 @@ def _raw_header(msg: Message, name: str, problems: list[str]) -> str:
         problems.append(f"{name} header cut at {MAX_HEADER_CHARS} characters")
     if _SURROGATES.search(text):  # raw 8-bit bytes: no charset was declared for them
         text = _undeclared(text.encode("ascii", "surrogateescape"), _message_charsets(msg), name, problems)
-    return clean_text(re.sub(r"\s+", " ", text)).strip()
+    return clean_text(_WHITESPACE.sub(" ", text)).strip()
 
 
 def _message_charsets(msg: Message) -> list[str]:
@@ -210,6 +217,16 @@ def _header(msg: Message, name: str, problems: list[str]) -> str:
     return clean_text(unicodedata.normalize("NFC", _decode_words(raw, problems)))
 
 
+def _split_addresses(raw: str) -> list[tuple[str, str]]:
+    """(display name, address) pairs, as getaddresses gives them; one plain mailbox without it."""
+    simple = _SIMPLE_MAILBOX.fullmatch(raw)
+    if simple is not None:
+        if simple.group(3) is not None:
+            return [("", simple.group(3))]
+        return [(" ".join(simple.group(1).split()), simple.group(2))]
+    return getaddresses([raw])
+
+
 def _addresses(msg: Message, name: str, problems: list[str]) -> list[tuple[str, str]]:
     # split the addresses first: a decoded display name may hold a comma
     raw = _raw_header(msg, name, problems)
@@ -217,7 +234,7 @@ def _addresses(msg: Message, name: str, problems: list[str]) -> list[tuple[str, 
         return []
     pairs = []
     try:
-        found = getaddresses([raw])
+        found = _split_addresses(raw)
     except Exception:  # deeply nested comments blow the parser's recursion
         problems.append(f"unreadable {name} header")
         return []
@@ -283,16 +300,34 @@ def _mostly_utf8(payload: bytes) -> bool:
     return good >= 4 * bad
 
 
-def _part_text(part: Message, problems: list[str]) -> str:
+def _decode_part(part: Message) -> bytes | None:
+    """A leaf part's payload, transfer encoding undone; None when there is none to read."""
     try:
         payload = part.get_payload(decode=True)
     except Exception:
-        problems.append("a text part could not be decoded")
-        return ""
-    if not isinstance(payload, bytes):
-        return ""
-    charset = part.get_content_charset()
-    return _decode(payload, charset, problems)
+        return None
+    return payload if isinstance(payload, bytes) else None
+
+
+def _disposition_and_filename(part: Message, problems: list[str]) -> tuple[str, str | None]:
+    headers = _first_values(part)
+    ctype_header = headers.get("content-type")
+    if headers.get("content-disposition") is None and (
+        ctype_header is None or "name" not in str(ctype_header).lower()
+    ):
+        return "", None  # most parts: nothing for the standard library's slow parameter parser
+    try:
+        disposition = (part.get_content_disposition() or "").lower()
+    except Exception:
+        disposition = ""
+    filename = None
+    try:
+        filename = part.get_filename()
+        if filename:  # Outlook sends RFC 2047 encoded words in file names, too
+            filename = unicodedata.normalize("NFC", _decode_words(filename, problems))
+    except Exception:
+        problems.append("an attachment's file name could not be read")
+    return disposition, filename
 
 
 def _walk(msg: Message, problems: list[str]) -> tuple[str, str, list[Attachment]]:
@@ -304,28 +339,17 @@ def _walk(msg: Message, problems: list[str]) -> tuple[str, str, list[Attachment]
         if part.is_multipart():
             continue
         ctype = part.get_content_type()
-        try:
-            disposition = (part.get_content_disposition() or "").lower()
-        except Exception:
-            disposition = ""
-        filename = None
-        try:
-            filename = part.get_filename()
-            if filename:  # Outlook sends RFC 2047 encoded words in file names, too
-                filename = unicodedata.normalize("NFC", _decode_words(filename, problems))
-        except Exception:
-            problems.append("an attachment's file name could not be read")
-        binary = ctype.startswith("text/") and _binary_text(part)
+        disposition, filename = _disposition_and_filename(part, problems)
+        is_text = ctype.startswith("text/")
+        payload = _decode_part(part) if is_text else None
+        binary = payload is not None and looks_binary(payload)
         if binary:
             problems.append(f"a {ctype} part holds binary data: kept as an attachment")
         if binary or disposition == "attachment" or filename or not ctype.startswith(("text/", "message/")):
             if ctype.startswith("multipart/"):
                 continue
-            try:
-                data = part.get_payload(decode=True)
-            except Exception:
-                data = None
-            if not isinstance(data, bytes):
+            data = payload if is_text else _decode_part(part)
+            if data is None:
                 raw = part.get_payload()
                 data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
             fallback = f"attachment-{len(attachments) + 1}{_extension(ctype)}"
@@ -338,19 +362,14 @@ def _walk(msg: Message, problems: list[str]) -> tuple[str, str, list[Attachment]
                 )
             )
             continue
-        if ctype == "text/html":
-            html.append(_part_text(part, problems))
-        elif ctype.startswith("text/"):
-            plain.append(_part_text(part, problems))
+        if not is_text:
+            continue  # a message/* part shown inline: its text is not the message's
+        if payload is None:
+            problems.append("a text part could not be decoded")
+            continue
+        text = _decode(payload, part.get_content_charset(), problems)
+        (html if ctype == "text/html" else plain).append(text)
     return "\n\n".join(plain), "\n\n".join(html), attachments
-
-
-def _binary_text(part: Message) -> bool:
-    try:
-        payload = part.get_payload(decode=True)
-    except Exception:
-        return False
-    return isinstance(payload, bytes) and looks_binary(payload)
 
 
 def _extension(ctype: str) -> str:
