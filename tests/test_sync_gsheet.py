@@ -500,7 +500,7 @@ def test_cli_against_the_standin_served_by_python_m(tmp_path: Path) -> None:
         crmkit = [sys.executable, "-m", "crmkit", "--store", str(tmp_path / "crm.json")]
         first = subprocess.run([*crmkit, "sync", "gsheet:demo"], env=env, capture_output=True, text=True)
         assert first.returncode == 0, first.stderr
-        assert "Leads: crmkit: 1 added; sheet: 1 IDs written" in first.stdout
+        assert "Leads: crmkit: 1 added; sheet: 1 ID written" in first.stdout
         again = subprocess.run([*crmkit, "sync", "gsheet:demo", "--json"], env=env, capture_output=True, text=True)
         assert again.returncode == 0 and json.loads(again.stdout)["changes"] == 0
         listed = subprocess.run([*crmkit, "leads", "list", "--json"], env=env, capture_output=True, text=True)
