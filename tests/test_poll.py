@@ -1057,6 +1057,52 @@ def test_the_sent_folder_puts_the_teams_answers_on_the_timeline(make_inbox: Call
     assert inbox.json("cases", "show", case["id"])["status"] == "open"
 
 
+def test_the_teams_mail_to_several_contacts_is_on_each_timeline_and_counted_once_on_the_case(
+    make_inbox: Callable[..., Inbox],
+) -> None:
+    inbox = make_inbox(sent_folder="Sent", own_addresses=["support@example.com"])
+    with inbox.dovecot.connect(inbox.user) as client:
+        client.create_folder("Sent")
+    inbox.append(mail("Ana <ana@customer.example>", "Printer on fire", message_id="<q2@customer.example>"))
+    inbox.poll()
+    [case] = inbox.json("cases", "list")
+    inbox.cli("contacts", "add", "name=Carl", "email=carl@customer.example")
+    inbox.cli("contacts", "add", "name=Dee", "email=dee@customer.example")
+    answer = mail("Ben <ben@example.com>", "Re: Printer on fire", "Unplug it, please.",
+                  message_id="<a2@example.com>", in_reply_to="<q2@customer.example>")  # fmt: skip
+    answer = answer.replace(
+        b"To: support@example.com", b"To: carl@customer.example, ana@customer.example\r\nCc: Dee <dee@customer.example>"
+    )
+    inbox.append(answer, folder="Sent")
+    assert inbox.poll()["counts"] == {"sent": 1}
+    logged = [a for a in inbox.activities() if a["kind"] == "email_out"]
+    by_contact = {inbox.json("contacts", "show", a["contact"])["email"]: a for a in logged}
+    assert sorted(by_contact) == ["ana@customer.example", "carl@customer.example", "dee@customer.example"]
+    assert by_contact["ana@customer.example"]["case"] == case["id"]  # the case's contact, though not first
+    assert by_contact["carl@customer.example"].get("case") is None is by_contact["dee@customer.example"].get("case")
+    timeline = inbox.json("cases", "show", case["id"])
+    assert timeline["status"] == "pending"
+    assert inbox.poll()["counts"] == {}  # read again: nothing logged twice
+
+
+def test_idle_reads_the_sent_folder_too(make_inbox: Callable[..., Inbox]) -> None:
+    inbox = make_inbox(sent_folder="Sent", own_addresses=["support@example.com"])
+    with inbox.dovecot.connect(inbox.user) as client:
+        client.create_folder("Sent")
+    inbox.append(mail("Ana <ana@customer.example>", "Login fails", message_id="<q3@customer.example>"))
+    answer = mail("Ben <ben@example.com>", "Re: Login fails", "Reset it here.",
+                  message_id="<a3@example.com>", in_reply_to="<q3@customer.example>")  # fmt: skip
+    inbox.append(answer.replace(b"To: support@example.com", b"To: ana@customer.example"), folder="Sent")
+
+    def answered() -> bool:
+        return any(a["kind"] == "email_out" for a in inbox.activities())
+
+    code, _, err = inbox.idle_until(answered)
+    assert code == 0, err
+    [case] = inbox.json("cases", "list")
+    assert case["status"] == "pending" and case["first_response_at"]
+
+
 def test_sent_folder_must_be_another_folder(make_inbox: Callable[..., Inbox]) -> None:
     inbox = make_inbox(sent_folder="INBOX")
     result = inbox.cli("poll", code=1)

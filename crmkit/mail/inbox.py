@@ -370,16 +370,19 @@ def _file_outgoing(
     """
     filed.action = "sent"
     recipients = [*parsed.to, *parsed.cc]
-    contacts = [c for address in recipients for c in store.find_by_email("contacts", address)]
-    filed.person = contacts[0]["id"] if contacts else None
+    ours: list[str] = []  # every contact it went to, once, in the order of the headers
+    for address in recipients:
+        ours += [c["id"] for c in store.find_by_email("contacts", address) if c["id"] not in ours]
     case_id = _thread_case(store, parsed)
     token = case_token(parsed.subject)
-    ours = {c["id"] for c in contacts}
     if case_id is None and token and store.exists(token) and store.get(token).get("contact") in ours:
         case_id = token
-    if case_id is not None:
+    case = store.get(case_id) if case_id is not None else None
+    if case is not None and case.get("contact") in ours:  # the case's own contact first
+        ours.insert(0, ours.pop(ours.index(case["contact"])))
+    filed.person = ours[0] if ours else None
+    if case is not None and case_id is not None:
         filed.case = case_id
-        case = store.get(case_id)
         changes: dict[str, Any] = {}
         if not case.get("first_response_at"):
             changes["first_response_at"] = (parsed.date or now).isoformat()
@@ -391,6 +394,8 @@ def _file_outgoing(
     filed.activity = _log(
         store, parsed, filed, case_id, raw_message, attachments, actor, now, kind="email_out"
     )["id"]
+    for other in ours[1:]:  # on each recipient's timeline too; the case counts the answer once
+        _log(store, parsed, filed, None, raw_message, attachments, actor, now, kind="email_out", person=other)
     return filed
 
 
@@ -445,8 +450,9 @@ def _log(
     now: datetime,
     *,
     kind: str = "email_in",
+    person: str | None = None,
 ) -> dict[str, Any]:
-    person = filed.person
+    person = person or filed.person
     data: dict[str, Any] = {
         "kind": kind,
         "subject": parsed.subject or "(no subject)",
