@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import email
 import json
 import os
 import sys
@@ -181,8 +182,9 @@ def test_a_reply_goes_out_threaded_is_logged_and_sets_the_first_response_once(
         "support@acme-crm.example",
         "Ana Nguyễn <ana@customer.example>",
     )
+    # the shape of every email activity's attachments (the poller's); no archive given: no path
     assert logged["attachments"] == [
-        {"filename": "quote-1042.pdf", "size": 20, "content_type": "application/pdf"}
+        {"name": "quote-1042.pdf", "size": 20, "content_type": "application/pdf", "path": None}
     ]
     assert logged["date"] == NOW.isoformat()
     after = store.get("CASE-1")
@@ -393,6 +395,13 @@ def test_cli_reply_with_a_message_and_an_attachment_prints_json_for_scripts(fold
         logged["id"] == data["activity"]
         and data["first_response_at"] == folder.store().get("CASE-1")["first_response_at"]
     )
+    # kept beside the store as the poller keeps mail: the message as sent, and its file
+    store_folder = folder.store().path.parent
+    kept = (store_folder / logged["raw_message"]).read_bytes()
+    assert email.message_from_bytes(kept)["Message-ID"] == data["message_id"]
+    [attachment] = logged["attachments"]
+    assert attachment["name"] == "steps.txt"
+    assert (store_folder / attachment["path"]).read_bytes() == sent.message.get_payload()[1].get_payload(decode=True)
 
 
 def test_cli_reply_from_a_file_says_what_it_did(folder: Folder) -> None:

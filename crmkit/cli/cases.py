@@ -92,6 +92,7 @@ def cases_extras(group: click.Group) -> None:
             crmkit cases reply CASE-12 --dry-run -m "Checking…"
         """
         from crmkit.config import resolve_password
+        from crmkit.mail.archive import MailArchive
         from crmkit.mail.reply import readable, reply_to_case
 
         text = _reply_text(app, case_id, message, file, force)
@@ -114,6 +115,7 @@ def cases_extras(group: click.Group) -> None:
             force=force,
             reopen=reopen,
             dry_run=dry_run,
+            archive=MailArchive(app.store_path),
         )
         if as_json:
             data = result.as_json()

@@ -36,6 +36,7 @@ from typing import Any
 
 from crmkit.config import MailServer, Secret
 from crmkit.errors import CrmkitError
+from crmkit.mail.archive import MailArchive
 from crmkit.mail.compose import (
     AddressError,
     Attachment,
@@ -46,6 +47,8 @@ from crmkit.mail.compose import (
     parse_addresses,
 )
 from crmkit.mail.inbox import clean_subject
+from crmkit.mail.message import Attachment as ParsedAttachment
+from crmkit.mail.message import safe_filename
 from crmkit.mail.smtp import SendError, SMTPSender
 from crmkit.store import Store
 
@@ -425,11 +428,41 @@ def send_reply(sender: SMTPSender, reply: Reply, password: Secret | None = None)
             ) from None
 
 
+def _kept(reply: Reply, archive: MailArchive | None) -> tuple[str | None, list[dict[str, Any]] | None]:
+    """The sent message and its files kept as the poller keeps mail it files: (.eml path, attachments)."""
+    files = [
+        ParsedAttachment(
+            filename=safe_filename(a.filename, f"attachment-{n}"),
+            content_type=a.content_type or "application/octet-stream",
+            size=len(a.data),
+            data=a.data,
+        )
+        for n, a in enumerate(reply.attachments, start=1)
+    ]
+    if archive is None:
+        return None, [{"name": f.filename, "content_type": f.content_type, "size": f.size, "path": None}
+                      for f in files] or None  # fmt: skip
+    raw_path = archive.keep_raw(reply.data)
+    kept = archive.keep_attachments(reply.data, files)
+    archive.sync()  # durable before the activity that points at them is committed
+    return raw_path, kept or None
+
+
 def record_reply(
-    store: Store, reply: Reply, *, reopen: bool = False, actor: str | None = None
+    store: Store,
+    reply: Reply,
+    *,
+    reopen: bool = False,
+    actor: str | None = None,
+    archive: MailArchive | None = None,
 ) -> ReplyResult:
-    """Log a sent reply: the activity, the case's status and first response, in one transaction."""
+    """Log a sent reply: the activity, the case's status and first response, in one transaction.
+
+    With ``archive``, the message as sent and its attachments are kept there first, and the
+    activity points at them, as it does for mail the poller files.
+    """
     result = ReplyResult(reply, sent=True)
+    raw_path, attachments = _kept(reply, archive)
     with store.transaction():
         case = store.get(reply.case)
         status = case.get("status") or "new"
@@ -445,7 +478,8 @@ def record_reply(
             "case": reply.case,
             "contact": reply.contact,
             "account": reply.account,
-            "attachments": [_listed(a) for a in reply.attachments] or None,
+            "attachments": attachments,
+            "raw_message": raw_path,
         }
         added = store.add(
             "activities", {k: v for k, v in activity.items() if v is not None}, allow_system=True, actor=actor
@@ -479,13 +513,14 @@ def reply_to_case(
     now: datetime | None = None,
     sender: SMTPSender | None = None,
     actor: str | None = None,
+    archive: MailArchive | None = None,
 ) -> ReplyResult:
     """Answer a case over ``[smtp]`` and log the answer on it; see the module docstring.
 
     ``dry_run`` writes the message and sends and logs nothing. ``sender`` is an
     open connection to reuse (else one is opened on ``smtp_settings``). Raises
     :class:`ReplyError` before anything is sent, :class:`ReplyNotSent` when the
-    server did not take it (nothing logged).
+    server did not take it (nothing logged). ``archive``: keep the sent message there.
     """
     if not smtp_settings.from_address:
         raise ReplyError('replying needs [smtp] from = "Support <support@example.com>" in crmkit.toml')
@@ -509,7 +544,7 @@ def reply_to_case(
         with SMTPSender(smtp_settings, password, ssl_context=tls_context(smtp_settings)) as opened:
             send_reply(opened, reply, password)
     try:
-        return record_reply(store, reply, reopen=reopen, actor=actor)
+        return record_reply(store, reply, reopen=reopen, actor=actor, archive=archive)
     except CrmkitError as exc:
         raise CrmkitError(
             f"{reply.case}: the reply went out as {reply.message_id} but could not be logged: {exc}"
