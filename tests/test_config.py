@@ -427,3 +427,13 @@ def test_several_mailboxes_as_an_array_of_tables(tmp_path: Path) -> None:
 def test_bad_mailbox_lists_are_one_clear_line(tmp_path: Path, text: str, problem: str) -> None:
     with pytest.raises(ConfigError, match=problem):
         load_config(write(tmp_path, text), env={})
+
+
+def test_scrub_masks_whole_secret_values_only() -> None:
+    from crmkit.config import Secret, scrub
+
+    assert scrub("unexpected response", Secret("x")) == "unexpected response"  # not "une***pected"
+    assert scrub("b'NO [AUTH] hunter2 is wrong'", Secret("hunter2")) == "b'NO [AUTH] *** is wrong'"
+    assert scrub("password=hunter2;user=ana", "hunter2", None, "") == "password=***;user=ana"
+    assert scrub("hunter22 and hunter2", "hunter2") == "hunter22 and ***"  # another value, kept
+    assert scrub("p@ss! and (p@ss!)", "p@ss!") == "*** and (***)"

@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -858,6 +859,25 @@ def test_idle_from_the_command_line_stops_cleanly_on_sigterm(inbox: Inbox) -> No
 # -- connections: TLS, passwords, errors ----------------------------------------------------
 
 
+def test_idle_against_a_server_that_never_answered_gives_up_after_a_few_tries(
+    make_inbox: Callable[..., Inbox],
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    inbox = make_inbox(port=port)
+    started = time.monotonic()
+    process = subprocess.run(
+        [sys.executable, "-m", "crmkit", "--store", str(inbox.store_path), "--config", str(inbox.config_path),
+         "poll", "--idle"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert process.returncode == 1, process.stderr
+    last = process.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and "cannot reach the server" in last and "gave up after 4 tries" in last
+    assert time.monotonic() - started < 30  # 1 + 2 + 4 s of back-off, not for ever
+
+
 @pytest.mark.parametrize("security", ["ssl", "starttls"])
 def test_ssl_and_starttls_verify_the_certificate(make_inbox: Callable[..., Inbox], security: str) -> None:
     inbox = make_inbox(security)
@@ -885,6 +905,8 @@ def test_a_wrong_password_is_one_clean_line_without_the_password(
     assert result.stderr.startswith("Error: IMAP ") and "login refused" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
     assert "hunter2" not in result.output and PASSWORD not in result.output
+    # only the answer's RFC 5530 code: the free text of an answer to LOGIN may quote what was sent
+    assert "login refused ([AUTHENTICATIONFAILED])" in result.stderr
 
 
 def test_connection_and_folder_errors_are_one_line(make_inbox: Callable[..., Inbox], tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ from crmkit.config.mailservers import (
     Mailbox,
     MailServer,
 )
-from crmkit.config.passwords import Secret, resolve_password, store_password
+from crmkit.config.passwords import Secret, resolve_password, scrub, store_password
 from crmkit.config.settings import (
     Config,
     InvoiceSettings,
@@ -97,6 +97,7 @@ __all__ = [
     "resolve_sheet_names",
     "resolve_store",
     "resolve_store_path",
+    "scrub",
     "store_named_by",
     "store_password",
     "url_password",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
 from crmkit.config.mailservers import MailServer
 from crmkit.config.settings import Config
 from crmkit.errors import ConfigError
 
-__all__ = ["Secret", "resolve_password", "store_password"]
+__all__ = ["Secret", "resolve_password", "scrub", "store_password"]
 
 
 class Secret:
@@ -27,6 +28,19 @@ class Secret:
         return "Secret('***')"
 
     __str__ = __repr__
+
+
+def scrub(text: str, *secrets: str | Secret | None) -> str:
+    """``text`` with each secret masked where it stands whole, as a server might echo it back.
+
+    Only whole values: masking every occurrence of a short password would mangle the
+    message ("une***pected") and show where the password's letters are.
+    """
+    for secret in secrets:
+        value = secret.reveal() if isinstance(secret, Secret) else secret
+        if value:
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])", "***", text)
+    return text
 
 
 def resolve_password(server: MailServer, env: Mapping[str, str] | None = None) -> Secret:

@@ -41,7 +41,7 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient.exceptions import CapabilityError, LoginError
 
-from crmkit.config import MailServer, Secret
+from crmkit.config import MailServer, Secret, scrub
 from crmkit.errors import ConfigError, CrmkitError, NotFoundError, StoreError, StoreLockedError
 from crmkit.mail.archive import MailArchive
 from crmkit.mail.filing import (
@@ -121,8 +121,7 @@ def tls_context(server: MailServer) -> ssl.SSLContext:
 
 
 def _one_line(text: str, password: Secret | None) -> str:
-    if password is not None and password.reveal():
-        text = text.replace(password.reveal(), "***")  # a server echoing it back must not leak it
+    text = scrub(text, password)  # a server echoing it back must not leak it
     text = re.sub(r"""^b(['"])(.*)\1$""", r"\2", text.strip())  # imaplib shows answers as b'...'
     return " ".join(text.split())
 
@@ -140,8 +139,10 @@ def _imap_errors(where: str, password: Secret | None) -> Iterator[None]:
             "for a server with a private CA set [imap] cafile"
         ) from None
     except LoginError as exc:
-        detail = _one_line(str(exc), password)
-        if "[UNAVAILABLE]" in detail:  # RFC 5530: the server cannot check passwords just now
+        # The answer to LOGIN may quote what was sent: only its RFC 5530 code is shown.
+        code = re.search(r"\[([A-Z-]+)\]", str(exc))
+        detail = f"[{code.group(1)}]" if code else "the server gave no reason"
+        if code and code.group(1) == "UNAVAILABLE":  # the server cannot check passwords just now
             raise ImapConnectionError(f"{where}: login not possible now ({detail})") from None
         raise CrmkitError(
             f"{where}: login refused ({detail}); check [imap] user and CRMKIT_IMAP_PASSWORD "
@@ -585,12 +586,14 @@ def poll_idle(
     renew_every: float = IDLE_RENEW_SECONDS,
     backoff: tuple[float, float] = (1.0, 300.0),
     sent_folder: str | None = None,
+    first_tries: int = 4,
 ) -> PollReport:
     """Stay connected and file mail as it arrives (IMAP IDLE), until SIGTERM, Ctrl-C or ``stop``.
 
     IDLE is re-issued every ``renew_every`` seconds, before servers drop an
     idle client. A broken connection is retried after ``backoff[0]``
-    seconds, doubling up to ``backoff[1]``. ``batch`` and ``commit_every`` as
+    seconds, doubling up to ``backoff[1]``, for ever once a connection has
+    worked; a server never reached raises after ``first_tries`` tries. ``batch`` and ``commit_every`` as
     for :func:`poll_once`. A refused login, an unverifiable
     certificate or a missing folder are not retried: they raise. Returns
     every round's results together; ``on_round`` sees each round that filed
@@ -613,11 +616,23 @@ def poll_idle(
     total = poller.report()
     sent = _sent_poller(poller, sent_folder)
     delay = backoff[0]
+    failed_first = 0  # tries before the first connection that worked
+    connected_once = False
+
+    def first_connection_failed(exc: ImapConnectionError) -> None:
+        # A server that never answered is more likely a wrong host or port than a blip:
+        # say so after a few tries rather than retry for ever under a service manager.
+        nonlocal failed_first
+        failed_first += 1
+        if not connected_once and failed_first >= first_tries:
+            raise CrmkitError(f"{exc}; gave up after {failed_first} tries (it never answered)") from None
+
     with _stop_on_sigterm(stop), contextlib.suppress(KeyboardInterrupt):
         while not stop.is_set():
             try:
                 client = connect(server, password, ssl_context=ssl_context)
             except ImapConnectionError as exc:
+                first_connection_failed(exc)
                 log.warning("%s; trying again in %g s", exc, delay)
                 stop.wait(delay)
                 delay = min(delay * 2, backoff[1])
@@ -625,9 +640,12 @@ def poll_idle(
             try:
                 with _imap_errors(_where(server), password):
                     progress = poller.open(client, total)
+                    connected_once = True
                     delay = backoff[0]  # connected and selected: a later failure starts the back-off over
                     _idle_loop(poller, client, progress, total, on_round, renew_every, sent)
             except (ImapConnectionError, StoreLockedError) as exc:
+                if isinstance(exc, ImapConnectionError):
+                    first_connection_failed(exc)
                 # a long sync or import may hold the store: wait for it as for a broken connection
                 log.warning("%s; reconnecting in %g s", exc, delay)
                 stop.wait(delay)

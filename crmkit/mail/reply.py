@@ -34,7 +34,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
-from crmkit.config import MailServer, Secret
+from crmkit.config import MailServer, Secret, scrub
 from crmkit.errors import CrmkitError
 from crmkit.mail.archive import MailArchive
 from crmkit.mail.compose import (
@@ -395,9 +395,7 @@ def _listed(attachment: Attachment) -> dict[str, Any]:
 
 
 def _scrubbed(text: str, password: Secret | None) -> str:
-    if password is not None and password.reveal():
-        text = text.replace(password.reveal(), "***")  # a server echoing it back must not leak it
-    return " ".join(text.split())
+    return " ".join(scrub(text, password).split())  # a server echoing it back must not leak it
 
 
 def send_reply(sender: SMTPSender, reply: Reply, password: Secret | None = None) -> None:

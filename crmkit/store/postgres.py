@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from crmkit.config.passwords import scrub
 from crmkit.errors import StoreError, StoreLockedError
 from crmkit.locations import local_store_path, redact_url, url_password
 from crmkit.records.schema import RECORD_TYPES
@@ -207,10 +208,7 @@ class PostgresBackend:
         return self._password or None
 
     def _scrub(self, text: str) -> str:
-        for secret in (self._password, url_password(self._url)):
-            if secret:
-                text = text.replace(secret, "***")
-        return " ".join(text.split())
+        return " ".join(scrub(text, self._password, url_password(self._url)).split())
 
     def _connection(self) -> psycopg.Connection[Any]:
         conn = self._conn
