@@ -323,18 +323,27 @@ class Preparer:
             self._worker = PreparerProcess.start(archive)
 
     def submit(self, raws: Sequence[bytes]) -> Batch:
-        sent = self._worker is not None and self._worker.send(list(raws))
+        sent = False
+        if self._worker is not None:
+            sent = self._worker.send(list(raws))
+            if not sent:
+                self._lost()
         return Batch(self, raws, sent)
 
     def _receive(self) -> list[Outcome] | None:
         if self._worker is None:
             return None
         outcomes = self._worker.receive()
-        if outcomes is None:  # it died: prepare the rest here
-            log.warning("the mail preparing process stopped; going on without it")
+        if outcomes is None:
+            self._lost()
+        return outcomes
+
+    def _lost(self) -> None:
+        """The worker died: what it had not answered, and the rest, is prepared here."""
+        log.warning("the mail preparing process stopped; going on without it")
+        if self._worker is not None:
             self._worker.stop()
             self._worker = None
-        return outcomes
 
     def close(self) -> None:
         if self._worker is not None:

@@ -134,10 +134,6 @@ def _portable(exc: Exception) -> Exception:
 
 
 def main() -> int:
-    from dataclasses import replace
-
-    from crmkit.mail.filing import Prepared, prepare_all
-
     # Ctrl-C reaches the whole process group: the poller finishes its batch and closes our stdin
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     requests = sys.stdin.buffer
@@ -147,6 +143,20 @@ def main() -> int:
     if first is None:
         return 0
     archive = pickle.loads(first)
+    try:
+        _serve(archive, requests, answers)
+    except BrokenPipeError:
+        # The poller is gone (killed): nobody waits for an answer, and flushing the rest of it
+        # at exit would only fail again, loudly.
+        os._exit(0)
+    return 0
+
+
+def _serve(archive: Any, requests: IO[bytes], answers: IO[bytes]) -> None:
+    from dataclasses import replace
+
+    from crmkit.mail.filing import Prepared, prepare_all
+
     while (frame := _read_frame(requests)) is not None:
         outcomes: list[Any] = []
         for outcome in prepare_all(archive, pickle.loads(frame)):
@@ -157,7 +167,6 @@ def main() -> int:
             else:
                 outcomes.append(_portable(outcome))
         _write_frame(answers, pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL))
-    return 0
 
 
 if __name__ == "__main__":
