@@ -9,10 +9,12 @@ attachment), then times, on the same mailbox:
 
 a. imapclient alone: log in, select, fetch every message's ``BODY.PEEK[]`` in
    batches, as a script that only downloads mail would;
-b. crmkit's poller: the same fetch, plus parsing, keeping every .eml and
-   attachment, matching senders, threading and opening cases, and committing
-   each batch with its progress (``after = none``, so the mailbox is left as is);
-c. the poller again with nothing new (the cron run on a quiet inbox);
+b. the ``crmkit poll --once`` command, as a user or cron runs it (start-up
+   included), with a crmkit.toml whose [imap] reads that mailbox (``after =
+   "none"``, so the mailbox is left as is): the same fetch, plus parsing,
+   keeping every .eml and attachment, matching senders, threading and opening
+   cases, and committing each batch with its progress;
+c. the command again with nothing new (the cron run on a quiet inbox);
 d. for scale: the standard library's email parser alone (compat32, the
    fastest policy) reading the same bytes from memory, no IMAP, no files, no
    store. Any poller that reads each message's parts pays at least this.
@@ -28,7 +30,8 @@ import os
 import random
 import resource
 import shutil
-import ssl
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,10 +42,6 @@ from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from crmkit.config import MailServer, Secret
-from crmkit.mail.archive import MailArchive
-from crmkit.mail.imap import poll_once
-from crmkit.mail.inbox import InboxRules
 from crmkit.store import Store
 from crmkit.testing.mailservers import DovecotServer
 
@@ -110,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=10000)
     parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement; medians are reported")
     parser.add_argument(
         "--store",
         type=Path,
@@ -118,54 +118,71 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp, DovecotServer(Path(tmp) / "dovecot") as dovecot:
         dovecot.add_user(USER, PASSWORD)
-        print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {args.messages} messages")
+        print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {args.messages} messages, "
+              f"median of {args.repeat} runs each")  # fmt: skip
         raws = messages(args.messages)
         client = dovecot.connect(USER)
         seconds, _ = timed(lambda: [client.append("INBOX", raw) for raw in raws])
         client.logout()
         print(f"appended in {seconds:.1f} s ({sum(map(len, raws)) / 1e6:.1f} MB)")
-
-        plain, size = timed(lambda: imapclient_fetch(dovecot, args.batch))
-        server = MailServer("imap", dovecot.host, dovecot.ssl_port, security="ssl", user=USER, timeout=60)
-        context = ssl.create_default_context(cafile=str(dovecot.cafile))
-        store = Store(Path(tmp) / "crm.json")
-        if args.store:  # the manifest and its files, as crmkit store copy would
-            shutil.copytree(args.store.with_name(args.store.name + ".d"), Path(tmp) / "crm.json.d")
-            shutil.copyfile(args.store, Path(tmp) / "crm.json")
+        command = [str(Path(sys.executable).with_name("crmkit")), "poll", "--once"]
+        env = {**os.environ, "CRMKIT_IMAP_PASSWORD": PASSWORD}
+        plains, polls, quiets, parses = [], [], [], []
+        for run in range(args.repeat):  # a) b) c) d) in turn, so a noisy moment touches each alike
+            plain, size = timed(lambda: imapclient_fetch(dovecot, args.batch))
+            folder = Path(tmp) / f"run{run}"
+            folder.mkdir()
+            store = Store(folder / "crm.json")
+            if args.store:  # the manifest and its files, as crmkit store copy would
+                shutil.copytree(args.store.with_name(args.store.name + ".d"), folder / "crm.json.d")
+                shutil.copyfile(args.store, folder / "crm.json")
+            else:
+                store.create()
             os.sync()  # the copy's flush is setup, not the poll's (the archive syncs before each commit)
-            print(f"polling into a copy of {args.store}: {store.count('contacts'):,} contacts, "
-                  f"{store.count('activities'):,} activities")  # fmt: skip
-        before = store.count("activities")
-        rules = InboxRules()
+            before = store.count("activities")
+            (folder / "crmkit.toml").write_text(
+                f'store = "crm.json"\n\n[imap]\nhost = "{dovecot.host}"\nport = {dovecot.ssl_port}\n'
+                f'security = "ssl"\nuser = "{USER}"\ncafile = "{dovecot.cafile}"\nafter = "none"\n'
+            )
 
-        def poll() -> object:
-            return poll_once(
-                Store(store.path), server, Secret(PASSWORD), rules=rules, archive=MailArchive(store.path),
-                after="none", move_to=None, batch=args.batch, commit_every=args.batch, ssl_context=context,
-            )  # fmt: skip
+            def poll(folder: Path = folder) -> str:
+                done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise SystemExit(f"crmkit poll failed ({done.returncode}): {done.stderr}")
+                return done.stdout.strip()
 
-        ours, report = timed(poll)
-        quiet, _ = timed(poll)
-        parse_only, _ = timed(lambda: [email.message_from_bytes(raw) for raw in raws])
+            ours, report = timed(poll)
+            quiet, _ = timed(poll)
+            parse_only, _ = timed(lambda: [email.message_from_bytes(raw) for raw in raws])
+            done = Store(store.path)
+            if done.count("activities") - before != args.messages:
+                print(f"FAIL: {done.count('activities') - before} activities for {args.messages} messages")
+                return 1
+            plains.append(plain)
+            polls.append(ours)
+            quiets.append(quiet)
+            parses.append(parse_only)
+            print(f"  run {run + 1}: a {plain:.2f} s, b {ours:.2f} s, c {quiet:.2f} s, d {parse_only:.2f} s "
+                  f"(b = {ours / (plain + parse_only):.2f}x a + d)")  # fmt: skip
+        if args.store:
+            print(f"polled into copies of {args.store}: {before:,} activities before")
+        plain, ours, quiet, parse_only = map(statistics.median, (plains, polls, quiets, parses))
         target = 4 * (plain + parse_only)
-        done = Store(store.path)
         print()
         print(f"a. imapclient fetching {args.messages} messages ({size / 1e6:.1f} MB): {plain:7.2f} s "
               f"({args.messages / plain:,.0f} msg/s)")  # fmt: skip
-        print(f"b. crmkit poll --once, filing them:          {ours:7.2f} s "
+        print(f"b. crmkit poll --once, filing them:            {ours:7.2f} s "
               f"({args.messages / ours:,.0f} msg/s)  = {ours / (plain + parse_only):.2f}x (a) + (d) "
               f"(target 4x: {target:.2f} s)")  # fmt: skip
-        print(f"c. crmkit poll --once, nothing new:          {quiet:7.2f} s")
-        print(f"d. email.message_from_bytes alone, in memory: {parse_only:7.2f} s  = {parse_only / plain:.2f}x (a)")
+        print(f"c. crmkit poll --once, nothing new:            {quiet:7.2f} s")
+        print(f"d. email.message_from_bytes alone, in memory:  {parse_only:7.2f} s  = {parse_only / plain:.2f}x (a)")
         print(
             f"store: {done.count('activities')} activities, {done.count('cases')} cases, "
-            f"{done.count('contacts')} contacts; peak RSS "
-            f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+            f"{done.count('contacts')} contacts; peak RSS of a poll "
+            f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MB"
         )
-        ok = done.count("activities") - before == args.messages
-        print("overall: " + ("PASS" if ok and ours <= target else "FAIL") + f" ({report})"[:200])
-        return 0 if ok else 1
-
+        print("overall: " + ("PASS" if ours <= target else "FAIL") + f" ({report})"[:200])
+        return 0
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -110,10 +110,6 @@ class MailArchive:
         else:
             self._unsynced = True
 
-    def written_elsewhere(self) -> None:
-        """Another process (the poller's preparer) kept files here: the next :meth:`sync` must flush."""
-        self._unsynced = True
-
     def sync(self) -> None:
         """Make every file written since the last call durable (before records point at them)."""
         if self._unsynced:

@@ -301,9 +301,7 @@ class Batch:
     def outcomes(self) -> list[Outcome]:
         if self._sent:
             outcomes = self._preparer._receive()
-            if outcomes is not None:
-                # the worker's files are written, not yet durable: the next archive.sync() flushes them
-                self._preparer.archive.written_elsewhere()
+            if outcomes is not None:  # the worker made its files durable before it answered
                 return outcomes
         return prepare_all(self._preparer.archive, self._raws)
 

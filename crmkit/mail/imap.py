@@ -88,7 +88,9 @@ OnProgress = Callable[[int, int], None]
 
 #: Messages filed per store transaction. Each commit rewrites the store file, so one per
 #: message makes a backlog crawl; a kill re-reads at most this many uncommitted messages.
-COMMIT_EVERY = 100
+COMMIT_EVERY = 200
+#: Messages fetched per FETCH: one round trip each, and at most this many held in memory.
+BATCH = 200
 
 
 class ImapConnectionError(CrmkitError):
@@ -492,7 +494,7 @@ def poll_once(
     archive: MailArchive,
     after: str = "seen",
     move_to: str | None = None,
-    batch: int = 100,
+    batch: int = BATCH,
     commit_every: int = COMMIT_EVERY,
     ssl_context: ssl.SSLContext | None = None,
     on_filed: OnFiled | None = None,
@@ -577,7 +579,7 @@ def poll_idle(
     archive: MailArchive,
     after: str = "seen",
     move_to: str | None = None,
-    batch: int = 100,
+    batch: int = BATCH,
     commit_every: int = COMMIT_EVERY,
     ssl_context: ssl.SSLContext | None = None,
     on_filed: OnFiled | None = None,

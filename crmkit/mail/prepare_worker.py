@@ -3,7 +3,9 @@
 Run as ``python -m crmkit.mail.prepare_worker``; :class:`PreparerProcess` starts
 it and talks to it over its stdin and stdout in frames (an 8-byte length, then a
 pickle): first the archive, then lists of raw messages, each answered by the list
-of what :func:`crmkit.mail.filing.prepare_all` made of them, in order.
+of what :func:`crmkit.mail.filing.prepare_all` made of them, in order, once the
+files it kept are durable (so the poller commits records pointing at them without
+a flush of its own).
 
 It is a plain child process rather than multiprocessing's: spawn re-imports the
 caller's main script (a script without a ``__main__`` guard would run again), and
@@ -166,6 +168,7 @@ def _serve(archive: Any, requests: IO[bytes], answers: IO[bytes]) -> None:
                 outcomes.append(outcome)
             else:
                 outcomes.append(_portable(outcome))
+        archive.sync()  # durable before the poller commits records that point at them
         _write_frame(answers, pickle.dumps(outcomes, protocol=pickle.HIGHEST_PROTOCOL))
 
 

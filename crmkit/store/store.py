@@ -21,7 +21,7 @@ import difflib
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -81,6 +81,21 @@ def _copy(doc: Doc) -> Doc:
         if isinstance(value, (dict, list)):
             copied[key] = _deep(value)
     return copied
+
+
+class _Joined(AbstractContextManager["Store"]):
+    """An open transaction, joined: nothing to set up or commit here."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __enter__(self) -> Store:
+        return self.store
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 class Store:
@@ -145,9 +160,18 @@ class Store:
 
     # -- transactions and raw access ------------------------------------
 
+    def transaction(self) -> AbstractContextManager[Store]:
+        """Group changes: one lock and one commit for all of them; nothing is kept if the block raises.
+
+        Inside an open transaction this joins it, at the cost of a plain object: the poller
+        opens one per message and per store call within its batch's, thousands a second.
+        """
+        if self.backend.in_transaction:
+            return _Joined(self)
+        return self._transaction()
+
     @contextmanager
-    def transaction(self) -> Iterator[Store]:
-        """Group changes: one lock and one commit for all of them; nothing is kept if the block raises."""
+    def _transaction(self) -> Iterator[Store]:
         with self.backend.transaction():
             yield self
 
