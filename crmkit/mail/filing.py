@@ -29,13 +29,20 @@ from crmkit.store import Store
 
 __all__ = [
     "ACTOR",
+    "PARALLEL_FROM",
+    "Batch",
+    "Outcome",
     "PollReport",
     "Prepared",
     "Preparer",
+    "archive_error",
     "file_or_quarantine",
     "file_prepared",
     "file_raw",
     "prepare",
+    "prepare_all",
+    "quarantine",
+    "reason",
     "synthetic_message_id",
 ]
 

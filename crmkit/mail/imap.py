@@ -35,6 +35,8 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +48,7 @@ from crmkit.errors import ConfigError, CrmkitError, NotFoundError, StoreError, S
 from crmkit.mail.archive import MailArchive
 from crmkit.mail.filing import (
     PARALLEL_FROM,
+    Batch,
     Outcome,
     PollReport,
     Preparer,
@@ -340,35 +343,45 @@ class _Poller:
     def _file_uids(
         self, client: Any, uids: list[int], progress: _Progress, report: PollReport, preparer: Preparer
     ) -> None:
-        """Fetch batch k+1 and hand it to the preparer before filing batch k, so the two overlap."""
-        chunks: list[list[int] | None] = [uids[i : i + self.batch] for i in range(0, len(uids), self.batch)]
-        waiting = None
+        """File ``uids`` a FETCH at a time, fetching the next batch while this one is filed.
+
+        A thread fetches batch k+1 and hands it to the preparer while this thread files batch
+        k, so the network, the parsing and the store overlap. The connection is never used by
+        both at once: the mailbox action on batch k waits until that fetch is done.
+        """
+        chunks = [uids[i : i + self.batch] for i in range(0, len(uids), self.batch)]
+
+        def fetch(chunk: list[int]) -> tuple[list[tuple[int, bytes]], Batch]:
+            answer = client.fetch(chunk, ["BODY.PEEK[]"])  # PEEK: reading does not set \Seen
+            messages = self._bodies(client, chunk, answer)
+            return messages, preparer.submit([raw for _, raw in messages])
+
         filed = 0
-        for chunk in [*chunks, None]:
-            fetched = None
-            if chunk is not None and not self.stop.is_set():
-                answer = client.fetch(chunk, ["BODY.PEEK[]"])  # PEEK: reading does not set \Seen
-                messages = self._bodies(client, chunk, answer)
-                fetched = (messages, preparer.submit([raw for _, raw in messages]))
-            if waiting is not None:
-                messages, batch = waiting
-                outcomes = batch.outcomes()
-                filed = self._file_batch(client, messages, outcomes, progress, report, filed, len(uids))
-            waiting = fetched
-            if self.stop.is_set():
-                return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="crmkit-fetch") as fetcher:
+            pending: Future[tuple[list[tuple[int, bytes]], Batch]] | None = fetcher.submit(fetch, chunks[0])
+            for number in range(len(chunks)):
+                assert pending is not None
+                messages, batch = pending.result()
+                pending = None
+                if number + 1 < len(chunks) and not self.stop.is_set():
+                    pending = fetcher.submit(fetch, chunks[number + 1])
+                done, filed = self._file_batch(messages, batch.outcomes(), progress, report, filed, len(uids))
+                if pending is not None:
+                    futures.wait([pending])  # the connection is free again (its errors come at .result())
+                self._act(client, done, progress, report)
+                if self.stop.is_set():
+                    return
 
     def _file_batch(
         self,
-        client: Any,
         messages: list[tuple[int, bytes]],
         outcomes: list[Outcome],
         progress: _Progress,
         report: PollReport,
         filed: int,
         total: int,
-    ) -> int:
-        """File one FETCH's messages, ``commit_every`` per transaction, then act on them in the mailbox."""
+    ) -> tuple[list[int], int]:
+        """File one FETCH's messages, ``commit_every`` per transaction: (their UIDs filed, filed so far)."""
         done: list[int] = []
         for first in range(0, len(messages), self.commit_every):
             if self.stop.is_set():
@@ -379,8 +392,7 @@ class _Poller:
             filed += len(group)
             if self.on_progress is not None:
                 self.on_progress(filed, total)
-        self._act(client, done, progress, report)
-        return filed
+        return done, filed
 
     def _file_group(
         self, group: list[tuple[int, bytes]], outcomes: list[Outcome], progress: _Progress, report: PollReport
