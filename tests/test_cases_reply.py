@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import email
 import json
 import os
 import sys
@@ -397,8 +396,8 @@ def test_cli_reply_with_a_message_and_an_attachment_prints_json_for_scripts(fold
     )
     # kept beside the store as the poller keeps mail: the message as sent, and its file
     store_folder = folder.store().path.parent
-    kept = (store_folder / logged["raw_message"]).read_bytes()
-    assert email.message_from_bytes(kept)["Message-ID"] == data["message_id"]
+    kept = folder.cli("activities", "eml", logged["id"]).stdout_bytes
+    assert kept == sent.data  # byte for byte what the server was given
     [attachment] = logged["attachments"]
     assert attachment["name"] == "steps.txt"
     assert (store_folder / attachment["path"]).read_bytes() == sent.message.get_payload()[1].get_payload(decode=True)

@@ -269,28 +269,62 @@ def test_the_mail_archive_is_private(tmp_path: Path) -> None:
     from crmkit.mail.archive import MailArchive
 
     archive = MailArchive(tmp_path / "crm.json")
-    path = tmp_path / archive.keep_raw(b"From: a@b.c\r\n\r\nsecret")
+    reference = archive.keep_raw(b"From: a@b.c\r\n\r\nsecret")
     archive.sync()
-    assert path.read_bytes().endswith(b"secret")
-    assert path.stat().st_mode & 0o077 == 0 and archive.root.stat().st_mode & 0o077 == 0
+    assert archive.read(reference) == b"From: a@b.c\r\n\r\nsecret"
+    pack = tmp_path / reference.partition("#")[0]
+    assert pack.stat().st_mode & 0o077 == 0 and archive.root.stat().st_mode & 0o077 == 0
+    assert pack.parent.stat().st_mode & 0o077 == 0
 
 
-def test_a_kept_file_cut_short_is_written_again_whole(tmp_path: Path) -> None:
-    """A power loss before the archive's sync can leave an empty or short .eml under its real name."""
+def test_packed_messages_read_back_byte_for_byte_and_a_cut_tail_harms_no_other(tmp_path: Path) -> None:
+    """A kill mid-append leaves a torn last entry; no record points at it, and the pack is never appended to again."""
+    import pickle
+
+    from crmkit.errors import CrmkitError
+    from crmkit.mail.archive import MailArchive
+
+    raws = [b"From: a@b.c\r\nSubject: %d\r\n\r\n" % n + bytes(range(256)) * n for n in range(5)]
+    archive = MailArchive(tmp_path / "crm.json")
+    references = [archive.keep_raw(raw) for raw in raws]
+    assert archive.keep_raw(raws[2]) == references[2]  # the same message again in one run: kept once
+    archive.sync()
+    assert [archive.read(r) for r in references] == raws
+    pack = tmp_path / references[0].partition("#")[0]
+    assert len({r.partition("#")[0] for r in references}) == 1
+    whole = pack.read_bytes()
+    pack.write_bytes(whole[:-40])  # the last entry cut short, as a kill leaves it
+    assert [archive.read(r) for r in references[:4]] == raws[:4]
+    with pytest.raises(CrmkitError, match="damaged"):
+        archive.read(references[4])
+
+    # another process (the poller's worker, or the next run) keeps in a pack of its own
+    worker = pickle.loads(pickle.dumps(archive))
+    again = worker.keep_raw(raws[4])
+    worker.sync()
+    assert again.partition("#")[0] != references[4].partition("#")[0] and archive.read(again) == raws[4]
+
+    # what older releases kept, one .eml each, still reads; a reference out of the archive does not
+    old = archive.root / "eml" / "ab" / "abc.eml"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(raws[1])
+    assert archive.read("crm-mail/eml/ab/abc.eml") == raws[1]
+    with pytest.raises(CrmkitError, match="not in the mail archive"):
+        archive.read("crm.json")
+
+
+def test_a_kept_attachment_cut_short_is_written_again_whole(tmp_path: Path) -> None:
+    """A power loss before the archive's sync can leave an empty or short file under its real name."""
     from crmkit.mail.archive import MailArchive
     from crmkit.mail.message import Attachment
 
     raw = b"From: a@b.c\r\nSubject: kept\r\n\r\nthe whole message"
     archive = MailArchive(tmp_path / "crm.json")
-    path = tmp_path / archive.keep_raw(raw)
     attachment = Attachment("scan.pdf", "application/pdf", 9, b"%PDF-data")
     [kept] = archive.keep_attachments(raw, [attachment])
-    path.write_bytes(b"")  # what a power loss right after the create leaves
-    (tmp_path / kept["path"]).write_bytes(b"%PDF")
+    (tmp_path / kept["path"]).write_bytes(b"%PDF")  # what a power loss right after the create leaves
 
     again = MailArchive(tmp_path / "crm.json")
-    assert tmp_path / again.keep_raw(raw) == path
     again.keep_attachments(raw, [attachment])
-    assert path.read_bytes() == raw
     assert (tmp_path / kept["path"]).read_bytes() == b"%PDF-data"
-    assert path.stat().st_mode & 0o077 == 0
+    assert (tmp_path / kept["path"]).stat().st_mode & 0o077 == 0

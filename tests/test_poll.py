@@ -104,6 +104,7 @@ class Inbox:
         smtp_keys: dict[str, Any] | None = None,
     ) -> None:
         self.dovecot = dovecot
+        self.appended: list[bytes] = []  # every message APPENDed, in order
         self.user = f"user{next(_users)}"
         dovecot.add_user(self.user, PASSWORD)
         folder.mkdir(parents=True)
@@ -144,6 +145,7 @@ class Inbox:
                 client.create_folder(folder)
             uids = []
             for raw in raws:
+                self.appended.append(raw)
                 answer = client.append(folder, raw)
                 uids.append(int(answer.split(b"]")[0].split()[-1]))  # [APPENDUID validity uid]
             return uids
@@ -247,9 +249,29 @@ def test_a_new_conversation_opens_a_case_and_logs_an_activity_on_a_new_contact(i
     [activity] = view["related"]["activities"]
     assert activity["kind"] == "email_in" and activity["case"] == case["id"]
     assert activity["sender"] == "ana@acme.example" and activity["body"] == "URGENT: smoke everywhere"
-    raw = inbox.store_path.parent / activity["raw_message"]
-    assert raw.read_bytes().startswith(b"From: Ana Nguyen") and raw.is_relative_to(inbox.archive.root)
+    # kept as received, and given back byte for byte as an .eml
+    eml = inbox.cli("activities", "eml", activity["id"]).stdout_bytes
+    assert eml.startswith(b"From: Ana Nguyen") and eml == inbox.appended[0]
+    assert activity["raw_message"].startswith("crm-mail/packs/")
     assert inbox.poll()["messages"] == 0  # nothing new: nothing filed twice
+
+
+def test_every_logged_message_comes_back_out_as_an_eml(inbox: Inbox, tmp_path: Path) -> None:
+    inbox.append(*[mail(f"p{n}@eml.example", f"Question {n}") for n in range(3)])
+    inbox.poll()
+    ids = [a["id"] for a in inbox.activities()]
+    out = tmp_path / "out"
+    assert inbox.cli("activities", "eml", *ids[:2], "--out", str(out)).stdout.strip() == f"2 messages written to {out}"
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{i}.eml" for i in ids[:2])
+    inbox.cli("activities", "eml", "--all", "--out", str(out))
+    assert {(out / f"{i}.eml").read_bytes() for i in ids} == set(inbox.appended)
+    one = tmp_path / "one.eml"
+    inbox.cli("activities", "eml", ids[0], "--out", str(one))
+    assert one.read_bytes() == (out / f"{ids[0]}.eml").read_bytes()
+    note = inbox.json("activities", "add", "kind=note", "subject=Called back", "contact=C-1")
+    error = inbox.cli("activities", "eml", note["id"], code=1).stderr
+    assert error.strip() == f"Error: {note['id']} kept no message (a note, a call, or mail logged by hand)"
+    assert "give activity ids, or --all" in inbox.cli("activities", "eml", code=2).stderr
 
 
 def test_replies_thread_by_headers_and_by_case_token_only_for_people_on_the_case(inbox: Inbox) -> None:
@@ -662,7 +684,9 @@ def test_a_backlog_is_prepared_in_a_second_process_and_each_message_filed_once(
         assert kept["name"] == f"{activity['subject'].replace(' ', '-')}.pdf"
         kept_bytes = (inbox.store_path.parent / kept["path"]).read_bytes()
         assert kept_bytes == f"%PDF-1.4 {activity['subject']}".encode()
-        assert (inbox.store_path.parent / activity["raw_message"]).is_file()
+        eml = inbox.cli("activities", "eml", activity["id"]).stdout_bytes  # kept by the worker too
+        [appended] = [raw for raw in raws if f"Subject: {activity['subject']}\n".encode() in raw]
+        assert eml.replace(b"\r\n", b"\n") == appended.replace(b"\r\n", b"\n")
     assert inbox.progress()["last_uid"] == uids[-1]
     assert inbox.poll()["messages"] == 0
 

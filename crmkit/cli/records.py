@@ -458,6 +458,10 @@ def register(main: click.Group, name: str | None = None) -> None:
             from crmkit.cli.cases import cases_extras
 
             cases_extras(group)
+        elif rt.table == "activities":
+            from crmkit.cli.eml import activities_extras
+
+            activities_extras(group)
         elif rt.table in ("deals", "quotes", "invoices"):
             from crmkit.cli.invoices import deals_extras, invoices_extras, quotes_extras
 
