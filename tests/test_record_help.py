@@ -32,8 +32,7 @@ STEPS: dict[str, list[str | tuple[str, ...]]] = {
     "cases": ["add", "show", "update", "list", "archive", "restore"],
     "activities": ["add", "show", "update", "list", "archive", "restore"],
 }  # fmt: skip
-#: Commands whose help lives with other work (cases reply, invoices render): their own tests cover them.
-# commands whose examples need a mail server or mail already filed: their own tests run them
+#: Commands whose examples need mail (a server, or mail already filed): their own tests run them.
 ELSEWHERE = {("cases", "reply"), ("invoices", "render"), ("activities", "eml")}
 
 
