@@ -79,18 +79,18 @@ class App:
         secret = store_password(self.config)
         return secret.reveal() if secret is not None else None
 
-    def store(self, *, must_exist: bool = False) -> Store:
+    def store(self, *, must_exist: bool = False, create: bool = False) -> Store:
         """The store; ``must_exist`` for commands that only read (a typo must not look like an empty CRM).
 
         A command that writes creates the store only where ``--store`` or ``CRMKIT_STORE``
-        names it (and ``crmkit store create``, whose job it is); anywhere else a missing
-        store is refused as a read refuses it, so a command run in the wrong folder does
-        not quietly start a second CRM.
+        names it, or with ``create`` (``crmkit store create``, whose job it is); anywhere
+        else a missing store is refused as a read refuses it, so a command run in the wrong
+        folder does not quietly start a second CRM.
         """
         if self._store is None:
             location = self.store_location
             named_by = store_named_by(self.store_option, self.config)
-            may_create = not must_exist and (named_by in _NAMES_A_STORE or _creating_store())
+            may_create = not must_exist and (named_by in _NAMES_A_STORE or create)
             if not may_create and isinstance(location, Path) and not location.exists():
                 raise CrmkitError(_no_store(location, named_by))
             store = self.open_store(location)
@@ -106,17 +106,6 @@ class App:
 
 #: What names a store explicitly enough for a command that writes to create it.
 _NAMES_A_STORE = ("--store", "CRMKIT_STORE")
-
-
-def _creating_store() -> bool:
-    """Whether the command running is ``crmkit store create``."""
-    ctx = click.get_current_context(silent=True)
-    parent = ctx.parent if ctx is not None else None
-    return (
-        ctx is not None
-        and parent is not None
-        and (parent.command.name, ctx.command.name) == ("store", "create")
-    )
 
 
 def _no_store(location: Path, named_by: str | None) -> str:

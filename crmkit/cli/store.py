@@ -65,7 +65,7 @@ def create(app: App) -> None:
     Example:
         crmkit --store postgresql://crm@db.example.com/crm store create
     """
-    store = app.store()
+    store = app.store(create=True)
     existed = store.exists_on_disk()
     store.create()
     click.echo(f"{store.location} {'already existed; kept it' if existed else 'created'}")
