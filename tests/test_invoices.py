@@ -25,7 +25,7 @@ from crmkit.invoices.billing import (
     reminder_audience,
     run_recurring,
 )
-from crmkit.mail.imap import tls_context
+from crmkit.mail.connection import tls_context
 from crmkit.mail.merge import MergeReport, plan_campaign, send_campaign
 from crmkit.mail.smtp import SMTPSender
 from crmkit.mail.template import MergeTemplate

@@ -27,10 +27,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from imapclient import IMAPClient
 
 from crmkit.cli import main
 from crmkit.config import MailServer, Secret
-from crmkit.mail import filing, imap
+from crmkit.mail import filing
 from crmkit.mail.archive import MailArchive
 from crmkit.mail.imap import PollReport, mailbox_key, poll_idle, poll_once, synthetic_message_id
 from crmkit.mail.inbox import InboxRules
@@ -791,8 +792,8 @@ def test_the_mailbox_is_left_as_configured(
     make_inbox: Callable[..., Inbox], after: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if after == "move without MOVE":  # an older server: COPY, \Deleted, UID EXPUNGE
-        real = imap.IMAPClient.has_capability
-        monkeypatch.setattr(imap.IMAPClient, "has_capability", lambda self, c: c != "MOVE" and real(self, c))
+        real = IMAPClient.has_capability
+        monkeypatch.setattr(IMAPClient, "has_capability", lambda self, c: c != "MOVE" and real(self, c))
     action = after.split()[0]
     inbox = make_inbox(after=action, move_to="Filed" if action == "move" else None)
     inbox.append(mail("a@x.example", "one"), mail("b@x.example", "two"))

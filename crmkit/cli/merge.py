@@ -15,7 +15,7 @@ from crmkit.cli.output import counted, emit_json, json_option, print_table
 from crmkit.config import resolve_password
 from crmkit.errors import CrmkitError
 from crmkit.mail.audience import AUDIENCES
-from crmkit.mail.imap import tls_context
+from crmkit.mail.connection import tls_context
 from crmkit.mail.journal import STATUSES, campaign_summaries, sends_of
 from crmkit.mail.merge import (
     PLACEHOLDER_SENDER,

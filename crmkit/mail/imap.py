@@ -29,7 +29,6 @@ import contextlib
 import dataclasses
 import imaplib
 import logging
-import re
 import signal
 import ssl
 import threading
@@ -40,12 +39,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from imapclient import IMAPClient
-from imapclient.exceptions import CapabilityError, LoginError
-
-from crmkit.config import MailServer, Secret, scrub
+from crmkit.config import MailServer, Secret
 from crmkit.errors import ConfigError, CrmkitError, NotFoundError, StoreError, StoreLockedError
 from crmkit.mail.archive import MailArchive
+from crmkit.mail.connection import (
+    ImapConnectionError,
+    close,
+    connect,
+    imap_errors,
+    mailbox_key,
+    same_folder,
+    server_name,
+    tls_context,
+)
 from crmkit.mail.filing import (
     PARALLEL_FROM,
     Batch,
@@ -74,6 +80,7 @@ __all__ = [
     "poll_once",
     "replay_quarantined",
     "synthetic_message_id",
+    "tls_context",
 ]
 
 log = logging.getLogger(__name__)
@@ -94,122 +101,6 @@ OnProgress = Callable[[int, int], None]
 COMMIT_EVERY = 200
 #: Messages fetched per FETCH: one round trip each, and at most this many held in memory.
 BATCH = 200
-
-
-class ImapConnectionError(CrmkitError):
-    """The server could not be reached or the connection broke: worth trying again later."""
-
-
-# -- the connection -----------------------------------------------------------------------------
-
-
-def mailbox_key(server: MailServer) -> str:
-    """How progress is named in the store: ``user@host:port/folder``."""
-    return f"{server.user}@{server.host}:{server.port}/{server.folder}"
-
-
-def _where(server: MailServer) -> str:
-    return f"IMAP {server.user}@{server.host}:{server.port}"
-
-
-def tls_context(server: MailServer) -> ssl.SSLContext:
-    """Certificates verified against the system CAs, or against ``cafile`` for a private CA."""
-    if server.cafile is None:
-        return ssl.create_default_context()
-    try:
-        return ssl.create_default_context(cafile=str(server.cafile))
-    except (OSError, ssl.SSLError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise ConfigError(
-            f"[{server.protocol}] cafile {server.cafile}: cannot be read as a CA certificate ({reason})"
-        ) from None
-
-
-def _one_line(text: str, password: Secret | None) -> str:
-    text = scrub(text, password)  # a server echoing it back must not leak it
-    text = re.sub(r"""^b(['"])(.*)\1$""", r"\2", text.strip())  # imaplib shows answers as b'...'
-    return " ".join(text.split())
-
-
-@contextlib.contextmanager
-def _imap_errors(where: str, password: Secret | None) -> Iterator[None]:
-    """Turn what the network, TLS and the server raise into one-line crmkit errors."""
-    try:
-        yield
-    except CrmkitError:
-        raise
-    except ssl.SSLCertVerificationError as exc:
-        raise CrmkitError(
-            f"{where}: the server's TLS certificate could not be verified ({exc.verify_message}); "
-            "for a server with a private CA set [imap] cafile"
-        ) from None
-    except LoginError as exc:
-        # The answer to LOGIN may quote what was sent: only its RFC 5530 code is shown.
-        code = re.search(r"\[([A-Z-]+)\]", str(exc))
-        detail = f"[{code.group(1)}]" if code else "the server gave no reason"
-        if code and code.group(1) == "UNAVAILABLE":  # the server cannot check passwords just now
-            raise ImapConnectionError(f"{where}: login not possible now ({detail})") from None
-        raise CrmkitError(
-            f"{where}: login refused ({detail}); check [imap] user and CRMKIT_IMAP_PASSWORD "
-            "or [imap] password_command"
-        ) from None
-    except CapabilityError as exc:
-        raise CrmkitError(f"{where}: {_one_line(str(exc), password)}") from None
-    except imaplib.IMAP4.abort as exc:
-        raise ImapConnectionError(f"{where}: connection lost ({_one_line(str(exc), password)})") from None
-    except imaplib.IMAP4.error as exc:
-        raise CrmkitError(f"{where}: the server refused: {_one_line(str(exc), password)}") from None
-    except (TimeoutError, OSError) as exc:  # refused, unreachable, reset, TLS failures
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
-        raise ImapConnectionError(
-            f"{where}: cannot reach the server ({_one_line(reason, password)})"
-        ) from None
-
-
-def connect(server: MailServer, password: Secret, *, ssl_context: ssl.SSLContext | None = None) -> Any:
-    """A logged-in :class:`IMAPClient`: implicit TLS ("ssl"), STARTTLS, or plain only when configured."""
-    if not server.user:
-        raise ConfigError('[imap] needs a user, e.g. user = "support@example.com"')
-    where = _where(server)
-    context = ssl_context or tls_context(server)
-    with _imap_errors(where, password):
-        if server.security == "ssl":
-            client = IMAPClient(
-                server.host, port=server.port, ssl=True, ssl_context=context, timeout=server.timeout
-            )
-        else:
-            client = IMAPClient(server.host, port=server.port, ssl=False, timeout=server.timeout)
-    try:
-        with _imap_errors(where, password):
-            if server.security == "starttls":
-                if not client.has_capability("STARTTLS"):
-                    raise CrmkitError(f'{where}: the server does not offer STARTTLS; try security = "ssl"')
-                client.starttls(context)
-            try:
-                client.login(server.user, password.reveal())
-            except UnicodeEncodeError:
-                # IMAP LOGIN sends ASCII only; the error would quote the character and its place
-                raise CrmkitError(
-                    f"{where}: the password has characters other than ASCII, which IMAP LOGIN "
-                    "cannot send; use an ASCII password for this mailbox"
-                ) from None
-    except BaseException:
-        _close(client)
-        raise
-    return client
-
-
-def _same_folder(a: str, b: str) -> bool:
-    return a == b or a.upper() == b.upper() == "INBOX"  # INBOX is case-insensitive (RFC 3501)
-
-
-def _close(client: Any) -> None:
-    """Log out politely if the connection still works; never raise (we are leaving anyway)."""
-    try:
-        client.logout()
-    except Exception:
-        with contextlib.suppress(Exception):
-            client.shutdown()
 
 
 # -- polling ------------------------------------------------------------------------------------
@@ -249,7 +140,7 @@ class _Poller:
             raise ConfigError('[imap] after = "move" needs move_to, the folder to move filed mail to')
         if batch < 1 or commit_every < 1:
             raise ValueError("batch and commit_every must be at least 1")
-        if after == "move" and move_to is not None and _same_folder(move_to, server.folder):
+        if after == "move" and move_to is not None and same_folder(move_to, server.folder):
             # every move would make a new message in the folder polled: a loop, not a filing
             raise ConfigError(f"move_to must be another folder than the one polled ({move_to})")
         self.store = store
@@ -279,7 +170,8 @@ class _Poller:
             folders = ", ".join(sorted(str(f[2]) for f in client.list_folders()))
             key = "sent_folder" if self.rules.outgoing else "folder"
             raise CrmkitError(
-                f"{_where(self.server)}: folder {folder!r} not found (there: {folders}); set [imap] {key}"
+                f"{server_name(self.server)}: folder {folder!r} not found (there: {folders}); "
+                f"set [imap] {key}"
             ) from None
         uidvalidity = int(info[b"UIDVALIDITY"])
         saved = self.store.state(STATE, self.key) or {}
@@ -315,7 +207,9 @@ class _Poller:
                 if again is not None:
                     fetched.setdefault(uid, {})[_BODY] = again
                 else:
-                    log.warning("%s: the server did not return UID %s; passed over", _where(self.server), uid)
+                    log.warning(
+                        "%s: the server did not return UID %s; passed over", server_name(self.server), uid
+                    )
         return [(uid, fetched[uid][_BODY]) for uid in chunk if fetched.get(uid, {}).get(_BODY) is not None]
 
     def _catch_up(self, client: Any, progress: _Progress, report: PollReport) -> None:
@@ -543,13 +437,13 @@ def poll_once(
     sent = _sent_poller(poller, sent_folder)
     client = connect(server, password, ssl_context=ssl_context)
     try:
-        with _imap_errors(_where(server), password):
+        with imap_errors(server_name(server), password):
             progress = poller.open(client, report)
             poller.round(client, progress, report)
             if sent is not None:
                 _read_sent(sent, client, report)
     finally:
-        _close(client)
+        close(client)
     return report
 
 
@@ -652,7 +546,7 @@ def poll_idle(
                 delay = min(delay * 2, backoff[1])
                 continue
             try:
-                with _imap_errors(_where(server), password):
+                with imap_errors(server_name(server), password):
                     progress = poller.open(client, total)
                     connected_once = True
                     delay = backoff[0]  # connected and selected: a later failure starts the back-off over
@@ -665,7 +559,7 @@ def poll_idle(
                 stop.wait(delay)
                 delay = min(delay * 2, backoff[1])
             finally:
-                _close(client)
+                close(client)
     return total
 
 

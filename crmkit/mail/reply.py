@@ -537,7 +537,7 @@ def reply_to_case(
     if sender is not None:
         send_reply(sender, reply, password)
     else:
-        from crmkit.mail.imap import tls_context
+        from crmkit.mail.connection import tls_context
 
         with SMTPSender(smtp_settings, password, ssl_context=tls_context(smtp_settings)) as opened:
             send_reply(opened, reply, password)

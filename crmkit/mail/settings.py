@@ -21,7 +21,7 @@ from typing import Any
 from crmkit.config import Config, Mailbox, MailServer, resolve_password
 from crmkit.errors import ConfigError, CrmkitError
 from crmkit.mail.ack import acknowledgement, record_sent
-from crmkit.mail.imap import tls_context
+from crmkit.mail.connection import tls_context
 from crmkit.mail.inbox import Filed, InboxRules
 from crmkit.mail.message import ParsedMessage
 from crmkit.mail.smtp import SMTPSender
