@@ -4,6 +4,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# pytest-xdist workers for `make test`: "auto" is one per CPU; 0 runs the tests in pytest's own
+# process (for --pdb or -s). pyproject's addopts give --dist loadfile: a test file's tests stay
+# on one worker, so a module-scoped server (Dovecot, the Sheets stand-in) starts once per file.
+TEST_WORKERS ?= auto
 
 .PHONY: demo test lint bench clean
 
@@ -21,8 +25,12 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check crmkit
 	$(BIN)/mypy
 
+# scripts/install-test-packages: as root, installs the Debian packages the tests need (LibreOffice,
+# poppler-utils, Dovecot, PostgreSQL); otherwise names what is missing and the command that
+# installs it, and the tests that need it skip.
 test: lint
-	$(BIN)/pytest
+	scripts/install-test-packages
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
