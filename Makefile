@@ -4,9 +4,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# pytest-xdist workers for `make test`: "auto" is one per CPU; 0 runs the tests in pytest's own
-# process (for --pdb or -s). pyproject's addopts give --dist loadfile: a test file's tests stay
-# on one worker, so a module-scoped server (Dovecot, the Sheets stand-in) starts once per file.
+# pytest-xdist workers for `make test`: "auto" is two per CPU, eight at most (tests/conftest.py
+# says why); 0 runs the tests in pytest's own process (for --pdb or -s). pyproject's addopts give
+# --dist loadfile: a test file's tests stay on one worker, so a module-scoped server (Dovecot, the
+# Sheets stand-in) starts once per file.
 TEST_WORKERS ?= auto
 
 .PHONY: demo test lint bench clean
