@@ -260,9 +260,11 @@ def test_deeply_nested_forwards_do_not_recurse_forever() -> None:
 def test_huge_body_is_capped() -> None:
     body = "Delivery to the following recipient failed permanently:\n\n    big@example.com\n\n" + "x" * 20_000_000
     msg = parse(f"From: MAILER-DAEMON@mx.example.org\nSubject: Delivery Status Notification (Failure)\n\n{body}")
-    started = time.perf_counter()
+    # the CPU time this thread spent, not the wall clock: other tests running beside this one
+    # (pytest-xdist workers) slow the wall clock, not the work classify does
+    started = time.thread_time()
     report = classify(msg)
-    assert time.perf_counter() - started < 5
+    assert time.thread_time() - started < 5
     assert report is not None and addresses_to_mark(report) == ("big@example.com",)
     assert MAX_SCAN_CHARS < 1_000_000
 
