@@ -264,7 +264,7 @@ def test_huge_body_is_capped() -> None:
     # (pytest-xdist workers) slow the wall clock, not the work classify does
     started = time.thread_time()
     report = classify(msg)
-    assert time.thread_time() - started < 5
+    assert time.thread_time() - started < 0.5  # linear in what it reads (5.7 s before the bounded address pattern)
     assert report is not None and addresses_to_mark(report) == ("big@example.com",)
     assert MAX_SCAN_CHARS < 1_000_000
 

@@ -50,7 +50,13 @@ def _rx(pattern: str, flags: int = 0) -> re.Pattern[str]:
     return re.compile(pattern, re.I | re.M | flags)
 
 
-_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\\-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+# Bounded as RFC 5321 bounds them (64 for the local part, 63 a label): a long run of letters
+# with no "@" (a body of 20 MB of "x") then costs linear time, not quadratic, and an
+# overlong local part is no address at all (the lookbehind stops a match inside one).
+_LOCAL_CHARS = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~.\\-"
+_ADDRESS = re.compile(
+    rf"(?<![{_LOCAL_CHARS}])[{_LOCAL_CHARS}]{{1,64}}@[A-Za-z0-9-]{{1,63}}(?:\.[A-Za-z0-9-]{{1,63}})*\.[A-Za-z]{{2,63}}"
+)
 _ANGLE = r"<?(?P<address>[^\s<>()\"',;:]+@[^\s<>()\"',;:]+?)>?"
 _ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")
 _SMTP_CODE = re.compile(r"(?:^|[\s(\[#:])([45])\d\d(?=[\s-])")
