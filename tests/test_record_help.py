@@ -110,3 +110,58 @@ def test_force_is_offered_only_where_an_email_or_phone_can_clash(table: str) -> 
 def test_lines_are_offered_for_quotes_and_invoices(table: str) -> None:
     assert "--line DESC|QTY|PRICE[|TAX%]" in help_of(table, "add")
     assert "--line" not in help_of("deals", "add")
+
+
+def _every_command() -> list[tuple[str, ...]]:
+    """Every command and group of the CLI, as the words that name it."""
+    import click
+
+    ctx = click.Context(main)
+    found: list[tuple[str, ...]] = []
+
+    def walk(command: click.Command, path: tuple[str, ...]) -> None:
+        found.append(path)
+        if isinstance(command, click.Group):
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                assert sub is not None
+                walk(sub, (*path, name))
+
+    walk(main, ())
+    return found[1:]  # crmkit itself has its own overview
+
+
+def _examples(help_text: str) -> list[str]:
+    block = help_text.split("Example:\n", 1)[1] if "Example:\n" in help_text else ""
+    lines = []
+    for line in block.splitlines():
+        if not line.startswith("    "):
+            break
+        lines.append(line.strip())
+    return lines
+
+
+@pytest.mark.parametrize("words", _every_command(), ids=" ".join)
+def test_every_command_and_group_shows_a_real_example(words: tuple[str, ...]) -> None:
+    text = invoke(*words, "--help").output
+    examples = _examples(text)
+    assert examples, f"crmkit {' '.join(words)} --help has no example"
+    assert all(e.startswith(f"crmkit {words[0]}") or e.startswith("crmkit --store") for e in examples), examples
+    placeholders = [e for e in examples if re.search(r"<[A-Za-z_ -]+>|FIELD=VALUE|\.\.\.|\bTODO\b", e)]
+    assert placeholders == []
+
+
+def test_the_report_examples_run_in_a_new_project(project: Path) -> None:
+    import json
+
+    ran = 0
+    for name in ("pipeline", "funnel", "forecast", "revenue", "cases"):
+        for line in _examples(invoke("report", name, "--help").output):
+            args = shlex.split(line)[1:]
+            result = invoke(*args)
+            assert result.exit_code == 0, (line, result.output)
+            if "--json" in args:
+                json.loads(result.output)
+            ran += 1
+    assert ran == 10
+    assert (project / "pipeline.xlsx").is_file() and (project / "forecast.xlsx").is_file()

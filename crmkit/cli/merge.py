@@ -288,14 +288,26 @@ def _print_report(report: MergeReport, *, as_json: bool, quiet: bool) -> None:
 
 @click.group()
 def campaigns() -> None:
-    """Mail-merge campaigns and their journals."""
+    """Mail-merge campaigns and their journals.
+
+    \b
+    Example:
+        crmkit campaigns list
+        crmkit campaigns show offer-2026-12 --status failed
+    """
 
 
 @campaigns.command("list")
 @json_option
 @pass_app
 def list_campaigns(app: App, as_json: bool) -> None:
-    """Every campaign, with how many recipients are sent, failed, uncertain or still queued."""
+    """Every campaign, with how many recipients are sent, failed, uncertain or still queued.
+
+    \b
+    Example:
+        crmkit campaigns list
+        crmkit campaigns list --json
+    """
     summaries = campaign_summaries(app.store(must_exist=True))
     if as_json:
         emit_json(summaries)
@@ -315,7 +327,13 @@ def list_campaigns(app: App, as_json: bool) -> None:
 @json_option
 @pass_app
 def show_campaign(app: App, name: str, status: str | None, as_json: bool) -> None:
-    """The journal of campaign NAME: each recipient's status, Message-ID and the server's answer."""
+    """The journal of campaign NAME: each recipient's status, Message-ID and the server's answer.
+
+    \b
+    Example:
+        crmkit campaigns show offer-2026-12
+        crmkit campaigns show offer-2026-12 --status uncertain --json
+    """
     store = app.store(must_exist=True)
     if not any(s["name"] == name for s in campaign_summaries(store)):
         raise CrmkitError(f"no campaign {name!r} (crmkit campaigns list shows them)")

@@ -16,6 +16,7 @@ from crmkit.records.schema import RecordType
 __all__ = [
     "counted",
     "emit_json",
+    "example",
     "format_value",
     "json_option",
     "print_lines",
@@ -137,3 +138,8 @@ def print_stage_history(history: Any) -> None:
         change = f"{entry['from']} → {stage}" if entry.get("from") else f"opened in {stage}"
         by = str(entry.get("by") or "").removeprefix("cli:")
         click.echo(f"  {when}  {change}" + (f"  ({by})" if by else ""))
+
+
+def example(*lines: str) -> str:
+    """An "Example:" block to end a command's help with (click keeps its lines as they are)."""
+    return "\n\n\b\nExample:\n" + "\n".join(f"    {line}" for line in lines)

@@ -16,6 +16,7 @@ from crmkit.cli import App, pass_app
 from crmkit.cli.output import (
     counted,
     emit_json,
+    example,
     format_value,
     json_option,
     print_lines,
@@ -109,10 +110,6 @@ def _force_option(rt: RecordType, text: str) -> Any:
     return click.option("--force", is_flag=True, help=text)
 
 
-def _example(*lines: str) -> str:
-    return "\n\n\b\nExample:\n" + "\n".join(f"    {line}" for line in lines)
-
-
 def _a(noun: str) -> str:
     return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
 
@@ -155,7 +152,11 @@ def _print_show(rt: RecordType, doc: dict[str, Any]) -> None:
 
 
 def _record_group(rt: RecordType) -> click.Group:
-    @click.group(name=rt.table, help=f"List, show, add and change {rt.table}.")
+    @click.group(
+        name=rt.table,
+        help=f"List, show, add and change {rt.table}."
+        + example(f"crmkit {rt.table} add {EXAMPLES[rt.table]['add']}", f"crmkit {rt.table} list --json"),
+    )
     def group() -> None:
         pass
 
@@ -177,7 +178,7 @@ def _record_group(rt: RecordType) -> click.Group:
             _print_list(rt, docs, archived=archived)
 
     examples = EXAMPLES[rt.table]
-    list_.help = f"List {rt.table}, filtered with --where." + _example(
+    list_.help = f"List {rt.table}, filtered with --where." + example(
         f"crmkit {rt.table} list {examples['list']}", f"crmkit {rt.table} list --archived --limit 20"
     )
 
@@ -195,7 +196,7 @@ def _record_group(rt: RecordType) -> click.Group:
             else:
                 _print_show(rt, doc)
 
-        show.help = f"Show one {rt.name} by id." + _example(f"crmkit {rt.table} show {rt.prefix}-1")
+        show.help = f"Show one {rt.name} by id." + example(f"crmkit {rt.table} show {rt.prefix}-1")
 
     @group.command("add")
     @click.argument("values", nargs=-1, metavar="FIELD=VALUE...")
@@ -213,7 +214,7 @@ def _record_group(rt: RecordType) -> click.Group:
             click.echo(f"Added {doc['id']} {rt.title_of(doc)}")
 
     fields_help = ", ".join(f.name for f in rt.user_fields)
-    add.help = f"Add {_a(rt.name)}. Fields: {fields_help}." + _example(
+    add.help = f"Add {_a(rt.name)}. Fields: {fields_help}." + example(
         f"crmkit {rt.table} add {examples['add']}"
     )
 
@@ -241,7 +242,7 @@ def _record_group(rt: RecordType) -> click.Group:
         else:
             click.echo(f"Updated {doc['id']} {rt.title_of(doc)}")
 
-    update.help = f"Change fields of {_a(rt.name)}; FIELD= (empty) clears one." + _example(
+    update.help = f"Change fields of {_a(rt.name)}; FIELD= (empty) clears one." + example(
         f"crmkit {rt.table} update {examples['update']}"
     )
 
@@ -254,7 +255,7 @@ def _record_group(rt: RecordType) -> click.Group:
 
     archive.help = (
         f"Hide {_a(rt.name)} from lists and syncs; nothing is deleted, `restore` brings it back."
-        + _example(f"crmkit {rt.table} archive {rt.prefix}-1")
+        + example(f"crmkit {rt.table} archive {rt.prefix}-1")
     )
 
     if rt.table == "contacts":
@@ -268,7 +269,7 @@ def _record_group(rt: RecordType) -> click.Group:
         doc = app.store(must_exist=True).restore(record_id, type_name=rt.table, force=force)
         click.echo(f"Restored {doc['id']} {rt.title_of(doc)}")
 
-    restore.help = f"Bring an archived {rt.name} back." + _example(f"crmkit {rt.table} restore {rt.prefix}-1")
+    restore.help = f"Bring an archived {rt.name} back." + example(f"crmkit {rt.table} restore {rt.prefix}-1")
 
     return group
 

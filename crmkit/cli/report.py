@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from crmkit.cli import App, pass_app
-from crmkit.cli.output import emit_json, json_option
+from crmkit.cli.output import emit_json, example, json_option
 from crmkit.reports import Report, cases, forecast, funnel, pipeline, revenue
 from crmkit.reports.model import NUMERIC_KINDS, text_value
 from crmkit.reports.text import layout
@@ -86,21 +86,24 @@ def report() -> None:
 report.add_command(
     _command(
         "pipeline",
-        "Open deals per pipeline and stage: count, amount, weighted amount.",
+        "Open deals per pipeline and stage: count, amount, weighted amount."
+        + example("crmkit report pipeline", "crmkit report pipeline --xlsx pipeline.xlsx"),
         lambda store: pipeline(store),
     )
 )
 report.add_command(
     _command(
         "funnel",
-        "Leads and deals reaching each stage, conversion rates, median days per stage.",
+        "Leads and deals reaching each stage, conversion rates, median days per stage."
+        + example("crmkit report funnel", "crmkit report funnel --json"),
         lambda store: funnel(store),
     )
 )
 report.add_command(
     _command(
         "forecast",
-        "Deals by month or quarter of close date: closed won, commit, best case, pipeline; raw and weighted.",
+        "Deals by month or quarter of close date: closed won, commit, best case, pipeline; raw and weighted."
+        + example("crmkit report forecast", "crmkit report forecast --by quarter --xlsx forecast.xlsx"),
         lambda store, by: forecast(store, by=by),
         by=click.Option(
             ["--by"],
@@ -114,12 +117,18 @@ report.add_command(
 report.add_command(
     _command(
         "revenue",
-        "Money received on invoices by month, owner, lead source, region and tier.",
+        "Money received on invoices by month, owner, lead source, region and tier."
+        + example("crmkit report revenue", "crmkit report revenue --xlsx crm.xlsx --sheet Revenue"),
         lambda store: revenue(store),
     )
 )
 report.add_command(
-    _command("cases", "Open cases by priority and age, oldest first.", lambda store: cases(store))
+    _command(
+        "cases",
+        "Open cases by priority and age, oldest first."
+        + example("crmkit report cases", "crmkit report cases --json"),
+        lambda store: cases(store),
+    )
 )
 
 

@@ -14,7 +14,13 @@ __all__ = ["register"]
 
 @click.group()
 def store() -> None:
-    """The store itself: its format, upgrades, and copies between TinyDB and PostgreSQL."""
+    """The store itself: its format, upgrades, and copies between TinyDB and PostgreSQL.
+
+    \b
+    Example:
+        crmkit store upgrade
+        crmkit store copy crm.json postgresql://crm@db.example.com/crm
+    """
 
 
 @store.command()
