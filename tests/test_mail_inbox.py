@@ -328,3 +328,34 @@ def test_a_kept_attachment_cut_short_is_written_again_whole(tmp_path: Path) -> N
     again.keep_attachments(raw, [attachment])
     assert (tmp_path / kept["path"]).read_bytes() == b"%PDF-data"
     assert (tmp_path / kept["path"]).stat().st_mode & 0o077 == 0
+
+
+def test_threads_sharing_an_archive_keep_whole_entries(tmp_path: Path) -> None:
+    """poll --idle files several mailboxes on threads that share one archive."""
+    import sys
+    import threading
+
+    from crmkit.mail.archive import MailArchive
+
+    archive = MailArchive(tmp_path / "crm.json")
+    kept: dict[bytes, str] = {}
+
+    def keep(mailbox: int) -> None:
+        for n in range(2000):
+            raw = b"From: %d@x.example\r\nSubject: %d\r\n\r\n" % (mailbox, n) + b"body " * (n % 50)
+            kept[raw] = archive.keep_raw(raw)
+            if n % 50 == 0:
+                archive.sync()
+
+    threads = [threading.Thread(target=keep, args=(m,)) for m in range(4)]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns often: an unguarded append would interleave
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switch)
+    archive.sync()
+    assert len(kept) == 8000 and all(archive.read(ref) == raw for raw, ref in kept.items())

@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,6 +93,9 @@ class MailArchive:
         self._pack_unsynced = False
         self._pack_new = False  # made since the last sync: its folder entry must be flushed too
         self._kept: dict[str, str] = {}  # digest -> reference, for what this process kept
+        # poll --idle files several mailboxes on threads that share one archive: an entry's
+        # header, bytes and offset must come from one writer at a time
+        self._pack_lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
         """What a worker process needs: where the archive is, not this process's open pack."""
@@ -144,6 +148,13 @@ class MailArchive:
 
     def sync(self) -> None:
         """Make everything kept since the last call durable (before records point at it)."""
+        with self._pack_lock:
+            self._sync_pack()
+        if self._unsynced:  # attachment files: many small ones, so one flush of them all
+            os.sync()
+            self._unsynced = False
+
+    def _sync_pack(self) -> None:
         if self._pack is not None and self._pack_unsynced:
             self._pack.flush()
             os.fsync(self._pack.fileno())
@@ -151,14 +162,15 @@ class MailArchive:
                 fsync_dir(self._pack_path.parent)
                 self._pack_new = False
             self._pack_unsynced = False
-        if self._unsynced:  # attachment files: many small ones, so one flush of them all
-            os.sync()
-            self._unsynced = False
 
     def close(self) -> None:
         """Close this process's pack (a new keep opens another)."""
+        with self._pack_lock:
+            self._close_pack()
+
+    def _close_pack(self) -> None:
         if self._pack is not None:
-            self.sync()
+            self._sync_pack()
             self._pack.close()
             self._pack = None
 
@@ -169,7 +181,7 @@ class MailArchive:
     def _open_pack(self) -> IO[bytes]:
         if self._pack is not None and self._pack.tell() < PACK_BYTES:
             return self._pack
-        self.close()
+        self._close_pack()
         folder = self.root / "packs"
         self._folder(folder)
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -182,6 +194,10 @@ class MailArchive:
     def keep_raw(self, raw: bytes) -> str:
         """Keep a message's bytes; returns the reference records name it by (see the module doc)."""
         digest = raw_digest(raw)
+        with self._pack_lock:
+            return self._append(raw, digest)
+
+    def _append(self, raw: bytes, digest: str) -> str:
         kept = self._kept.get(digest)
         if kept is not None:  # the same message again in this run (a batch filed one by one)
             return kept
@@ -205,8 +221,9 @@ class MailArchive:
         try:
             if not offset_text:
                 return path.read_bytes()
-            if self._pack is not None and self._pack_path == path:
-                self._pack.flush()
+            with self._pack_lock:
+                if self._pack is not None and self._pack_path == path:
+                    self._pack.flush()
             with path.open("rb") as fh:
                 fh.seek(int(offset_text))
                 magic, digest, length = fh.readline().split()
