@@ -24,7 +24,7 @@ The engine knows nothing of Excel or Google: it talks to a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -50,6 +50,7 @@ from crmkit.records.output import record_output
 from crmkit.records.rules import invoice_status
 from crmkit.records.schema import ACCOUNT, CASE, CONTACT, DEAL, INVOICE, LEAD, RecordType, parse_id
 from crmkit.store import Store
+from crmkit.sync.lines import InvoiceLines
 from crmkit.sync.model import (
     CellChange,
     Conflict,
@@ -64,6 +65,8 @@ from crmkit.sync.model import (
 )
 from crmkit.sync.source import BookChangedError, SheetBook
 from crmkit.sync.stamp import SyncStamps
+from crmkit.sync.summary import counted, summarize
+from crmkit.sync.tabs import blank_tab, find_tab, tab_refusal
 from crmkit.sync.values import (
     as_read,
     canon,
@@ -75,7 +78,8 @@ from crmkit.sync.values import (
 )
 from crmkit.workbooks import LINES_SHEET, money_format, sheet_columns
 
-__all__ = ["ON_CONFLICT", "SYNCED_TYPES", "sync_book"]
+# summarize and counted moved to crmkit.sync.summary; callers still import them from here
+__all__ = ["ON_CONFLICT", "SYNCED_TYPES", "counted", "summarize", "sync_book"]
 
 ON_CONFLICT = ("fail", "sheet", "store")
 # The fields of a base entry, and the mark of a value no sync agreed on yet. An entry
@@ -89,14 +93,6 @@ SYNCED_TYPES: tuple[RecordType, ...] = (ACCOUNT, CONTACT, LEAD, DEAL, INVOICE, C
 ALWAYS = frozenset({LEAD.table, CONTACT.table, DEAL.table, INVOICE.table})
 #: Fields a cell holds as a number or a date: typed as text, the cell is written back as one.
 _TYPED = (DecimalField, IntField, PercentField, DateField, DateTimeField)
-#: What a tab that is not a worksheet is, for a person.
-_TAB_KINDS = {
-    "chartsheet": "a chart sheet",
-    "dialogsheet": "a dialog sheet",
-    "macrosheet": "a macro sheet",
-    "datasourcesheet": "a data source sheet",
-    "unlinked": "a tab with no sheet behind it",
-}
 STATE = "sync"
 _MISSING = object()
 #: A field whose cells are not on the sheet yet: the store's value goes there, nothing is an edit.
@@ -188,8 +184,8 @@ class _SheetSync:
         self.new_ids: dict[str, Any] = {}
         self.columns: list[_Column] = []
         self.id_column = -1
-        self.lines: _Lines | None = (
-            _Lines(lines_table, self, lines_cache or {}, lines_title or LINES_SHEET.title)
+        self.lines: InvoiceLines | None = (
+            InvoiceLines(lines_table, self.summary, lines_cache or {}, lines_title or LINES_SHEET.title)
             if rt is INVOICE
             else None
         )
@@ -813,168 +809,6 @@ class _SheetSync:
             self.new_base[doc["id"]] = self._entry(signature, doc, True, {k: stored[k] for k in self.keys})
 
 
-@dataclass
-class _LineGroup:
-    rows: list[int] = field(default_factory=list)
-    raw: list[dict[str, Any]] = field(default_factory=list)
-    value: Any = None
-    invalid: bool = False
-
-
-class _Lines:
-    """The Invoice Lines sheet: line items grouped by invoice, read and written for the Invoices sheet."""
-
-    def __init__(
-        self,
-        table: SheetTable | None,
-        owner: _SheetSync,
-        cache: dict[str, Any],
-        title: str = LINES_SHEET.title,
-    ) -> None:
-        self.owner = owner
-        # group key -> [signature of its raw cells, parsed lines], from the last sync
-        self.cache = cache
-        self.new_cache: dict[str, Any] = {}
-        self.changes = SheetChanges(table.title if table else title)
-        #: The tab is made this sync: no invoice's lines are on it yet, none were deleted.
-        self.created = table is None
-        if table is None:
-            headers = [f.label for f in LINES_SHEET.columns]
-            self.changes.create_headers = headers
-            table = SheetTable(title, headers, [])
-        self.table = table
-        self.index: dict[str, int] = {}
-        for position, header in enumerate(table.headers):
-            f = LINES_SHEET.field_for_header(str(header)) if header else None
-            if f is not None and f.name not in self.index:
-                self.index[f.name] = position
-        self.groups: dict[str, _LineGroup] = {}
-        self._next_row = max((r.number for r in table.rows), default=1) + 1
-        #: Lines can be read from the tab (it has an Invoice column).
-        self.readable = INVOICE.name in self.index
-        if not self.readable:
-            owner.summary.notes.append(
-                f"{table.title} has no {INVOICE.name.capitalize()} column; lines not synced"
-            )
-            return
-        self._read()
-
-    def _read(self) -> None:
-        lines_field = INVOICE.get_field("lines")
-        assert isinstance(lines_field, LinesField)
-        subfields: dict[str, Field] = {
-            f.name: f
-            for f in (
-                lines_field.description,
-                lines_field.quantity,
-                lines_field.unit_price,
-                lines_field.tax_rate,
-            )
-        }
-        positions = {name: self.index.get(name) for name in subfields}
-        rows_of: dict[str, list[SheetRow]] = {}
-        for sheet_row in self.table.rows:
-            key = _invoice_key(sheet_row.cell(self.index[INVOICE.name]))
-            if key is None:
-                continue
-            group = self.groups.setdefault(key, _LineGroup())
-            group.rows.append(sheet_row.number)
-            rows_of.setdefault(key, []).append(sheet_row)
-            group.raw.append(
-                {name: sheet_row.cell(at) if at is not None else None for name, at in positions.items()}
-            )
-        for key, group in self.groups.items():
-            signature = row_signature([list(line.values()) for line in group.raw])
-            cached = self.cache.get(key)
-            if cached and cached[0] == signature:
-                group.value = cached[1]  # nobody touched these lines
-                self.new_cache[key] = cached
-                continue
-            try:
-                group.value = parse_cell(lines_field, group.raw)
-                self.new_cache[key] = [signature, group.value]
-                continue
-            except FieldError:
-                group.invalid = True
-            # find the very cells to report (the common case above skips this)
-            for sheet_row in rows_of[key]:
-                for name, f in subfields.items():
-                    at = positions[name]
-                    raw = sheet_row.cell(at) if at is not None else None
-                    try:
-                        f.parse(raw)
-                    except FieldError as exc:
-                        cell = InvalidCell(
-                            self.table.title,
-                            sheet_row.number,
-                            column_letter(at or 0),
-                            f.label,
-                            raw,
-                            exc.problem,
-                        )
-                        self.owner.summary.invalid.append(cell)
-            if not any(
-                i.sheet == self.table.title and i.row in group.rows for i in self.owner.summary.invalid
-            ):
-                self.owner.summary.notes.append(f"{self.table.title} rows {group.rows}: lines refused")
-
-    def group_for(self, record_id: str | None, number: Any) -> _LineGroup | None:
-        for key in (record_id, _invoice_key(number)):
-            if key and key in self.groups:
-                return self.groups[key]
-        return None
-
-    def write(
-        self, record_id: str, number: Any, lines: list[dict[str, Any]] | None, currency: str | None = None
-    ) -> None:
-        """Make the sheet's rows for this invoice show ``lines``: rewrite, add or clear rows.
-
-        Rows keep the invoice reference people typed (id or number); new rows get the id.
-        Unit prices are money, in the invoice's currency's format.
-        """
-        if INVOICE.name not in self.index:
-            return
-        group = self.group_for(record_id, number) or _LineGroup()
-        lines = lines or []
-        names = ("description", "quantity", "unit_price", "tax_rate")
-        lines_field = INVOICE.get_field("lines")
-        assert isinstance(lines_field, LinesField)
-        for position, line in enumerate(lines):
-            values: dict[str, Any] = {n: (Decimal(line[n]) if n != "description" else line[n]) for n in names}
-            # as on the main sheets: a number a double cannot hold goes in as text
-            values["quantity"] = cell_value(lines_field.quantity, line["quantity"])
-            price = cell_value(lines_field.unit_price, line["unit_price"])
-            values["unit_price"] = (
-                Formatted(price, money_format(currency)) if isinstance(price, Decimal) else price
-            )
-            if position < len(group.rows):
-                row = group.rows[position]
-            else:
-                row = self._next_row
-                self._next_row += 1
-                values[INVOICE.name] = record_id
-            for name, value in values.items():
-                if name in self.index:
-                    self.changes.cells.append(CellChange(row, self.index[name], value))
-        for row in group.rows[len(lines) :]:
-            for name in (INVOICE.name, *names):
-                if name in self.index:
-                    self.changes.cells.append(CellChange(row, self.index[name], None))
-
-
-def _invoice_key(value: Any) -> str | None:
-    if value is None or not str(value).strip():
-        return None
-    text = str(value).strip()
-    try:
-        rt, number = parse_id(text)
-        if rt is INVOICE:
-            return f"{rt.prefix}-{number}"
-    except CrmkitError:
-        pass
-    return text.casefold()
-
-
 def _invoice_status_today(doc: Mapping[str, Any], today: date) -> str:
     """The status an invoice shows today, from its stored document (cheaply: no full load)."""
     due = doc.get("due_date")
@@ -1032,71 +866,6 @@ def _stand_ins(entry: list[Any] | None) -> frozenset[str]:
 def _same_id(cells: list[Any], index: int, record_id: str) -> bool:
     value = cells[index] if index < len(cells) else None
     return value is not None and str(value).strip() == record_id
-
-
-def _find_sheet(tables: dict[str, SheetTable], title: str) -> SheetTable | None:
-    wanted = title.strip().casefold()
-    for name, table in tables.items():
-        if name.strip().casefold() == wanted:
-            return table
-    return None
-
-
-def _blank(table: SheetTable) -> bool:
-    """A worksheet without a single cell: crmkit may fill it in as if it were missing."""
-    return not table.rows and not any(h is not None and str(h).strip() for h in table.headers)
-
-
-#: How far down a tab to look for a header row below row 1.
-_HEADER_SEARCH_ROWS = 10
-
-
-def _refusal(
-    title: str, table: SheetTable, headers: Sequence[Field], known: Callable[[str], Any]
-) -> str | None:
-    """Why the tab ``table`` must be left alone, not synced as crmkit's sheet ``title``; None if it may.
-
-    Only a worksheet can hold crmkit's table, and only one whose row 1 has a header
-    crmkit knows for that sheet (``known`` maps a header to its field, or None), or
-    one without a single cell, which crmkit fills in. ``headers`` are the sheet's
-    columns; the reason names the first few.
-    """
-    key = f'"{title}"' if " " in title else title
-    setting = f'[sheet_names] {key} = "CRM {title}" in crmkit.toml'
-    if table.kind != "worksheet":
-        what = _TAB_KINDS.get(table.kind, f"a {table.kind}")
-        return (
-            f"the tab {table.title!r} is {what}, not a table crmkit can sync, so nothing is written to it; "
-            f"to sync {title} with another tab, name it with {setting}"
-        )
-    labels = [str(h).strip() for h in table.headers if h is not None and str(h).strip()]
-    if not labels and not table.rows:
-        return None
-
-    def recognised(cells: Sequence[Any]) -> int:
-        return sum(1 for c in cells if isinstance(c, str) and c.strip() and known(c.strip()) is not None)
-
-    in_row_1 = recognised(labels)
-    # A word in row 1 that happens to be a header ("Account: Acme") is not a header row when
-    # a row below holds more of them: the person's table starts there.
-    lower = next(
-        (row for row in table.rows[:_HEADER_SEARCH_ROWS] if recognised(row.cells) > max(in_row_1, 1)),
-        None,
-    )
-    if in_row_1 and lower is None:
-        return None
-    if lower is not None and in_row_1:
-        return (
-            f"the headers of the tab {table.title!r} seem to be on row {lower.number}, not row 1, so it "
-            f"is not a crmkit table and nothing is written to it; put the headers in row 1, or sync "
-            f"{title} with another tab: {setting}"
-        )
-    examples = ", ".join(f.label for f in headers[:3])
-    return (
-        f"row 1 of the tab {table.title!r} holds none of crmkit's {title} headers ({examples}, …), so it "
-        f"is not a crmkit table and nothing is written to it; put the headers in row 1, or sync {title} "
-        f"with another tab: {setting}"
-    )
 
 
 def sync_book(
@@ -1216,12 +985,12 @@ def _sync(
         book.check_writable()
     tables = book.read()
     actor = f"sync:{book.display_name}"
-    total = sum(len(t.rows) for rt in SYNCED_TYPES if (t := _find_sheet(tables, tabs[rt.sheet])) is not None)
+    total = sum(len(t.rows) for rt in SYNCED_TYPES if (t := find_tab(tables, tabs[rt.sheet])) is not None)
     step = (lambda n: progress(n, total)) if progress is not None else None
     plans: list[_SheetSync] = []
     keep: dict[str, Any] = {}  # the base of sheets left alone this time
     kept_pending: dict[str, Any] = {}  # and their journal, still owed
-    lines_tab = _find_sheet(tables, tabs[LINES_SHEET.title])
+    lines_tab = find_tab(tables, tabs[LINES_SHEET.title])
 
     def leave_alone(rt: RecordType, title: str, problem: str) -> None:
         summary = SheetSummary(title)
@@ -1234,15 +1003,15 @@ def _sync(
     try:
         with store.transaction(), paused_gc():
             for rt in SYNCED_TYPES:
-                table = _find_sheet(tables, tabs[rt.sheet])
+                table = find_tab(tables, tabs[rt.sheet])
                 if table is None and rt.table not in ALWAYS:
                     continue
                 title = table.title if table is not None else tabs[rt.sheet]
                 refusal = None
                 if table is not None:
-                    refusal = _refusal(rt.sheet, table, sheet_columns(rt), rt.field_for_header)
+                    refusal = tab_refusal(rt.sheet, table, sheet_columns(rt), rt.field_for_header)
                 if refusal is None and rt is INVOICE and lines_tab is not None:
-                    refusal = _refusal(
+                    refusal = tab_refusal(
                         LINES_SHEET.title, lines_tab, LINES_SHEET.columns, LINES_SHEET.field_for_header
                     )
                     if refusal is not None:
@@ -1253,7 +1022,7 @@ def _sync(
                 plan = _SheetSync(
                     store,
                     rt,
-                    None if table is None or _blank(table) else table,
+                    None if table is None or blank_tab(table) else table,
                     title=title,
                     base=state.get("sheets", {}).get(rt.sheet, {}),
                     pending=state.get("pending", {}).get(rt.sheet, {}),
@@ -1262,7 +1031,7 @@ def _sync(
                     today=today,
                     progress=step,
                     read_back=book.read_back,
-                    lines_table=None if lines_tab is None or _blank(lines_tab) else lines_tab,
+                    lines_table=None if lines_tab is None or blank_tab(lines_tab) else lines_tab,
                     lines_title=lines_tab.title if lines_tab is not None else tabs[LINES_SHEET.title],
                     lines_cache=state.get("lines", {}),
                 )
@@ -1339,52 +1108,3 @@ def _save_base(
             "day": today.isoformat(),
         },
     )
-
-
-def summarize(report: SyncReport) -> Iterable[str]:
-    """Readable lines for a person: per sheet, what changed on each side."""
-    if report.skipped_unchanged:
-        yield f"{report.book}: nothing changed since the last sync (0 changes)"
-        return
-
-    def listed(pairs: Iterable[tuple[int, str]]) -> str:
-        return ", ".join(text for n, text in pairs if n)
-
-    for s in report.sheets:
-        store_side = listed(
-            [
-                (len(s.store_added), f"{len(s.store_added)} added"),
-                (len(s.store_updated), f"{len(s.store_updated)} updated"),
-                (len(s.store_archived), f"{len(s.store_archived)} archived"),
-            ]
-        )
-        sheet_side = listed(
-            [
-                (len(s.sheet_added), counted(len(s.sheet_added), "row") + " added"),
-                (len(s.sheet_updated), counted(len(s.sheet_updated), "row") + " updated"),
-                (s.ids_written, counted(s.ids_written, "ID") + " written"),
-            ]
-        )
-        problems = listed(
-            [
-                (len(s.conflicts), counted(len(s.conflicts), "conflict")),
-                (len(s.invalid), counted(len(s.invalid), "invalid cell")),
-            ]
-        )
-        parts = [
-            f"crmkit: {store_side}" if store_side else "",
-            f"sheet: {sheet_side}" if sheet_side else "",
-            problems,
-        ]
-        yield f"{s.sheet}: " + ("; ".join(p for p in parts if p) or "no changes")
-        for note in s.notes:
-            yield f"  note: {note}"
-        # Problems are not repeated here: the CLI prints each once, on stderr, even under --quiet.
-    verb = "would be made (dry run, nothing written)" if report.dry_run else "made"
-    written = ", workbook written" if report.book_written else ""
-    yield f"{counted(report.changes, 'change')} {verb}{written}"
-
-
-def counted(n: int, noun: str, plural: str | None = None) -> str:
-    """``1 row``, ``2 rows``: a count with its noun in the right number."""
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
