@@ -19,7 +19,11 @@ records already made for them. Killed before 3, both sides already agree.
 Nothing is lost and nothing is made twice.
 
 The engine knows nothing of Excel or Google: it talks to a
-:class:`~crmkit.sync.source.SheetBook`.
+:class:`~crmkit.sync.source.SheetBook`. This module runs a sync: the lock, the
+journal, saving the base. The rest lives beside it: one sheet's sync in
+:mod:`~crmkit.sync.sheets` (its reading in ``reader``, what a field keeps in
+``merge``, the base's format in ``base``), an invoice's lines in ``lines``, which
+tabs crmkit may sync in ``tabs``, and the text a person reads in ``summary``.
 """
 
 from __future__ import annotations
@@ -36,10 +40,7 @@ from crmkit.errors import CrmkitError
 from crmkit.perf import paused_gc
 from crmkit.records.schema import ACCOUNT, CASE, CONTACT, DEAL, INVOICE, LEAD, RecordType
 from crmkit.store import Store
-from crmkit.sync.model import (
-    SheetSummary,
-    SyncReport,
-)
+from crmkit.sync.model import SheetSummary, SyncReport
 from crmkit.sync.reader import SheetRefused
 from crmkit.sync.sheets import SheetSync
 from crmkit.sync.source import BookChangedError, SheetBook

@@ -256,7 +256,7 @@ class SheetSync(SheetReader):
                 outcome = winner
             if outcome == "sheet":
                 to_store[key] = sheet_value
-            agreed.add(key)  # the store's value, now the same, goes to the sheet in _write_back
+            agreed.add(key)  # whichever side won, _write_back puts the store's final value in the sheet
         if doc.get("archived_at"):
             doc = self.store.restore(doc["id"])  # an archived contact re-imported by email
             self.summary.store_updated.append(doc["id"])
