@@ -449,14 +449,23 @@ class PostgresBackend:
         delta[1 if archived else 0] += 1
 
     def scan(self, table: str) -> Iterator[Doc]:
+        for _, doc in self._numbered(table):
+            yield doc
+
+    def scan_checked(self, table: str) -> Iterator[tuple[int, Doc, bool]]:
+        """Like :meth:`scan`, with each document's number; none is vouched for (any may be hand-edited)."""
+        for number, doc in self._numbered(table):
+            yield number, doc, False
+
+    def _numbered(self, table: str) -> Iterator[tuple[int, Doc]]:
         if not self._ready():
             return
         query = f"SELECT number, doc, raw FROM {_ident(table)} WHERE number > %s ORDER BY number LIMIT {PAGE}"
         last = 0
         while True:
             rows = self._run(query, (last,)).fetchall()
-            for _, doc, raw in rows:
-                yield _unpack(doc, raw)
+            for number, doc, raw in rows:
+                yield int(number), _unpack(doc, raw)
             if len(rows) < PAGE:
                 return
             last = rows[-1][0]
