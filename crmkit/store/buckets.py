@@ -18,6 +18,7 @@ __all__ = [
     "ParsedFiles",
     "bucket_of",
     "find_packed",
+    "ids_of",
     "packed",
     "split_count",
     "unpacked",
@@ -85,21 +86,38 @@ def packed(bucket: Doc) -> Doc:
     """
     out: Doc = {}
     for side in ("active", "archived"):
-        lines = [f"{_escape_key(key)}\t{' '.join(ids)}" for key, ids in bucket[side].items() if ids]
+        lines = [
+            f"{_escape_key(key)}\t{ids if isinstance(ids, str) else ' '.join(ids)}"
+            for key, ids in bucket[side].items()
+            if ids
+        ]
         out[side] = "\n" + "\n".join(lines) + "\n" if lines else ""
     return out
 
 
 def unpacked(bucket: Doc) -> Doc:
+    """A packed bucket as dicts of key -> its ids as one space-separated text (split when asked).
+
+    A bucket of a big store holds thousands of keys and the poller unpacks the ones it
+    looks up most: splitting every id list up front, and unescaping keys that hold no
+    escape, was most of that cost.
+    """
     out: Doc = {}
     for side in ("active", "archived"):
-        entries: dict[str, list[str]] = {}
-        for line in bucket[side].split("\n"):
-            if line:
-                key, _, ids = line.partition("\t")
-                entries[_unescape_key(key)] = ids.split(" ")
-        out[side] = entries
+        text = bucket[side]
+        pairs = [line.split("\t", 1) for line in text.split("\n") if line]
+        if "%" in text:
+            out[side] = {_unescape_key(key): ids for key, ids in pairs}
+        else:
+            out[side] = dict(pairs)
     return out
+
+
+def ids_of(ids: str | list[str] | None) -> list[str]:
+    """The ids of an unpacked entry (a text) or a changed one (a list)."""
+    if not ids:
+        return []
+    return ids.split(" ") if isinstance(ids, str) else list(ids)
 
 
 def find_packed(text: str, key: str) -> list[str]:

@@ -50,6 +50,7 @@ from crmkit.store.buckets import (
     ParsedFiles,
     bucket_of,
     find_packed,
+    ids_of,
     packed,
     split_count,
     unpacked,
@@ -384,7 +385,7 @@ class JsonFilesBackend:
             return []
         unpacked_bucket = self._hot_buckets.get(name)
         if unpacked_bucket is not None:
-            return unpacked_bucket[side].get(key, [])  # type: ignore[no-any-return]
+            return ids_of(unpacked_bucket[side].get(key))
         bucket = self._bucket(table, index, number, files)
         # A bucket looked up again and again (the poller's message ids) is worth a dict;
         # a command's one look-up is cheaper as a search of the packed text.
