@@ -394,6 +394,13 @@ class JsonFilesBackend:
             self._hot_buckets[name] = unpacked(bucket)
         return find_packed(bucket[side], key)
 
+    def _unpacked_copy(self, table: str, index: str, number: int, files: list[str | None]) -> Doc:
+        """A bucket as dicts to change: a copy of its hot form if it has one (a dict copy is cheap)."""
+        hot = self._hot_buckets.get(files[number] or "")
+        if hot is not None:
+            return {side: dict(hot[side]) for side in ("active", "archived")}
+        return unpacked(self._bucket(table, index, number, files))
+
     def _set_ids(self, table: str, index: str, key: str, side: str, ids: list[str]) -> None:
         delta = self._deltas.get((table, index))
         if delta is None:
@@ -601,7 +608,7 @@ class JsonFilesBackend:
                 number = bucket_of(key, len(files))
                 bucket = changed.get(number)
                 if bucket is None:
-                    bucket = unpacked(self._bucket(table, index, number, files))
+                    bucket = self._unpacked_copy(table, index, number, files)
                     changed[number] = bucket
                 if ids:
                     bucket[side][key] = ids
@@ -633,8 +640,14 @@ class JsonFilesBackend:
         for number, bucket in sorted(texts.items()):
             name = f"{label}.{number}.g{generation}.json"
             self._write(name, {"_index": {"1": bucket}})
-            if files[number] and files[number] not in retired:
-                retired.append(files[number])  # type: ignore[arg-type]
+            old_name = files[number]
+            if old_name in self._hot_buckets and number in changed:
+                # a bucket the poller looks up all the time stays unpacked under its new name:
+                # unpacking it again after every merge was most of a poll into a big store
+                self._hot_buckets[name] = changed[number]
+                self._bucket_hits[name] = HOT_BUCKET_LOOKUPS
+            if old_name and old_name not in retired:
+                retired.append(old_name)
             files[number] = name
         manifest.setdefault("indexes", {})[f"{table} {index}"] = {"buckets": files, "delta": None}
         return retired
