@@ -222,3 +222,31 @@ def test_a_bucket_looked_up_often_gives_the_same_answers_as_a_cold_one(tmp_path:
     hot.update("C-8", {"email": "moved@example.com"})  # a change is seen through the delta
     assert hot.find_by_email("contacts", "p7@example.com") == []
     assert [c["id"] for c in hot.find_by_email("contacts", "moved@example.com")] == ["C-8"]
+
+
+def test_hot_buckets_carried_across_a_delta_merge_answer_as_the_files_do(tmp_path: Path) -> None:
+    """The poller's hot buckets keep their unpacked form under the names a merge gives them."""
+    path = tmp_path / "crm.json"
+    pad = "x" * 40
+    people = [{"name": f"P {i}", "email": f"{pad}.{i}@example.com"} for i in range(20000)]
+    Store(path).add_many("contacts", people)  # buckets enough that the merge below splits none
+    before = manifest(path)["indexes"]["contacts email"]["buckets"]
+    hot = Store(path)
+    for i in range(0, 20000, 5):  # every bucket looked up past HOT_BUCKET_LOOKUPS: all hot
+        assert [c["id"] for c in hot.find_by_email("contacts", f"{pad}.{i}@example.com")] == [f"C-{i + 1}"]
+    with hot.transaction():
+        hot.update("C-1", {"email": "moved@example.com"})
+        hot.archive("C-2")
+        hot.add_many("contacts", [{"name": f"Q {i}", "email": f"{pad}.q{i}@example.com"} for i in range(5000)])
+    after = manifest(path)["indexes"]["contacts email"]
+    assert after["delta"] is None and len(after["buckets"]) == len(before)  # merged, not split
+    assert not set(after["buckets"]) & set(before)  # every bucket rewritten under a new name
+    cold = Store(path)
+    for email in [f"{pad}.{i}@example.com" for i in range(0, 20000, 37)] + [
+        f"{pad}.q{i}@example.com" for i in range(0, 5000, 7)
+    ] + ["moved@example.com", f"{pad}.0@example.com", f"{pad}.1@example.com"]:  # fmt: skip
+        for archived in (False, True):
+            found = hot.find_by_email("contacts", email, archived=archived)
+            assert found == cold.find_by_email("contacts", email, archived=archived), email
+    assert [c["id"] for c in hot.find_by_email("contacts", "moved@example.com")] == ["C-1"]
+    assert [c["id"] for c in hot.find_by_email("contacts", f"{pad}.1@example.com", archived=True)] == ["C-2"]
