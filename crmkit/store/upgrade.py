@@ -112,9 +112,14 @@ def absorb_loose_tables(backend: JsonFilesBackend, data: Tables) -> None:
     upgraded: dict[str, Any] = {"from_format": 1 if first_format else 2, "tables": {}}
     if first_format:
         backup = backup_path(backend.path)
-        shutil.copy2(backend.path, backup)
-        with open(backup, "rb+") as fh:
+        # Copied whole under a working name first, then renamed: a run killed mid-copy must
+        # not leave a backup that looks complete and is not (the next run, under the same
+        # lock, writes the working name over).
+        partial = backend.path.with_name(backend.path.name + ".v1-backup.partial")
+        shutil.copy2(backend.path, partial)
+        with open(partial, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.rename(partial, backup)
         fsync_dir(backup.parent)
         upgraded["backup"] = str(backup)
     meta = backend.meta()
