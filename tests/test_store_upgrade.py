@@ -93,6 +93,7 @@ def test_store_upgrade_command_then_nothing_to_do(v1_store: Path, run) -> None:
 def test_upgrade_of_a_missing_store_is_one_clear_line(tmp_path: Path, run) -> None:
     result = run("--store", str(tmp_path / "nope.json"), "store", "upgrade", code=1)
     assert "no store at" in result.stderr and "nope.json" in result.stderr
+    assert "crmkit init" in result.stderr  # and how to make one
 
 
 OPEN_AND_ADD = """

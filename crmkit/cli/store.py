@@ -48,6 +48,8 @@ def upgrade(app: App, as_json: bool) -> None:
         else:
             click.echo(f"{store.location} is at schema version {SCHEMA_VERSION}; nothing to do")
         return
+    if not location.exists():
+        app.store(must_exist=True)  # refuses with where it looked and how to make one
     result = upgrade_store(location)
     if as_json:
         emit_json(result.as_json())
