@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -13,7 +17,7 @@ from datetime import date, datetime
 from datetime import time as clock
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
 
@@ -339,11 +343,9 @@ def test_bounded_write_overflow_is_rejected(standin: SheetsStandIn) -> None:
     assert standin.sheet_values(sid, "S") == []  # nothing applied
 
 
-def test_cli_module_runs(tmp_path: Any) -> None:
-    import subprocess
-    import sys
-    import time
-
+@contextlib.contextmanager
+def demo_standin() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``python -m crmkit.testing.sheets_standin --demo`` running: (its process, its base URL)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "crmkit.testing.sheets_standin", "--port", "0", "--demo"],
         stdout=subprocess.PIPE,
@@ -353,7 +355,14 @@ def test_cli_module_runs(tmp_path: Any) -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert "listening on http://127.0.0.1:" in line
-        base = line.split("listening on ")[1].strip()
+        yield proc, line.split("listening on ")[1].strip()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
+
+
+def test_cli_module_runs() -> None:
+    with demo_standin() as (_, base):
         deadline = time.monotonic() + 5
         while True:
             try:
@@ -365,26 +374,13 @@ def test_cli_module_runs(tmp_path: Any) -> None:
                     raise
                 time.sleep(0.05)
         assert [s["properties"]["title"] for s in body["sheets"]] == ["Leads", "Invoice Lines"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=5)
 
 
 def test_the_demo_lead_syncs_as_a_lead_with_a_status_and_no_stray_column(tmp_path: Path) -> None:
     """A newcomer's first `crmkit sync gsheet:demo`: the demo's columns are a lead's own fields."""
-    import os
-    import subprocess
-    import sys
-    from urllib.parse import urlsplit
-
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "crmkit.testing.sheets_standin", "--port", "0", "--demo"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with demo_standin() as (proc, url):
         assert proc.stdout is not None
-        base = urlsplit(proc.stdout.readline().split("listening on ")[1].strip())
+        base = urlsplit(url)
         assert "demo spreadsheet id: demo" in proc.stdout.readline()
         endpoint = f"{base.scheme}://{base.netloc}"
         env = {**os.environ, "CRMKIT_SHEETS_ENDPOINT": endpoint, "XDG_CONFIG_HOME": str(tmp_path)}
@@ -399,9 +395,6 @@ def test_the_demo_lead_syncs_as_a_lead_with_a_status_and_no_stray_column(tmp_pat
         with urllib.request.urlopen(f"{endpoint}{base.path}/demo/values/Leads!1:1") as resp:
             headers = json.loads(resp.read())["values"][0]
         assert "Stage" not in headers and "Status" in headers
-    finally:
-        proc.terminate()
-        proc.wait(timeout=5)
 
 
 def test_backoff_client_retries_on_429(standin: SheetsStandIn, book: str, monkeypatch: Any) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from crmkit.plural import counted
 from crmkit.records.fields import DateTimeField
 from crmkit.records.money import MINOR_UNITS, quantize
 from crmkit.records.schema import RecordType
@@ -28,11 +29,6 @@ __all__ = [
 _MOMENT = DateTimeField("at")
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-
-
-def counted(n: int, one: str, many: str | None = None) -> str:
-    """``1 deal``, ``2 deals``, ``0 activities``: a count with its noun in the right number."""
-    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _default(value: Any) -> Any:

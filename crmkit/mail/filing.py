@@ -25,6 +25,7 @@ from crmkit.mail.archive import MailArchive
 from crmkit.mail.inbox import Filed, InboxRules, file_message
 from crmkit.mail.message import ParsedMessage, parse_message
 from crmkit.mail.prepare_worker import PreparerProcess
+from crmkit.plural import counted
 from crmkit.store import Store
 
 __all__ = [
@@ -145,7 +146,7 @@ _NOUNS = {
 
 def _counted(n: int, what: str) -> str:
     one, many = _NOUNS.get(what, (what.replace("_", " "), what.replace("_", " ")))
-    return f"{n} {one if n == 1 else many}"
+    return counted(n, one, many)
 
 
 # -- preparing: parse and keep ------------------------------------------------------------------
@@ -181,9 +182,18 @@ def prepare(archive: MailArchive, raw: bytes) -> Prepared:
 
 
 def file_prepared(
-    store: Store, prepared: Prepared, *, rules: InboxRules, in_transaction: Callable[[], None] | None = None
+    store: Store,
+    prepared: Prepared,
+    *,
+    rules: InboxRules,
+    in_transaction: Callable[[], None] | None = None,
+    sync: MailArchive | None = None,
 ) -> Filed:
-    """Log a prepared message in one store transaction (joining the caller's, if one is open)."""
+    """Log a prepared message in one store transaction (joining the caller's, if one is open).
+
+    ``in_transaction`` runs inside it, after the filing; ``sync`` is the archive to make
+    durable before the commit (a caller filing many messages at once syncs once itself).
+    """
     with store.transaction():
         filed = file_message(
             store,
@@ -196,6 +206,8 @@ def file_prepared(
         )
         if in_transaction is not None:
             in_transaction()
+        if sync is not None:
+            sync.sync()
     return filed
 
 
@@ -218,14 +230,9 @@ def file_raw(
     Raises whatever the filing raised (nothing is written to the store then).
     """
     prepared = prepare(archive, raw)
-
-    def then() -> None:
-        if in_transaction is not None:
-            in_transaction()
-        if sync_archive:
-            archive.sync()
-
-    return file_prepared(store, prepared, rules=rules, in_transaction=then), prepared.parsed
+    sync = archive if sync_archive else None
+    filed = file_prepared(store, prepared, rules=rules, in_transaction=in_transaction, sync=sync)
+    return filed, prepared.parsed
 
 
 def archive_error(archive: MailArchive, exc: OSError) -> CrmkitError:
@@ -257,13 +264,7 @@ def file_or_quarantine(
             prepared = prepare(archive, raw)
         if isinstance(prepared, BaseException):
             raise prepared
-
-        def then() -> None:
-            if in_transaction is not None:
-                in_transaction()
-            archive.sync()
-
-        filed = file_prepared(store, prepared, rules=rules, in_transaction=then)
+        filed = file_prepared(store, prepared, rules=rules, in_transaction=in_transaction, sync=archive)
     except OSError as exc:
         raise archive_error(archive, exc) from None
     except StoreError:  # the store cannot be read or written: no message can be filed

@@ -623,7 +623,7 @@ class JsonFilesBackend:
             merged: Doc = {"active": {}, "archived": {}}
             total = 0
             for number in range(len(files)):
-                bucket = changed.get(number) or unpacked(self._bucket(table, index, number, files))
+                bucket = changed.get(number) or self._unpacked_copy(table, index, number, files)
                 stored = texts.get(number) or self._bucket(table, index, number, files)
                 total += len(stored["active"]) + len(stored["archived"])
                 for side in ("active", "archived"):

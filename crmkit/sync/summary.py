@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from crmkit.plural import counted
 from crmkit.sync.model import SyncReport
 
 __all__ = ["counted", "summarize"]
@@ -52,7 +53,3 @@ def summarize(report: SyncReport) -> Iterable[str]:
     written = ", workbook written" if report.book_written else ""
     yield f"{counted(report.changes, 'change')} {verb}{written}"
 
-
-def counted(n: int, noun: str, plural: str | None = None) -> str:
-    """``1 row``, ``2 rows``: a count with its noun in the right number."""
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
