@@ -52,4 +52,3 @@ def summarize(report: SyncReport) -> Iterable[str]:
     verb = "would be made (dry run, nothing written)" if report.dry_run else "made"
     written = ", workbook written" if report.book_written else ""
     yield f"{counted(report.changes, 'change')} {verb}{written}"
-
